@@ -1,0 +1,1 @@
+//! Comparisons of cpuslab and rseq-core against peers (see docs/benchmarks.md).

@@ -1,0 +1,271 @@
+//! Central free lists: the span tier of each size class.
+//!
+//! Each class has a `CentralFreeList` with its own lock and a list of its
+//! *partial* spans (spans with at least one free object); full spans are on no
+//! list and are found again through the page map when an object comes back.
+//! Objects move in batches: `alloc_batch` takes free objects from partial
+//! spans (carving a new span from the page heap when there are none),
+//! `free_batch` puts objects back into their spans' bitmaps and gives a span
+//! back to the page heap as soon as none of its objects is in use.
+//!
+//! Frees of pointers that are not objects of this class (foreign, interior,
+//! already free) are ignored and counted, never trusted.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::page_heap;
+use crate::pagemap;
+use crate::size_class::{Class, NUM_CLASSES};
+use crate::span::{FreeOutcome, SpanKind, SpanList};
+use crate::sync::Lock;
+
+/// One class's span tier. Cache-line aligned so classes do not share lines.
+#[repr(align(64))]
+struct CentralFreeList {
+    lock: Lock,
+    /// Spans of this class with at least one free object.
+    partial: UnsafeCell<SpanList<false>>,
+    // Statistics (written under the lock, read without it).
+    /// Objects handed out (held by upper tiers or by the program).
+    in_use: AtomicUsize,
+    /// Free objects held in this class's spans.
+    free: AtomicUsize,
+    /// Spans of this class.
+    spans: AtomicUsize,
+    /// Frees ignored because the pointer was not a live object of the class.
+    invalid_frees: AtomicUsize,
+}
+
+// SAFETY: `partial` and the Cell fields of the spans of this class are only
+// accessed with `lock` held.
+unsafe impl Sync for CentralFreeList {}
+
+impl CentralFreeList {
+    const fn new() -> Self {
+        CentralFreeList {
+            lock: Lock::new(),
+            partial: UnsafeCell::new(SpanList::new()),
+            in_use: AtomicUsize::new(0),
+            free: AtomicUsize::new(0),
+            spans: AtomicUsize::new(0),
+            invalid_frees: AtomicUsize::new(0),
+        }
+    }
+
+    /// Runs `f` on the partial list with the lock held.
+    fn with_partial<R>(&self, f: impl FnOnce(&mut SpanList<false>) -> R) -> R {
+        let _guard = self.lock.guard();
+        // SAFETY: the lock is held for the life of this reference.
+        f(unsafe { &mut *self.partial.get() })
+    }
+}
+
+static CENTRAL: [CentralFreeList; NUM_CLASSES] = [const { CentralFreeList::new() }; NUM_CLASSES];
+
+/// Per-class counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Spans of this class.
+    pub spans: usize,
+    /// Objects handed out by the central list (in upper tiers or live).
+    pub objects_in_use: usize,
+    /// Free objects held in this class's spans.
+    pub objects_free: usize,
+    /// Frees ignored (not a live object of this class: foreign, interior,
+    /// double free).
+    pub invalid_frees: usize,
+}
+
+/// Fills `out` with up to `out.len()` distinct free objects of `class`;
+/// returns how many. Fewer than asked only when out of memory.
+pub fn alloc_batch(class: Class, out: &mut [*mut u8]) -> usize {
+    let Some(list) = CENTRAL.get(class.index()) else {
+        return 0;
+    };
+    let mut n = 0;
+    loop {
+        n += list.with_partial(|partial| {
+            take_from_partial(list, partial, out.get_mut(n..).unwrap_or_default())
+        });
+        if n >= out.len() {
+            return n;
+        }
+        // No partial span left: carve a new one without holding the class lock
+        // (frees of this class proceed meanwhile).
+        let Some(span) = page_heap::alloc_span(class.span_pages()) else {
+            return n;
+        };
+        list.with_partial(|partial| {
+            span.init_small(class);
+            partial.push_front(span);
+            list.spans.fetch_add(1, Ordering::Relaxed);
+            list.free
+                .fetch_add(class.objects_per_span(), Ordering::Relaxed);
+        });
+    }
+}
+
+/// Takes objects from partial spans into `out`; returns how many.
+fn take_from_partial(
+    list: &CentralFreeList,
+    partial: &mut SpanList<false>,
+    out: &mut [*mut u8],
+) -> usize {
+    let mut n = 0;
+    while let (Some(span), Some(rest)) = (partial.first(), out.get_mut(n..)) {
+        if rest.is_empty() {
+            break;
+        }
+        let got = span.take_objects(rest);
+        n += got;
+        if got == 0 || span.free_count() == 0 {
+            partial.remove(span);
+        }
+    }
+    list.in_use.fetch_add(n, Ordering::Relaxed);
+    list.free.fetch_sub(n, Ordering::Relaxed);
+    n
+}
+
+/// Returns objects of `class` to their spans. Pointers that are not live
+/// objects of `class` are ignored (and counted in `invalid_frees`).
+///
+/// # Safety
+///
+/// The caller gives up every object in `objects`: nobody uses them after
+/// this call (they may be handed out again at once).
+pub unsafe fn free_batch(class: Class, objects: &[*mut u8]) {
+    let Some(list) = CENTRAL.get(class.index()) else {
+        return;
+    };
+    list.with_partial(|partial| {
+        for &object in objects {
+            let addr = object as usize;
+            let span = match pagemap::get(addr) {
+                Some(s) if s.kind() == SpanKind::Small && s.class() == Some(class) => s,
+                _ => {
+                    list.invalid_frees.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            if span.free_object(addr) != FreeOutcome::Freed {
+                list.invalid_frees.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            list.in_use.fetch_sub(1, Ordering::Relaxed);
+            list.free.fetch_add(1, Ordering::Relaxed);
+            if span.in_use() == 0 {
+                // Empty: back to the page heap (lock order central -> page heap).
+                if span.free_count() > 1 {
+                    partial.remove(span);
+                }
+                list.spans.fetch_sub(1, Ordering::Relaxed);
+                list.free.fetch_sub(span.free_count(), Ordering::Relaxed);
+                page_heap::free_span(span);
+            } else if span.free_count() == 1 {
+                // Was full: now partial. In front, so nearly-full spans are
+                // used first and nearly-empty ones get a chance to drain.
+                partial.push_front(span);
+            }
+        }
+    });
+}
+
+/// Takes every class lock, in class order (for `fork`).
+pub fn lock_all() {
+    for list in &CENTRAL {
+        list.lock.lock();
+    }
+}
+
+/// Releases what `lock_all` took.
+///
+/// # Safety
+///
+/// The caller took the locks with `lock_all` (in this process or, after
+/// `fork`, in the parent).
+pub unsafe fn unlock_all() {
+    for list in CENTRAL.iter().rev() {
+        // SAFETY: held since `lock_all` (caller's contract).
+        unsafe { list.lock.unlock() };
+    }
+}
+
+/// Counters of `class` (relaxed reads, no lock).
+pub fn class_stats(class: Class) -> ClassStats {
+    match CENTRAL.get(class.index()) {
+        Some(list) => ClassStats {
+            spans: list.spans.load(Ordering::Relaxed),
+            objects_in_use: list.in_use.load(Ordering::Relaxed),
+            objects_free: list.free.load(Ordering::Relaxed),
+            invalid_frees: list.invalid_frees.load(Ordering::Relaxed),
+        },
+        None => ClassStats::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::PAGE_SIZE;
+    use std::collections::HashSet;
+
+    #[test]
+    fn objects_are_distinct_aligned_and_inside_their_span() {
+        let _serial = crate::test_serial();
+        for class in Class::all() {
+            let n = 2 * class.objects_per_span() + 3;
+            let mut objs = vec![core::ptr::null_mut(); n];
+            assert_eq!(alloc_batch(class, &mut objs), n);
+            let natural = class.size() & class.size().wrapping_neg();
+            let mut seen = HashSet::new();
+            for &p in &objs {
+                let a = p as usize;
+                assert!(seen.insert(a), "duplicate {a:#x}");
+                assert_eq!(a % natural.min(PAGE_SIZE), 0);
+                let span = pagemap::get(a).unwrap();
+                assert_eq!(span.class(), Some(class));
+                assert!(a >= span.start() && a + class.size() <= span.end());
+                // SAFETY: the object is ours and class.size() bytes long.
+                unsafe { p.write_bytes(class.index() as u8, class.size()) };
+            }
+            let s = class_stats(class);
+            assert!(s.spans >= 3 && s.objects_in_use >= n);
+            for &p in &objs {
+                // SAFETY: written above.
+                assert_eq!(unsafe { *p.add(class.size() - 1) }, class.index() as u8);
+            }
+            // SAFETY: the objects are not used after this.
+            unsafe { free_batch(class, &objs) };
+        }
+    }
+
+    #[test]
+    fn empty_spans_go_back_and_bad_frees_are_ignored() {
+        let _serial = crate::test_serial();
+        let class = crate::size_class::class_of(1000, 16).unwrap();
+        let before = class_stats(class);
+        let heap_before = page_heap::stats().in_use;
+        let n = class.objects_per_span() * 3;
+        let mut objs = vec![core::ptr::null_mut(); n];
+        assert_eq!(alloc_batch(class, &mut objs), n);
+        assert!(page_heap::stats().in_use >= heap_before + 3 * class.span_pages() * PAGE_SIZE);
+        let garbage = [
+            core::ptr::null_mut(),
+            (objs[0] as usize + 1) as *mut u8,
+            &n as *const usize as *mut u8,
+        ];
+        // SAFETY: garbage pointers are ignored; the real ones are given up.
+        unsafe {
+            free_batch(class, &garbage);
+            free_batch(class, &objs);
+            free_batch(class, &objs[..1]); // double free
+        }
+        let after = class_stats(class);
+        assert_eq!(after.spans, before.spans);
+        assert_eq!(after.objects_in_use, before.objects_in_use);
+        assert_eq!(after.invalid_frees, before.invalid_frees + 4);
+        assert_eq!(page_heap::stats().in_use, heap_before);
+    }
+}

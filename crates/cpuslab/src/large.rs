@@ -1,0 +1,227 @@
+//! Large objects: anything above `MAX_SMALL` or aligned beyond a page.
+//!
+//! Each large object is its own mapping, starting exactly at the pointer
+//! returned (alignments above a page are served by over-mapping and trimming,
+//! see `os::map_aligned`), so fresh large memory always reads as zero and
+//! freeing is one `munmap`. Its metadata is a `Large` span record registered
+//! in the page map for the object's first page only: that is enough for
+//! `free(ptr)` and the ownership test, which require the exact start pointer.
+//!
+//! No lock: mmap is thread-safe, and a large object's record is touched only
+//! by the object's owner. Clearing the page-map entry with a compare-and-swap
+//! before unmapping keeps a racing double free from unmapping twice.
+
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::os::{self, PAGE_SIZE};
+use crate::pagemap;
+use crate::span::{self, Span, SpanKind};
+
+/// Bytes of large mappings live.
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Large mappings live.
+static LIVE_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Large-object counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LargeStats {
+    /// Bytes mapped for live large objects (page-rounded).
+    pub bytes: usize,
+    /// Live large objects (one mapping each).
+    pub count: usize,
+}
+
+/// Maps a large object of `size` bytes aligned to `align` (a power of two).
+/// The memory reads as zero. Null when out of memory or on a bad request.
+pub fn alloc_large(size: usize, align: usize) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
+    let Some(len) = os::round_up(size.max(1), PAGE_SIZE) else {
+        return ptr::null_mut();
+    };
+    let Some(base) = os::map_aligned(len, align) else {
+        return ptr::null_mut();
+    };
+    let base = base.as_ptr();
+    match register(base, len, align) {
+        Some(_) => base,
+        None => {
+            // SAFETY: mapped just above and never published.
+            unsafe { os::unmap(base, len) };
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Creates and publishes the record of the large mapping `[base, base+len)`.
+fn register(base: *mut u8, len: usize, align: usize) -> Option<&'static Span> {
+    if !pagemap::ensure(base as usize, PAGE_SIZE) {
+        return None;
+    }
+    let span = span::alloc_record()?;
+    span.set_range(base as usize, len / PAGE_SIZE);
+    span.set_large_align(align);
+    span.set_kind(SpanKind::Large);
+    pagemap::set(base as usize, span);
+    LIVE_BYTES.fetch_add(len, Ordering::Relaxed);
+    LIVE_COUNT.fetch_add(1, Ordering::Relaxed);
+    Some(span)
+}
+
+/// The record of the large object starting exactly at `ptr`, if any.
+pub fn span_of(ptr: *const u8) -> Option<&'static Span> {
+    let span = pagemap::get(ptr as usize)?;
+    (span.kind() == SpanKind::Large && span.start() == ptr as usize).then_some(span)
+}
+
+/// Returns the record of a large object that is no longer published.
+fn retire(span: &'static Span) {
+    LIVE_BYTES.fetch_sub(span.bytes(), Ordering::Relaxed);
+    LIVE_COUNT.fetch_sub(1, Ordering::Relaxed);
+    span::free_record(span);
+}
+
+/// Unmaps the large object at `ptr`. Pointers that are not the start of a
+/// live large object are ignored (returns `false`).
+///
+/// # Safety
+///
+/// Nobody uses the object after this call.
+pub unsafe fn free_large(ptr: *mut u8) -> bool {
+    let Some(span) = span_of(ptr) else {
+        return false;
+    };
+    let len = span.bytes();
+    // Only the thread that unpublishes the object may unmap it.
+    if !pagemap::clear_if(ptr as usize, span) {
+        return false;
+    }
+    retire(span);
+    // SAFETY: the object's mapping is exactly [ptr, ptr + len); this thread
+    // won the page-map entry, so nobody else unmaps it, and the caller gave it up.
+    unsafe { os::unmap(ptr, len) }
+}
+
+/// Resizes the large object at `ptr` to `new_size` bytes, keeping its
+/// alignment and its contents up to the smaller size; the pointer may move.
+/// Shrinking and growth within the mapping stay in place; growth beyond it
+/// moves the pages to a new mapping with `mremap` (no copy). Returns null
+/// (and leaves the object alone) when out of memory or `ptr` is not a live
+/// large object.
+///
+/// # Safety
+///
+/// `ptr` is a live large object owned by the caller; on success the caller
+/// uses only the returned pointer.
+pub unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
+    let Some(span) = span_of(ptr) else {
+        return ptr::null_mut();
+    };
+    let Some(new_len) = os::round_up(new_size.max(1), PAGE_SIZE) else {
+        return ptr::null_mut();
+    };
+    let old_len = span.bytes();
+    let align = span.large_align();
+    if new_len <= old_len {
+        if new_len < old_len {
+            // SAFETY: the tail [ptr + new_len, ptr + old_len) belongs to this
+            // object's mapping and is past the new size.
+            if !unsafe { os::unmap(ptr.add(new_len), old_len - new_len) } {
+                return ptr::null_mut();
+            }
+            span.set_range(ptr as usize, new_len / PAGE_SIZE);
+            LIVE_BYTES.fetch_sub(old_len - new_len, Ordering::Relaxed);
+        }
+        return ptr;
+    }
+    // Grow: map the destination (aligned, registered), then move the old
+    // pages onto it; copy only if the kernel refuses the move.
+    let new = alloc_large(new_size, align);
+    if new.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: both mappings are ours; `new` is a fresh mapping of `new_len`
+    // bytes that nobody else knows yet; the caller gives up `ptr` on success.
+    let moved = unsafe { os::remap_into(ptr, old_len, new_len, new) };
+    if moved {
+        // The old range is no longer mapped (another thread may already have
+        // mapped and registered something there, hence the conditional
+        // clear): retire the record without unmapping.
+        pagemap::clear_if(ptr as usize, span);
+        retire(span);
+    } else {
+        // SAFETY: both ranges are live mappings of at least `old_len` bytes
+        // (old_len < new_len) and do not overlap.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, new, old_len);
+            free_large(ptr);
+        }
+    }
+    new
+}
+
+/// Large-object counters (relaxed reads).
+pub fn stats() -> LargeStats {
+    LargeStats {
+        bytes: LIVE_BYTES.load(Ordering::Relaxed),
+        count: LIVE_COUNT.load(Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usable_size(p: *const u8) -> Option<usize> {
+        span_of(p).map(|s| s.bytes())
+    }
+
+    #[test]
+    fn alloc_free_and_ownership() {
+        for (size, align) in [(300_000, 16), (1, 8192), (5 << 20, 1 << 21), (4096, 4096)] {
+            let p = alloc_large(size, align);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % align, 0);
+            assert_eq!(usable_size(p), os::round_up(size, PAGE_SIZE));
+            assert!(usable_size(p.wrapping_add(16)).is_none());
+            // SAFETY: `size` fresh bytes.
+            unsafe {
+                assert!((0..size).step_by(997).all(|i| *p.add(i) == 0));
+                p.write_bytes(0x3c, size);
+                assert!(free_large(p));
+                assert!(!free_large(p));
+            }
+            assert!(usable_size(p).is_none());
+        }
+        assert!(alloc_large(usize::MAX - 10, 16).is_null());
+        assert!(alloc_large(10, 3).is_null());
+    }
+
+    #[test]
+    fn realloc_keeps_contents_and_alignment() {
+        let align = 1 << 16;
+        let mut p = alloc_large(300_000, align);
+        assert!(!p.is_null());
+        // SAFETY: the object is live and at least `len` bytes at each step.
+        unsafe {
+            for i in 0..300_000 {
+                *p.add(i) = (i % 251) as u8;
+            }
+            for new_size in [1 << 20, 8 << 20, 500_000, 100_000, 3 << 20] {
+                let keep = new_size.min(100_000);
+                let q = realloc_large(p, new_size);
+                assert!(!q.is_null());
+                assert_eq!(q as usize % align, 0);
+                assert!((0..keep).all(|i| *q.add(i) == (i % 251) as u8));
+                assert_eq!(usable_size(q), os::round_up(new_size, PAGE_SIZE));
+                if new_size > 100_000 {
+                    q.add(new_size - 1).write(7);
+                }
+                p = q;
+            }
+            assert!(free_large(p));
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Thin wrappers over the kernel's virtual-memory calls.
+//!
+//! Every byte of memory the allocator uses, object memory and metadata alike,
+//! comes from here. Errors come back as `None` / `false`, never as a panic.
+//! The page size is taken to be 4096 bytes (x86-64 Linux base pages); all
+//! lengths passed to these functions are multiples of it.
+
+use core::ptr::{self, NonNull};
+
+/// The base page size this crate assumes (x86-64 Linux).
+pub const PAGE_SIZE: usize = 4096;
+/// log2(PAGE_SIZE).
+pub const PAGE_SHIFT: u32 = 12;
+
+/// Rounds `n` up to a multiple of `align` (a power of two); `None` on overflow.
+#[inline]
+pub const fn round_up(n: usize, align: usize) -> Option<usize> {
+    match n.checked_add(align - 1) {
+        Some(v) => Some(v & !(align - 1)),
+        None => None,
+    }
+}
+
+/// Maps `len` bytes of fresh, zeroed, read-write anonymous memory.
+/// Pages are committed lazily by the kernel on first touch.
+pub fn map(len: usize) -> Option<NonNull<u8>> {
+    if len == 0 {
+        return None;
+    }
+    // SAFETY: an anonymous private mapping at a kernel-chosen address cannot
+    // alias any existing Rust object.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// Maps `len` bytes (a page multiple) at an address that is a multiple of
+/// `align` (a power of two): over-maps by `align - PAGE_SIZE`, then unmaps the
+/// unaligned head and the tail, so the result is exactly one mapping of `len`.
+pub fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
+    if align <= PAGE_SIZE {
+        return map(len);
+    }
+    let total = len.checked_add(align - PAGE_SIZE)?;
+    let raw = map(total)?.as_ptr() as usize;
+    let aligned = round_up(raw, align)?;
+    let head = aligned - raw;
+    let tail = total - head - len;
+    if head > 0 {
+        // SAFETY: [raw, aligned) is the head of the mapping made above.
+        unsafe { unmap(raw as *mut u8, head) };
+    }
+    if tail > 0 {
+        // SAFETY: [aligned + len, raw + total) is the tail of the same mapping.
+        unsafe { unmap((aligned + len) as *mut u8, tail) };
+    }
+    NonNull::new(aligned as *mut u8)
+}
+
+/// Unmaps `[ptr, ptr + len)`.
+///
+/// # Safety
+///
+/// The range was mapped by this module and nothing uses it any more.
+pub unsafe fn unmap(ptr: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller guarantees the range is ours and unused.
+    unsafe { libc::munmap(ptr.cast(), len) == 0 }
+}
+
+/// Gives the physical pages behind `[ptr, ptr + len)` back to the OS. The
+/// range stays mapped; it reads back as zeroes and is recommitted on touch.
+///
+/// # Safety
+///
+/// The range lies in a private anonymous mapping made by this module and its
+/// contents are no longer needed.
+pub unsafe fn decommit(ptr: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller guarantees the range is ours and its contents dead.
+    unsafe { libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED) == 0 }
+}
+
+/// Moves the mapping `[old, old + old_len)` to `new_addr`, resizing it to
+/// `new_len` (the tail beyond `old_len` reads as zeroes); whatever was mapped
+/// at `[new_addr, new_addr + new_len)` is replaced. No data is copied: the
+/// kernel moves the page-table entries.
+///
+/// # Safety
+///
+/// Both ranges are mappings made by this module that the caller owns; the old
+/// range is not used after a successful move.
+pub unsafe fn remap_into(old: *mut u8, old_len: usize, new_len: usize, new_addr: *mut u8) -> bool {
+    // SAFETY: the caller owns both ranges; MREMAP_FIXED only replaces the
+    // caller's own mapping at `new_addr`.
+    let p = unsafe {
+        libc::mremap(
+            old.cast(),
+            old_len,
+            new_len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            new_addr.cast::<libc::c_void>(),
+        )
+    };
+    p != libc::MAP_FAILED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_up_works_and_detects_overflow() {
+        assert_eq!(round_up(0, 16), Some(0));
+        assert_eq!(round_up(1, 16), Some(16));
+        assert_eq!(round_up(4096, 4096), Some(4096));
+        assert_eq!(round_up(usize::MAX, 2), None);
+    }
+
+    #[test]
+    fn map_aligned_is_aligned_and_writable() {
+        for shift in [12u32, 16, 21, 26] {
+            let align = 1usize << shift;
+            let len = 3 * PAGE_SIZE;
+            let p = map_aligned(len, align).unwrap().as_ptr();
+            assert_eq!(p as usize % align, 0);
+            // SAFETY: fresh mapping of `len` bytes.
+            unsafe {
+                assert_eq!(*p, 0);
+                p.write_bytes(0xab, len);
+                assert!(unmap(p, len));
+            }
+        }
+    }
+
+    #[test]
+    fn decommit_zeroes_and_remap_moves() {
+        let len = 4 * PAGE_SIZE;
+        let p = map(len).unwrap().as_ptr();
+        // SAFETY: fresh mappings owned by this test.
+        unsafe {
+            p.write_bytes(0x5a, len);
+            assert!(decommit(p, len));
+            assert!((0..len).all(|i| *p.add(i) == 0));
+            p.write_bytes(0x77, len);
+            let q = map(2 * len).unwrap().as_ptr();
+            assert!(remap_into(p, len, 2 * len, q));
+            assert!((0..len).all(|i| *q.add(i) == 0x77));
+            assert!((len..2 * len).all(|i| *q.add(i) == 0));
+            assert!(unmap(q, 2 * len));
+        }
+        assert!(map(0).is_none());
+    }
+}

@@ -1,0 +1,575 @@
+//! The page heap: runs of pages for spans, and returning memory to the OS.
+//!
+//! Address space is reserved from the OS in chunks of at least 64 MiB
+//! (`MAP_NORESERVE`; the kernel commits pages on first touch) and never
+//! unmapped. Free runs of pages are kept in two sets of free lists bucketed by
+//! length (one list per length up to `MAX_EXACT_PAGES`, one list for longer
+//! runs): *committed* runs (pages may be resident) and *decommitted* runs
+//! (given back with `MADV_DONTNEED`, read as zero). Allocation is best fit,
+//! committed runs first (warm memory), splitting off the low end of a run.
+//! A freed run merges with adjacent free runs in the same state, found through
+//! the page map (each free run registers its first and last page).
+//!
+//! Decay, with no background thread: committed free runs also sit on an LRU
+//! list in the order they were freed. Every page-heap operation (at most once
+//! per `DECAY_CHECK_MS`, by CLOCK_MONOTONIC_COARSE) decommits the runs that
+//! have been idle longer than the decay time (default 1 s); `trim()` does it
+//! for all of them now. Decommitted runs then merge with their decommitted
+//! neighbours, so after an idle period free memory coalesces again.
+//!
+//! One lock guards everything here. Lock order: central list -> page heap ->
+//! span record pool -> metadata arena.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::os::{self, PAGE_SIZE};
+use crate::pagemap;
+use crate::span::{self, Span, SpanKind, SpanList};
+use crate::sync::Lock;
+
+/// Address space reserved from the OS at a time.
+const CHUNK_BYTES: usize = 64 << 20;
+/// Runs up to this many pages have a free list of their own (covers every
+/// span size class uses).
+const MAX_EXACT_PAGES: usize = 512;
+/// Exact lists are indexed by length: 0 (unused) ..= MAX_EXACT_PAGES.
+const EXACT_LISTS: usize = MAX_EXACT_PAGES + 1;
+const BITS_PER_WORD: usize = u64::BITS as usize;
+/// Words of the "exact list is non-empty" bitmap.
+const NONEMPTY_WORDS: usize = EXACT_LISTS.div_ceil(BITS_PER_WORD);
+/// Default time a free run stays committed before it is decommitted.
+const DEFAULT_DECAY_MS: u64 = 1000;
+/// Decay is checked at most this often (unless the decay time is zero).
+const DECAY_CHECK_MS: u64 = 4;
+const MS_PER_SEC: u64 = 1000;
+const NS_PER_MS: u64 = 1_000_000;
+
+/// Free runs of one state, bucketed by length.
+struct Buckets {
+    exact: [SpanList<false>; EXACT_LISTS],
+    nonempty: [u64; NONEMPTY_WORDS],
+    long: SpanList<false>,
+}
+
+impl Buckets {
+    const fn new() -> Buckets {
+        Buckets {
+            exact: [const { SpanList::new() }; EXACT_LISTS],
+            nonempty: [0; NONEMPTY_WORDS],
+            long: SpanList::new(),
+        }
+    }
+
+    fn insert(&mut self, run: &'static Span) {
+        let pages = run.pages();
+        match self.exact.get_mut(pages) {
+            Some(list) => {
+                list.push_front(run);
+                if let Some(w) = self.nonempty.get_mut(pages / BITS_PER_WORD) {
+                    *w |= 1 << (pages % BITS_PER_WORD);
+                }
+            }
+            None => self.long.push_front(run),
+        }
+    }
+
+    fn remove(&mut self, run: &'static Span) {
+        let pages = run.pages();
+        match self.exact.get_mut(pages) {
+            Some(list) => {
+                list.remove(run);
+                if list.is_empty() {
+                    if let Some(w) = self.nonempty.get_mut(pages / BITS_PER_WORD) {
+                        *w &= !(1 << (pages % BITS_PER_WORD));
+                    }
+                }
+            }
+            None => self.long.remove(run),
+        }
+    }
+
+    /// The smallest free run of at least `pages` pages.
+    fn best_fit(&self, pages: usize) -> Option<&'static Span> {
+        let mut word = pages / BITS_PER_WORD;
+        let mut mask = u64::MAX
+            .checked_shl((pages % BITS_PER_WORD) as u32)
+            .unwrap_or(0);
+        while let Some(&bits) = self.nonempty.get(word) {
+            let hits = bits & mask;
+            if hits != 0 {
+                let len = word * BITS_PER_WORD + hits.trailing_zeros() as usize;
+                return self.exact.get(len).and_then(|l| l.first());
+            }
+            word += 1;
+            mask = u64::MAX;
+        }
+        self.long
+            .iter()
+            .filter(|r| r.pages() >= pages)
+            .min_by_key(|r| r.pages())
+    }
+}
+
+struct Inner {
+    committed: Buckets,
+    decommitted: Buckets,
+    /// Committed free runs, least recently freed first.
+    lru: SpanList<true>,
+    /// When decay last ran (ms).
+    last_decay_ms: u64,
+}
+
+struct PageHeap {
+    lock: Lock,
+    inner: UnsafeCell<Inner>,
+    decay_ms: AtomicU64,
+    // Statistics (written under the lock, read without it).
+    mapped: AtomicUsize,
+    in_use: AtomicUsize,
+    free_committed: AtomicUsize,
+    free_decommitted: AtomicUsize,
+    decommits: AtomicUsize,
+}
+
+// SAFETY: `inner` is only accessed with `lock` held.
+unsafe impl Sync for PageHeap {}
+
+static HEAP: PageHeap = PageHeap {
+    lock: Lock::new(),
+    inner: UnsafeCell::new(Inner {
+        committed: Buckets::new(),
+        decommitted: Buckets::new(),
+        lru: SpanList::new(),
+        last_decay_ms: 0,
+    }),
+    decay_ms: AtomicU64::new(DEFAULT_DECAY_MS),
+    mapped: AtomicUsize::new(0),
+    in_use: AtomicUsize::new(0),
+    free_committed: AtomicUsize::new(0),
+    free_decommitted: AtomicUsize::new(0),
+    decommits: AtomicUsize::new(0),
+};
+
+/// Page-heap counters, in bytes (plus a count of decommit calls).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageHeapStats {
+    /// Address space reserved from the OS.
+    pub mapped: usize,
+    /// In spans handed out.
+    pub in_use: usize,
+    /// In free runs that may be resident.
+    pub free_committed: usize,
+    /// In free runs given back to the OS.
+    pub free_decommitted: usize,
+    /// madvise(MADV_DONTNEED) calls made so far.
+    pub decommits: usize,
+}
+
+impl PageHeapStats {
+    /// Bytes that may be resident: in use plus committed free runs.
+    pub fn resident(&self) -> usize {
+        self.in_use + self.free_committed
+    }
+}
+
+/// Runs `f` with the page heap locked.
+fn with_heap<R>(f: impl FnOnce(&mut Inner) -> R) -> R {
+    let _guard = HEAP.lock.guard();
+    // SAFETY: the page heap lock is held for the life of this reference.
+    let inner = unsafe { &mut *HEAP.inner.get() };
+    f(inner)
+}
+
+/// A span of `pages` pages in state `Allocated`, registered in the page map
+/// for every page. Its `zeroed()` says whether all its pages read as zero.
+/// `None` when out of memory.
+pub fn alloc_span(pages: usize) -> Option<&'static Span> {
+    if pages == 0 {
+        return None;
+    }
+    let bytes = pages.checked_mul(PAGE_SIZE)?;
+    with_heap(|h| {
+        h.maybe_decay(now_ms());
+        let (run, decommitted) = match h.committed.best_fit(pages) {
+            Some(r) => (r, false),
+            None => match h.decommitted.best_fit(pages) {
+                Some(r) => (r, true),
+                None => (h.grow(bytes)?, true),
+            },
+        };
+        h.carve(run, pages, decommitted)
+    })
+}
+
+/// Gives a span (any state but `FreeRun`/`Unused`, obtained from
+/// `alloc_span`) back to the page heap. Its pages become a committed free run.
+pub fn free_span(span: &'static Span) {
+    with_heap(|h| {
+        let now = now_ms();
+        HEAP.in_use.fetch_sub(span.bytes(), Ordering::Relaxed);
+        HEAP.free_committed
+            .fetch_add(span.bytes(), Ordering::Relaxed);
+        span.set_kind(SpanKind::FreeRun);
+        span.set_zeroed(false);
+        let run = h.coalesce(span, false);
+        run.set_freed_at_ms(now);
+        h.committed.insert(run);
+        h.lru.push_back(run);
+        h.maybe_decay(now);
+    })
+}
+
+/// Decommits every committed free run now.
+pub fn trim() {
+    with_heap(|h| {
+        while let Some(run) = h.lru.first() {
+            if !h.decommit(run) {
+                break;
+            }
+        }
+    })
+}
+
+/// Takes the page heap lock (for `fork`).
+pub fn lock() {
+    HEAP.lock.lock();
+}
+
+/// Releases the page heap lock taken by `lock`.
+///
+/// # Safety
+///
+/// The caller took it with `lock` (in this process or, after `fork`, in the
+/// parent).
+pub unsafe fn unlock() {
+    // SAFETY: caller's contract.
+    unsafe { HEAP.lock.unlock() };
+}
+
+/// Sets how long free runs stay committed (0: decommit at once; `u64::MAX`:
+/// never on a decay).
+pub fn set_decay_ms(ms: u64) {
+    HEAP.decay_ms.store(ms, Ordering::Relaxed);
+}
+
+/// A snapshot of the counters (relaxed; no lock, no allocation).
+pub fn stats() -> PageHeapStats {
+    PageHeapStats {
+        mapped: HEAP.mapped.load(Ordering::Relaxed),
+        in_use: HEAP.in_use.load(Ordering::Relaxed),
+        free_committed: HEAP.free_committed.load(Ordering::Relaxed),
+        free_decommitted: HEAP.free_decommitted.load(Ordering::Relaxed),
+        decommits: HEAP.decommits.load(Ordering::Relaxed),
+    }
+}
+
+impl Inner {
+    fn buckets(&mut self, decommitted: bool) -> &mut Buckets {
+        if decommitted {
+            &mut self.decommitted
+        } else {
+            &mut self.committed
+        }
+    }
+
+    /// Reserves a new chunk of at least `bytes` and files it as a
+    /// decommitted free run (fresh pages read as zero).
+    fn grow(&mut self, bytes: usize) -> Option<&'static Span> {
+        let len = os::round_up(bytes, CHUNK_BYTES)?;
+        let base = os::map(len)?.as_ptr();
+        let record = if pagemap::ensure(base as usize, len) {
+            span::alloc_record()
+        } else {
+            None
+        };
+        let Some(run) = record else {
+            // SAFETY: the chunk was just mapped and never published.
+            unsafe { os::unmap(base, len) };
+            return None;
+        };
+        run.set_range(base as usize, len / PAGE_SIZE);
+        run.set_kind(SpanKind::FreeRun);
+        run.set_zeroed(true);
+        HEAP.mapped.fetch_add(len, Ordering::Relaxed);
+        HEAP.free_decommitted.fetch_add(len, Ordering::Relaxed);
+        let run = self.coalesce(run, true);
+        self.decommitted.insert(run);
+        Some(run)
+    }
+
+    /// Takes `pages` pages off the low end of the free run `run` (which is in
+    /// the `decommitted` or committed set) and returns them as an `Allocated`
+    /// span registered in the page map.
+    fn carve(
+        &mut self,
+        run: &'static Span,
+        pages: usize,
+        decommitted: bool,
+    ) -> Option<&'static Span> {
+        let bytes = pages * PAGE_SIZE; // checked by alloc_span
+        let span = if run.pages() == pages {
+            self.buckets(decommitted).remove(run);
+            if !decommitted {
+                self.lru.remove(run);
+            }
+            run
+        } else {
+            // The remainder keeps `run` (and its LRU position); the carved
+            // piece gets a new record.
+            let span = span::alloc_record()?;
+            self.buckets(decommitted).remove(run);
+            span.set_range(run.start(), pages);
+            run.set_range(run.start() + bytes, run.pages() - pages);
+            self.buckets(decommitted).insert(run);
+            pagemap::set(run.start(), run);
+            span
+        };
+        span.set_zeroed(decommitted);
+        span.set_kind(SpanKind::Allocated);
+        pagemap::set_range(span.start(), pages, span);
+        let from = if decommitted {
+            &HEAP.free_decommitted
+        } else {
+            &HEAP.free_committed
+        };
+        from.fetch_sub(bytes, Ordering::Relaxed);
+        HEAP.in_use.fetch_add(bytes, Ordering::Relaxed);
+        Some(span)
+    }
+
+    /// Merges the free run `run` (not yet on any list) with the adjacent
+    /// free runs in the same state, takes them off their lists, registers the
+    /// merged run's first and last pages and returns it.
+    fn coalesce(&mut self, run: &'static Span, decommitted: bool) -> &'static Span {
+        let mergeable = |n: &Span| n.kind() == SpanKind::FreeRun && n.zeroed() == decommitted;
+        // A stale page-map entry names a record whose range excludes the
+        // page; the adjacency checks below reject it.
+        if let Some(prev) = pagemap::get(run.start().wrapping_sub(PAGE_SIZE)) {
+            if mergeable(prev) && prev.end() == run.start() && !core::ptr::eq(prev, run) {
+                self.take_off_lists(prev, decommitted);
+                run.set_range(prev.start(), prev.pages() + run.pages());
+                span::free_record(prev);
+            }
+        }
+        if let Some(next) = pagemap::get(run.end()) {
+            if mergeable(next) && next.start() == run.end() && !core::ptr::eq(next, run) {
+                self.take_off_lists(next, decommitted);
+                run.set_range(run.start(), run.pages() + next.pages());
+                span::free_record(next);
+            }
+        }
+        pagemap::set(run.start(), run);
+        pagemap::set(run.end() - PAGE_SIZE, run);
+        run
+    }
+
+    fn take_off_lists(&mut self, run: &'static Span, decommitted: bool) {
+        self.buckets(decommitted).remove(run);
+        if !decommitted {
+            self.lru.remove(run);
+        }
+    }
+
+    /// Gives the pages of the committed free run `run` back to the OS and
+    /// files it (merged with decommitted neighbours) as decommitted.
+    /// Returns false if the OS refused (the run stays committed).
+    fn decommit(&mut self, run: &'static Span) -> bool {
+        self.take_off_lists(run, false);
+        // SAFETY: the run is free: nobody holds pointers into it that they
+        // may use, and it lies in one of our chunks.
+        if !unsafe { os::decommit(run.start() as *mut u8, run.bytes()) } {
+            // Keep it committed and retry on a later decay.
+            run.set_freed_at_ms(now_ms());
+            self.committed.insert(run);
+            self.lru.push_back(run);
+            return false;
+        }
+        HEAP.decommits.fetch_add(1, Ordering::Relaxed);
+        HEAP.free_committed
+            .fetch_sub(run.bytes(), Ordering::Relaxed);
+        HEAP.free_decommitted
+            .fetch_add(run.bytes(), Ordering::Relaxed);
+        run.set_zeroed(true);
+        let run = self.coalesce(run, true);
+        self.decommitted.insert(run);
+        true
+    }
+
+    /// Decommits the runs idle for longer than the decay time.
+    fn maybe_decay(&mut self, now: u64) {
+        let decay = HEAP.decay_ms.load(Ordering::Relaxed);
+        if decay == u64::MAX
+            || (decay != 0 && now.wrapping_sub(self.last_decay_ms) < DECAY_CHECK_MS)
+        {
+            return;
+        }
+        self.last_decay_ms = now;
+        while let Some(run) = self.lru.first() {
+            if now.saturating_sub(run.freed_at_ms()) < decay {
+                break;
+            }
+            if !self.decommit(run) {
+                break;
+            }
+        }
+    }
+}
+
+/// Milliseconds on CLOCK_MONOTONIC_COARSE (cheap: read from the vDSO).
+fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(MS_PER_SEC)
+        .wrapping_add(ts.tv_nsec as u64 / NS_PER_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_fit_prefers_smallest_fitting_run() {
+        let mut b = Buckets::new();
+        let runs: Vec<_> = [3usize, 70, 600, 9000]
+            .iter()
+            .map(|&p| {
+                let r = span::alloc_record().unwrap();
+                r.set_range(0x1000_0000 * p, p);
+                b.insert(r);
+                r
+            })
+            .collect();
+        let fit = |b: &Buckets, n| b.best_fit(n).map(|r| r.pages());
+        assert_eq!(fit(&b, 1), Some(3));
+        assert_eq!(fit(&b, 3), Some(3));
+        assert_eq!(fit(&b, 4), Some(70));
+        assert_eq!(fit(&b, 64), Some(70));
+        assert_eq!(fit(&b, 71), Some(600));
+        assert_eq!(fit(&b, 512), Some(600));
+        assert_eq!(fit(&b, 601), Some(9000));
+        assert_eq!(fit(&b, 9001), None);
+        b.remove(runs[1]);
+        assert_eq!(fit(&b, 4), Some(600));
+        b.remove(runs[2]);
+        assert_eq!(fit(&b, 4), Some(9000));
+        b.remove(runs[0]);
+        b.remove(runs[3]);
+        assert_eq!(fit(&b, 1), None);
+        for r in runs {
+            span::free_record(r);
+        }
+    }
+
+    /// Restores the default decay time when a test ends (even by panic).
+    struct DecayGuard;
+    impl Drop for DecayGuard {
+        fn drop(&mut self) {
+            set_decay_ms(DEFAULT_DECAY_MS);
+        }
+    }
+
+    fn fill(span: &Span, byte: u8) {
+        // SAFETY: the span's pages are ours until freed.
+        unsafe { (span.start() as *mut u8).write_bytes(byte, span.bytes()) };
+    }
+
+    fn reads_zero(start: usize, len: usize) -> bool {
+        // SAFETY: page-heap memory stays mapped (chunks are never unmapped).
+        (0..len)
+            .step_by(64)
+            .all(|i| unsafe { *((start + i) as *const u8) } == 0)
+    }
+
+    #[test]
+    fn freed_neighbours_coalesce() {
+        let _serial = crate::test_serial();
+        let _decay = DecayGuard;
+        set_decay_ms(u64::MAX);
+        let a = alloc_span(4).unwrap();
+        let b = alloc_span(8).unwrap();
+        let c = alloc_span(16).unwrap();
+        for s in [a, b, c] {
+            assert_eq!(s.kind(), SpanKind::Allocated);
+            assert!(core::ptr::eq(pagemap::get(s.end() - 1).unwrap(), s));
+            fill(s, 0xa5);
+        }
+        let (lo, hi) = (a.start().min(c.start()), a.end().max(c.end()));
+        let contiguous = b.start() == a.end() && c.start() == b.end();
+        let in_use = stats().in_use;
+        free_span(b);
+        free_span(a);
+        free_span(c);
+        assert_eq!(stats().in_use, in_use - 28 * PAGE_SIZE);
+        if contiguous {
+            let run = pagemap::get(lo).unwrap();
+            assert_eq!(run.kind(), SpanKind::FreeRun);
+            assert!(run.start() <= lo && run.end() >= hi, "not merged");
+            assert!(core::ptr::eq(pagemap::get(run.end() - 1).unwrap(), run));
+        }
+    }
+
+    #[test]
+    fn trim_decommits_and_pages_come_back_zeroed() {
+        let _serial = crate::test_serial();
+        let _decay = DecayGuard;
+        set_decay_ms(u64::MAX);
+        let pages = 64;
+        let s = alloc_span(pages).unwrap();
+        fill(s, 0x5a);
+        let start = s.start();
+        free_span(s);
+        let before = stats();
+        assert!(before.free_committed >= pages * PAGE_SIZE);
+        trim();
+        let after = stats();
+        assert_eq!(after.free_committed, 0);
+        assert_eq!(
+            after.free_decommitted,
+            before.free_decommitted + before.free_committed
+        );
+        assert!(after.decommits > before.decommits);
+        assert!(reads_zero(start, pages * PAGE_SIZE));
+        // Only decommitted runs are left: whatever we get now is zeroed.
+        let t = alloc_span(pages).unwrap();
+        assert!(t.zeroed());
+        assert!(reads_zero(t.start(), t.bytes()));
+        fill(t, 1);
+        free_span(t);
+    }
+
+    #[test]
+    fn zero_decay_decommits_at_once_and_idle_runs_decay() {
+        let _serial = crate::test_serial();
+        let _decay = DecayGuard;
+        set_decay_ms(0);
+        let s = alloc_span(16).unwrap();
+        fill(s, 9);
+        free_span(s);
+        assert_eq!(stats().free_committed, 0);
+
+        set_decay_ms(50);
+        let s = alloc_span(16).unwrap();
+        fill(s, 9);
+        free_span(s);
+        assert!(stats().free_committed >= 16 * PAGE_SIZE);
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        // Any page-heap operation runs the decay.
+        let t = alloc_span(1).unwrap();
+        free_span(t);
+        // `t` itself was just freed and is not idle yet.
+        assert!(stats().free_committed <= PAGE_SIZE, "{:?}", stats());
+    }
+
+    #[test]
+    fn huge_requests_fail_cleanly() {
+        assert!(alloc_span(0).is_none());
+        assert!(alloc_span(usize::MAX / 2).is_none());
+        assert!(alloc_span(1 << 40).is_none()); // 4 PiB: mmap refuses
+    }
+}

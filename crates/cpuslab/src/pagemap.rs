@@ -1,0 +1,242 @@
+//! The page map: address -> owning `Span`, in O(1), for any address.
+//!
+//! A three-level radix tree over the 47-bit user address space, indexed by
+//! page number (addr >> 12, 35 bits): a static root of 2^11 entries, then
+//! interior and leaf nodes of 2^12 entries each, mmap'ed (zeroed) on demand.
+//! Nodes are installed with a compare-and-swap and never freed, so `get` is
+//! lock-free, works on any address (null, garbage, kernel addresses) and never
+//! faults: unmapped parts of the tree simply read as null.
+//!
+//! Entries are written by the owners of the memory (the page heap for spans
+//! and free runs, the large path for big objects). An entry may be stale (it
+//! names a span record that has since moved on); readers therefore check that
+//! the address really lies inside the span they get back.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::os::{self, PAGE_SHIFT, PAGE_SIZE};
+use crate::span::Span;
+
+/// Bits of user virtual address on x86-64 with 4-level paging.
+const ADDRESS_BITS: u32 = 47;
+/// Bits of page number.
+const PAGE_NUMBER_BITS: u32 = ADDRESS_BITS - PAGE_SHIFT;
+/// Index bits per tree level (root gets the rest).
+const LEAF_BITS: u32 = 12;
+const INTERIOR_BITS: u32 = 12;
+const ROOT_BITS: u32 = PAGE_NUMBER_BITS - LEAF_BITS - INTERIOR_BITS;
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+const INTERIOR_LEN: usize = 1 << INTERIOR_BITS;
+const ROOT_LEN: usize = 1 << ROOT_BITS;
+
+/// A leaf: one span pointer per page (covers 16 MiB of address space).
+struct Leaf {
+    spans: [AtomicPtr<Span>; LEAF_LEN],
+}
+
+/// An interior node: one leaf pointer per 16 MiB (covers 64 GiB).
+struct Interior {
+    leaves: [AtomicPtr<Leaf>; INTERIOR_LEN],
+}
+
+static ROOT: [AtomicPtr<Interior>; ROOT_LEN] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN];
+/// Bytes mapped for tree nodes (statistics).
+static NODE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Splits an address into (root, interior, leaf) indices; `None` outside the
+/// 47-bit user address space.
+#[inline]
+fn split(addr: usize) -> Option<(usize, usize, usize)> {
+    if addr >> ADDRESS_BITS != 0 {
+        return None;
+    }
+    let page = addr >> PAGE_SHIFT;
+    let leaf = page & (LEAF_LEN - 1);
+    let interior = (page >> LEAF_BITS) & (INTERIOR_LEN - 1);
+    let root = page >> (LEAF_BITS + INTERIOR_BITS);
+    Some((root, interior, leaf))
+}
+
+/// The span registered for the page holding `addr`, if any. Safe on any
+/// address; the result may be stale (see the module comment).
+#[inline]
+pub fn get(addr: usize) -> Option<&'static Span> {
+    let p = leaf_entry(addr, false)?.load(Ordering::Acquire);
+    // SAFETY: only span records are stored (`set_range` takes
+    // `&'static Span`); records are never unmapped and every field of `Span`
+    // is an atomic or an owner-only Cell, so a shared reference is sound.
+    unsafe { p.as_ref() }
+}
+
+/// Makes sure tree nodes exist for every page of `[addr, addr + len)`, so that
+/// later `set_range` calls on it cannot fail. `false` when out of memory or
+/// the range is outside the user address space.
+pub fn ensure(addr: usize, len: usize) -> bool {
+    let Some(last) = addr.checked_add(len.max(1) - 1) else {
+        return false;
+    };
+    let mut a = addr & !(PAGE_SIZE - 1);
+    loop {
+        if leaf(a, true).is_none() {
+            return false;
+        }
+        // Next leaf (each covers LEAF_LEN pages).
+        let leaf_span = LEAF_LEN << PAGE_SHIFT;
+        let next = (a & !(leaf_span - 1)).checked_add(leaf_span);
+        match next {
+            Some(n) if n <= last => a = n,
+            _ => return true,
+        }
+    }
+}
+
+/// Registers `span` for `pages` pages starting at the page-aligned `addr`.
+/// Pages whose nodes were not `ensure`d first are skipped and make it return
+/// `false`.
+pub fn set_range(addr: usize, pages: usize, span: &'static Span) -> bool {
+    store_range(addr, pages, ptr::from_ref(span).cast_mut())
+}
+
+fn store_range(addr: usize, pages: usize, span: *mut Span) -> bool {
+    let first = addr >> PAGE_SHIFT;
+    let Some(end) = first.checked_add(pages) else {
+        return false;
+    };
+    let mut ok = true;
+    let mut page = first;
+    // One leaf at a time: up to LEAF_LEN entries per tree walk.
+    while page < end {
+        let index = page & (LEAF_LEN - 1);
+        let n = (LEAF_LEN - index).min(end - page);
+        match leaf(page << PAGE_SHIFT, false) {
+            Some(leaf) => {
+                for entry in leaf.spans.iter().skip(index).take(n) {
+                    entry.store(span, Ordering::Release);
+                }
+            }
+            None => ok = false,
+        }
+        page += n;
+    }
+    ok
+}
+
+/// Registers `span` for the single page holding `addr` (nodes must exist).
+pub fn set(addr: usize, span: &'static Span) -> bool {
+    set_range(addr & !(PAGE_SIZE - 1), 1, span)
+}
+
+/// Clears the entry for the page holding `addr` if it still names `span`
+/// (so a racing owner that re-registered the page is left alone). Returns
+/// whether this call cleared it.
+pub fn clear_if(addr: usize, span: &'static Span) -> bool {
+    let span = ptr::from_ref(span).cast_mut();
+    match leaf_entry(addr, false) {
+        Some(entry) => entry
+            .compare_exchange(span, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok(),
+        None => false,
+    }
+}
+
+/// Bytes mapped for page-map nodes.
+pub fn node_bytes() -> usize {
+    NODE_BYTES.load(Ordering::Relaxed)
+}
+
+/// The entry for `addr`, creating missing nodes when `create` is set.
+#[inline]
+fn leaf_entry(addr: usize, create: bool) -> Option<&'static AtomicPtr<Span>> {
+    let (_, _, l) = split(addr)?;
+    leaf(addr, create)?.spans.get(l)
+}
+
+/// The leaf covering `addr`, creating missing nodes when `create` is set.
+#[inline]
+fn leaf(addr: usize, create: bool) -> Option<&'static Leaf> {
+    let (r, i, _) = split(addr)?;
+    let interior = node(ROOT.get(r)?, create)?;
+    // SAFETY: nodes are mapped zeroed (a valid array of null atomics) and
+    // never unmapped, so a shared 'static reference is sound.
+    let leaf_slot = unsafe { (*interior).leaves.get(i)? };
+    let leaf = node(leaf_slot, create)?;
+    // SAFETY: as above, for leaves.
+    unsafe { leaf.as_ref() }
+}
+
+/// Loads a child node pointer, installing a fresh zeroed node if it is null
+/// and `create` is set.
+fn node<T>(slot: &AtomicPtr<T>, create: bool) -> Option<*mut T> {
+    let p = slot.load(Ordering::Acquire);
+    if !p.is_null() {
+        return Some(p);
+    }
+    if !create {
+        return None;
+    }
+    let bytes = core::mem::size_of::<T>();
+    let fresh = os::map(bytes)?.as_ptr().cast::<T>();
+    match slot.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            NODE_BYTES.fetch_add(bytes, Ordering::Relaxed);
+            Some(fresh)
+        }
+        Err(winner) => {
+            // SAFETY: `fresh` was never published; nobody else can see it.
+            unsafe { os::unmap(fresh.cast(), bytes) };
+            Some(winner)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_addresses_read_null() {
+        for a in [
+            0usize,
+            1,
+            4095,
+            0xdead_beef,
+            1 << 46,
+            (1 << 47) - 1,
+            1 << 47,
+            usize::MAX,
+        ] {
+            assert!(get(a).is_none(), "{a:#x}");
+        }
+        let local = 5u8;
+        assert!(get(&local as *const u8 as usize).is_none());
+    }
+
+    #[test]
+    fn set_get_clear() {
+        // An address range nobody else uses: a fresh private mapping.
+        let len = 64 * PAGE_SIZE;
+        let base = os::map(len).unwrap().as_ptr() as usize;
+        let span = crate::span::alloc_record().unwrap();
+        let other = crate::span::alloc_record().unwrap();
+        let is = |a: usize, s: &Span| get(a).is_some_and(|g| ptr::eq(g, s));
+        assert!(ensure(base, len));
+        assert!(set_range(base + PAGE_SIZE, 3, span));
+        assert!(get(base).is_none());
+        assert!(is(base + PAGE_SIZE, span));
+        assert!(is(base + 4 * PAGE_SIZE - 1, span));
+        assert!(get(base + 4 * PAGE_SIZE).is_none());
+        assert!(!clear_if(base + PAGE_SIZE, other));
+        assert!(clear_if(base + PAGE_SIZE, span));
+        assert!(get(base + PAGE_SIZE).is_none());
+        assert!(store_range(base, 64, ptr::null_mut()));
+        assert!(get(base + 2 * PAGE_SIZE).is_none());
+        assert!(!ensure(1 << 47, 1));
+        assert!(node_bytes() > 0);
+        crate::span::free_record(span);
+        crate::span::free_record(other);
+        // SAFETY: the mapping was made above and only used as an address.
+        unsafe { os::unmap(base as *mut u8, len) };
+    }
+}

@@ -1,0 +1,51 @@
+//! Free runs are decommitted on a decay, without a background thread and
+//! without trim(): a later page-heap operation notices they have been idle.
+//! Alone in its file: it measures the whole process.
+
+mod common;
+
+use common::{rss_bytes, stats};
+use cpuslab::internals::{alloc_batch, class_of, free_batch, set_decay_ms};
+use std::time::Duration;
+
+const MIB: usize = 1 << 20;
+const TOTAL: usize = 128 * MIB;
+const SLACK: usize = 24 * MIB;
+const DECAY_MS: u64 = 100;
+
+#[test]
+fn idle_free_memory_decays_back_to_the_os() {
+    set_decay_ms(DECAY_MS);
+    let class = class_of(32 * 1024, 16).unwrap();
+    let n = TOTAL / class.size();
+    let mut objs = vec![std::ptr::null_mut(); n];
+    assert_eq!(alloc_batch(class, &mut objs), n);
+    for &p in &objs {
+        // SAFETY: each object is class.size() bytes and ours.
+        unsafe { p.write_bytes(0x11, class.size()) };
+    }
+    let rss_touched = rss_bytes();
+    // SAFETY: the objects are given up.
+    unsafe { free_batch(class, &objs) };
+    assert!(stats().page_heap.free_committed >= TOTAL - SLACK);
+
+    std::thread::sleep(Duration::from_millis(3 * DECAY_MS));
+    // Any page-heap operation runs the decay: carve a span of an unused class.
+    let other = class_of(200 * 1024, 16).unwrap();
+    let mut one = [std::ptr::null_mut(); 1];
+    assert_eq!(alloc_batch(other, &mut one), 1);
+
+    let after = stats();
+    assert!(
+        after.page_heap.free_committed < SLACK,
+        "{:?}",
+        after.page_heap
+    );
+    let rss_after = rss_bytes();
+    assert!(
+        rss_after + TOTAL - SLACK <= rss_touched,
+        "rss {rss_touched} -> {rss_after}"
+    );
+    // SAFETY: given up.
+    unsafe { free_batch(other, &one) };
+}

@@ -1,0 +1,48 @@
+//! Architectures without critical sections: the mode is always `Fallback`, so the
+//! router never calls these. If it ever did, "aborted" sends the caller to its slow
+//! path, which is always safe.
+
+use super::{Site, Status};
+use crate::list::{ListHead, ListNode};
+use crate::stack::Stack;
+use core::sync::atomic::AtomicUsize;
+
+pub(crate) unsafe fn stack_pop(_: Site, _: *mut Stack) -> (Status, *mut u8) {
+    (Status::Aborted, core::ptr::null_mut())
+}
+pub(crate) unsafe fn stack_push(_: Site, _: *mut Stack, _: *mut u8) -> Status {
+    Status::Aborted
+}
+pub(crate) unsafe fn stack_pop_batch(
+    _: Site,
+    _: *mut Stack,
+    _: *mut *mut u8,
+    _: usize,
+) -> (Status, usize) {
+    (Status::Aborted, 0)
+}
+pub(crate) unsafe fn stack_push_batch(
+    _: Site,
+    _: *mut Stack,
+    _: *const *mut u8,
+    _: usize,
+) -> (Status, usize) {
+    (Status::Aborted, 0)
+}
+pub(crate) unsafe fn list_pop(_: Site, _: *mut ListHead) -> (Status, *mut ListNode) {
+    (Status::Aborted, core::ptr::null_mut())
+}
+pub(crate) unsafe fn list_push(_: Site, _: *mut ListHead, _: *mut ListNode) -> Status {
+    Status::Aborted
+}
+pub(crate) unsafe fn word_compare_and_store(
+    _: Site,
+    _: *mut AtomicUsize,
+    _: usize,
+    _: usize,
+) -> (Status, usize) {
+    (Status::Aborted, 0)
+}
+pub(crate) unsafe fn word_add(_: Site, _: *mut AtomicUsize, _: usize) -> (Status, usize) {
+    (Status::Aborted, 0)
+}

@@ -1,0 +1,493 @@
+//! The critical sections for x86-64.
+//!
+//! Every section has the same frame, emitted by [`critical_section!`]:
+//!
+//! ```text
+//!         lea  cs, [rip + 4f]             ; arm: rseq_cs = &descriptor
+//!         mov  [area + RSEQ_CS], cs
+//! 2:      mov  status, MOVED              ; start_ip
+//!         cmp  [area + index_field], index ; still on the CPU we indexed?
+//!         jne  9f                         ; exit point
+//!         ...body: loads, checks (exit with status REFUSED), private stores...
+//!         [delay]                         ; fault-injection builds only
+//!         mov  [slot], new                ; the one commit store, last
+//! 3:      xor  status, status             ; post_commit_ip: DONE
+//! 9:                                      ; exit label
+//!
+//! __rseq_failure:  ud1 0x53053053(%rip),%edi  ; the signature, decodable
+//! 5:      mov  status, ABORTED            ; abort_ip, outside [2, 3)
+//!         jmp  9b
+//! __rseq_cs:               4: {version 0, flags 0, 2b, 3b-2b, 5b}
+//! __rseq_cs_ptr_array:     4b
+//! __rseq_exit_point_array: {2b, 9b}
+//! ```
+//!
+//! The kernel clears `rseq_cs` when it aborts; the abort path returns to Rust, and a
+//! retry re-enters the frame from the top, storing it again (rseq law 3). Nothing
+//! inside calls, touches the stack, or makes a syscall. Kernel-owned fields are
+//! only read. The pointer and exit-point tables are marked retained ("R") so that
+//! `--gc-sections` keeps them, and through their relocations every descriptor and
+//! section they name: the tables never point into discarded code.
+
+use core::sync::atomic::AtomicUsize;
+
+use super::{Site, Status, STATUS_ABORTED, STATUS_MOVED, STATUS_REFUSED};
+use crate::list::ListHead;
+use crate::list::ListNode;
+use crate::stack::{Stack, SLOTS_OFFSET};
+
+/// Arms the section: stores the descriptor's address into the area's `rseq_cs`.
+macro_rules! arm {
+    () => {
+        concat!(
+            "lea {cs}, [rip + 4f]\n",
+            "mov qword ptr [{area} + {cs_offset}], {cs}\n",
+        )
+    };
+}
+
+/// First thing in a section: leave with MOVED unless the live index still matches.
+macro_rules! check_index {
+    () => {
+        concat!(
+            "mov {status:e}, {moved}\n",
+            "cmp dword ptr [{area} + {index_offset}], {index:e}\n",
+            "jne 9f\n",
+        )
+    };
+}
+
+/// Test builds: spin `delay` pauses just before the commit.
+#[cfg(feature = "fault-injection")]
+macro_rules! delay {
+    () => {
+        concat!(
+            "test {delay:e}, {delay:e}\n",
+            "jz 8f\n",
+            "7:\n",
+            "pause\n",
+            "sub {delay:e}, 1\n",
+            "jnz 7b\n",
+            "8:\n",
+        )
+    };
+}
+
+/// The abort handler (after the signature) and the three tables.
+macro_rules! tables {
+    ($restart_to:literal) => {
+        concat!(
+            ".pushsection __rseq_failure, \"ax\"\n",
+            ".byte 0x0f, 0xb9, 0x3d\n",
+            ".long {sig}\n",
+            "5:\n",
+            "mov {status:e}, {aborted}\n",
+            "jmp ",
+            $restart_to,
+            "\n",
+            ".popsection\n",
+            ".pushsection __rseq_cs, \"aw\"\n",
+            ".balign 32\n",
+            "4:\n",
+            ".long 0, 0\n",
+            ".quad 2b, 3b - 2b, 5b\n",
+            ".popsection\n",
+            ".pushsection __rseq_cs_ptr_array, \"awR\"\n",
+            ".quad 4b\n",
+            ".popsection\n",
+            ".pushsection __rseq_exit_point_array, \"awR\"\n",
+            ".quad 2b, 9b\n",
+            ".popsection\n",
+        )
+    };
+}
+
+/// One critical section: the frame above around `body` and `commit`.
+///
+/// `restart_to` is where the abort handler goes: "9b" (return ABORTED to Rust, the
+/// only correct choice) or, in the broken test variant, "2b" (back into the section
+/// without re-arming `rseq_cs`).
+macro_rules! critical_section {
+    (
+        site: $site:expr,
+        status: $status:ident,
+        restart_to: $restart_to:literal,
+        body: $body:expr,
+        commit: $commit:expr,
+        $($operands:tt)*
+    ) => {
+        #[cfg(not(feature = "fault-injection"))]
+        core::arch::asm!(
+            arm!(), "2:", check_index!(), $body, $commit, "3:",
+            "xor {status:e}, {status:e}", "9:", tables!($restart_to),
+            $($operands)*
+            area = in(reg) $site.area,
+            index_offset = in(reg) $site.index_offset,
+            index = in(reg) $site.index,
+            status = out(reg) $status,
+            cs = out(reg) _,
+            cs_offset = const rseq_sys::RSEQ_CS_OFFSET,
+            moved = const STATUS_MOVED,
+            aborted = const STATUS_ABORTED,
+            sig = const rseq_sys::RSEQ_SIG,
+            options(nostack),
+        );
+        #[cfg(feature = "fault-injection")]
+        core::arch::asm!(
+            arm!(), "2:", check_index!(), $body, delay!(), $commit, "3:",
+            "xor {status:e}, {status:e}", "9:", tables!($restart_to),
+            $($operands)*
+            area = in(reg) $site.area,
+            index_offset = in(reg) $site.index_offset,
+            index = in(reg) $site.index,
+            status = out(reg) $status,
+            cs = out(reg) _,
+            cs_offset = const rseq_sys::RSEQ_CS_OFFSET,
+            moved = const STATUS_MOVED,
+            aborted = const STATUS_ABORTED,
+            sig = const rseq_sys::RSEQ_SIG,
+            delay = inout(reg) crate::fault::delay_spins() => _,
+            options(nostack),
+        );
+    };
+}
+
+// The stack header is read as one 64-bit word: `top` in the low half, `capacity` in
+// the high half (see stack.rs). A pop is valid when top - 1 < capacity (unsigned),
+// a push when top < capacity: a zero capacity (a stopped or inert stack) refuses both.
+
+macro_rules! stack_pop_fn {
+    ($name:ident, $restart_to:literal) => {
+        /// Pops the top item of this CPU's stack.
+        ///
+        /// # Safety
+        /// `site` is the calling thread's registered area and the index it read;
+        /// `stack` is the slot of that index, valid, with `slots` valid for
+        /// `capacity` items.
+        #[inline(always)]
+        pub(crate) unsafe fn $name(site: Site, stack: *mut Stack) -> (Status, *mut u8) {
+            let status: u32;
+            let item: *mut u8;
+            // SAFETY: the caller guarantees the area and the slot; the section reads
+            // the header, then one slot below `top`, and commits `top - 1`.
+            unsafe {
+                critical_section!(
+                    site: site,
+                    status: status,
+                    restart_to: $restart_to,
+                    body: concat!(
+                        "mov {status:e}, {refused}\n",
+                        "mov {word}, qword ptr [{stack}]\n",
+                        "mov {capacity}, {word}\n",
+                        "shr {capacity}, 32\n",
+                        "lea {top:e}, [{word} - 1]\n",
+                        "cmp {top:e}, {capacity:e}\n",
+                        "jae 9f\n",
+                        "mov {capacity}, qword ptr [{stack} + {slots}]\n",
+                        "mov {item}, qword ptr [{capacity} + {top} * 8]\n",
+                    ),
+                    commit: "mov dword ptr [{stack}], {top:e}\n",
+                    stack = in(reg) stack,
+                    word = out(reg) _,
+                    capacity = out(reg) _,
+                    top = out(reg) _,
+                    item = out(reg) item,
+                    refused = const STATUS_REFUSED,
+                    slots = const SLOTS_OFFSET,
+                );
+            }
+            (Status::from_register(status), item)
+        }
+    };
+}
+
+macro_rules! stack_push_fn {
+    ($name:ident, $restart_to:literal) => {
+        /// Pushes `item` onto this CPU's stack.
+        ///
+        /// # Safety
+        /// As for `stack_pop`.
+        #[inline(always)]
+        pub(crate) unsafe fn $name(site: Site, stack: *mut Stack, item: *mut u8) -> Status {
+            let status: u32;
+            // SAFETY: the caller guarantees the area and the slot; the section stores
+            // the item into the free slot at `top` (invisible until the commit) and
+            // commits `top + 1`.
+            unsafe {
+                critical_section!(
+                    site: site,
+                    status: status,
+                    restart_to: $restart_to,
+                    body: concat!(
+                        "mov {status:e}, {refused}\n",
+                        "mov {word}, qword ptr [{stack}]\n",
+                        "mov {top:e}, {word:e}\n",
+                        "shr {word}, 32\n",
+                        "cmp {top:e}, {word:e}\n",
+                        "jae 9f\n",
+                        "mov {word}, qword ptr [{stack} + {slots}]\n",
+                        "mov qword ptr [{word} + {top} * 8], {item}\n",
+                        "add {top:e}, 1\n",
+                    ),
+                    commit: "mov dword ptr [{stack}], {top:e}\n",
+                    stack = in(reg) stack,
+                    item = in(reg) item,
+                    word = out(reg) _,
+                    top = out(reg) _,
+                    refused = const STATUS_REFUSED,
+                    slots = const SLOTS_OFFSET,
+                );
+            }
+            Status::from_register(status)
+        }
+    };
+}
+
+stack_pop_fn!(stack_pop, "9b");
+stack_push_fn!(stack_push, "9b");
+#[cfg(feature = "fault-injection")]
+stack_pop_fn!(stack_pop_broken, "2b");
+#[cfg(feature = "fault-injection")]
+stack_push_fn!(stack_push_broken, "2b");
+
+/// Pops up to `want` (>= 1) items into `out[..n]`, the deepest first; returns n.
+///
+/// # Safety
+/// As for `stack_pop`; `out` is valid for `want` writes and private to the caller.
+#[inline(always)]
+pub(crate) unsafe fn stack_pop_batch(
+    site: Site,
+    stack: *mut Stack,
+    out: *mut *mut u8,
+    want: usize,
+) -> (Status, usize) {
+    let status: u32;
+    let out_end: *mut *mut u8;
+    // SAFETY: the caller guarantees the area, the slot and the buffer; the section
+    // copies n = min(want, top) items from slots[top - n .. top] into the private
+    // buffer and commits `top - n`. An abort leaves the buffer partly written, which
+    // the caller ignores.
+    unsafe {
+        critical_section!(
+            site: site,
+            status: status,
+            restart_to: "9b",
+            body: concat!(
+                "mov {status:e}, {refused}\n",
+                "mov {word}, qword ptr [{stack}]\n",
+                "mov {top:e}, {word:e}\n",
+                "shr {word}, 32\n",
+                "lea {scratch:e}, [{top} - 1]\n",
+                "cmp {scratch:e}, {word:e}\n",
+                "jae 9f\n",
+                "cmp {top}, {count}\n",
+                "cmovb {count}, {top}\n",
+                "sub {top}, {count}\n",
+                "mov {word}, qword ptr [{stack} + {slots}]\n",
+                "lea {word}, [{word} + {top} * 8]\n",
+                "6:\n",
+                "mov {scratch}, qword ptr [{word}]\n",
+                "mov qword ptr [{out}], {scratch}\n",
+                "add {word}, 8\n",
+                "add {out}, 8\n",
+                "sub {count}, 1\n",
+                "jnz 6b\n",
+            ),
+            commit: "mov dword ptr [{stack}], {top:e}\n",
+            stack = in(reg) stack,
+            out = inout(reg) out => out_end,
+            count = inout(reg) want => _,
+            word = out(reg) _,
+            top = out(reg) _,
+            scratch = out(reg) _,
+            refused = const STATUS_REFUSED,
+            slots = const SLOTS_OFFSET,
+        );
+    }
+    let taken = (out_end as usize).wrapping_sub(out as usize) / core::mem::size_of::<usize>();
+    (Status::from_register(status), taken)
+}
+
+/// Pushes up to `count` (>= 1) items from `items`, as many as fit; returns n.
+///
+/// # Safety
+/// As for `stack_pop`; `items` is valid for `count` reads.
+#[inline(always)]
+pub(crate) unsafe fn stack_push_batch(
+    site: Site,
+    stack: *mut Stack,
+    items: *const *mut u8,
+    count: usize,
+) -> (Status, usize) {
+    let status: u32;
+    let items_end: *const *mut u8;
+    // SAFETY: the caller guarantees the area, the slot and the items; the section
+    // copies n = min(count, capacity - top) items into the free slots from `top` up
+    // (invisible until the commit) and commits `top + n`.
+    unsafe {
+        critical_section!(
+            site: site,
+            status: status,
+            restart_to: "9b",
+            body: concat!(
+                "mov {status:e}, {refused}\n",
+                "mov {word}, qword ptr [{stack}]\n",
+                "mov {top:e}, {word:e}\n",
+                "shr {word}, 32\n",
+                "cmp {top:e}, {word:e}\n",
+                "jae 9f\n",
+                "sub {word}, {top}\n",
+                "cmp {word}, {count}\n",
+                "cmovb {count}, {word}\n",
+                "mov {word}, qword ptr [{stack} + {slots}]\n",
+                "lea {word}, [{word} + {top} * 8]\n",
+                "add {top}, {count}\n",
+                "6:\n",
+                "mov {scratch}, qword ptr [{items}]\n",
+                "mov qword ptr [{word}], {scratch}\n",
+                "add {word}, 8\n",
+                "add {items}, 8\n",
+                "sub {count}, 1\n",
+                "jnz 6b\n",
+            ),
+            commit: "mov dword ptr [{stack}], {top:e}\n",
+            stack = in(reg) stack,
+            items = inout(reg) items => items_end,
+            count = inout(reg) count => _,
+            word = out(reg) _,
+            top = out(reg) _,
+            scratch = out(reg) _,
+            refused = const STATUS_REFUSED,
+            slots = const SLOTS_OFFSET,
+        );
+    }
+    let pushed = (items_end as usize).wrapping_sub(items as usize) / core::mem::size_of::<usize>();
+    (Status::from_register(status), pushed)
+}
+
+/// Pops the first node of this CPU's list.
+///
+/// # Safety
+/// `site` as for `stack_pop`; `head` is the slot of that index; every node on the
+/// list is valid.
+#[inline(always)]
+pub(crate) unsafe fn list_pop(site: Site, head: *mut ListHead) -> (Status, *mut ListNode) {
+    let status: u32;
+    let node: *mut ListNode;
+    // SAFETY: the caller guarantees the area, the slot and the nodes; the section
+    // reads the first node's `next` and commits it as the new head.
+    unsafe {
+        critical_section!(
+            site: site,
+            status: status,
+            restart_to: "9b",
+            body: concat!(
+                "mov {status:e}, {refused}\n",
+                "mov {node}, qword ptr [{head}]\n",
+                "test {node}, {node}\n",
+                "jz 9f\n",
+                "mov {next}, qword ptr [{node}]\n",
+            ),
+            commit: "mov qword ptr [{head}], {next}\n",
+            head = in(reg) head,
+            node = out(reg) node,
+            next = out(reg) _,
+            refused = const STATUS_REFUSED,
+        );
+    }
+    (Status::from_register(status), node)
+}
+
+/// Pushes `node` onto this CPU's list.
+///
+/// # Safety
+/// `site` as for `stack_pop`; `head` is the slot of that index; `node` is valid and
+/// owned by the caller (on no list).
+#[inline(always)]
+pub(crate) unsafe fn list_push(site: Site, head: *mut ListHead, node: *mut ListNode) -> Status {
+    let status: u32;
+    // SAFETY: the caller guarantees the area, the slot and the node; the section
+    // links the private node to the current head and commits it as the new head.
+    unsafe {
+        critical_section!(
+            site: site,
+            status: status,
+            restart_to: "9b",
+            body: concat!(
+                "mov {next}, qword ptr [{head}]\n",
+                "mov qword ptr [{node}], {next}\n",
+            ),
+            commit: "mov qword ptr [{head}], {node}\n",
+            head = in(reg) head,
+            node = in(reg) node,
+            next = out(reg) _,
+        );
+    }
+    Status::from_register(status)
+}
+
+/// Stores `new` into this CPU's word if it holds `expected`; returns what it held.
+///
+/// # Safety
+/// `site` as for `stack_pop`; `word` is the slot of that index.
+#[inline(always)]
+pub(crate) unsafe fn word_compare_and_store(
+    site: Site,
+    word: *mut AtomicUsize,
+    expected: usize,
+    new: usize,
+) -> (Status, usize) {
+    let status: u32;
+    let current: usize;
+    // SAFETY: the caller guarantees the area and the slot; the section compares and
+    // commits `new`.
+    unsafe {
+        critical_section!(
+            site: site,
+            status: status,
+            restart_to: "9b",
+            body: concat!(
+                "mov {status:e}, {refused}\n",
+                "mov {current}, qword ptr [{word}]\n",
+                "cmp {current}, {expected}\n",
+                "jne 9f\n",
+            ),
+            commit: "mov qword ptr [{word}], {new}\n",
+            word = in(reg) word,
+            expected = in(reg) expected,
+            new = in(reg) new,
+            current = out(reg) current,
+            refused = const STATUS_REFUSED,
+        );
+    }
+    (Status::from_register(status), current)
+}
+
+/// Adds `delta` (wrapping) to this CPU's word; returns the value before.
+///
+/// # Safety
+/// `site` as for `stack_pop`; `word` is the slot of that index.
+#[inline(always)]
+pub(crate) unsafe fn word_add(site: Site, word: *mut AtomicUsize, delta: usize) -> (Status, usize) {
+    let status: u32;
+    let before: usize;
+    // SAFETY: the caller guarantees the area and the slot; the section reads the
+    // word and commits the sum.
+    unsafe {
+        critical_section!(
+            site: site,
+            status: status,
+            restart_to: "9b",
+            body: concat!(
+                "mov {before}, qword ptr [{word}]\n",
+                "lea {sum}, [{before} + {delta}]\n",
+            ),
+            commit: "mov qword ptr [{word}], {sum}\n",
+            word = in(reg) word,
+            delta = in(reg) delta,
+            before = out(reg) before,
+            sum = out(reg) _,
+        );
+    }
+    (Status::from_register(status), before)
+}

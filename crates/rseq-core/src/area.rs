@@ -1,0 +1,220 @@
+//! The calling thread's rseq area: glibc's, or our own registered lazily.
+//!
+//! Our own area is a `thread_local!` with a constant initializer and no destructor
+//! (a plain TLS block: nothing is registered at thread exit, nothing allocates). Its
+//! `cpu_id` starts as `RSEQ_CPU_ID_UNINITIALIZED`, which is how a thread knows it has
+//! not registered yet; the kernel owns the field once registration succeeds.
+
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicIsize, Ordering};
+
+use rseq_sys::{rseq, RSEQ_CPU_ID_OFFSET, RSEQ_CPU_ID_REGISTRATION_FAILED};
+use rseq_sys::{RSEQ_CPU_ID_UNINITIALIZED, RSEQ_MM_CID_OFFSET};
+
+use crate::mode::{mode, Mode};
+
+/// A registered rseq area of the calling thread.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Area(NonNull<rseq>);
+
+impl Area {
+    /// The area's address, for the critical sections.
+    #[inline(always)]
+    pub(crate) fn as_ptr(self) -> *mut rseq {
+        self.0.as_ptr()
+    }
+
+    /// Reads a kernel-owned u32 field (`cpu_id`, `mm_cid`) at `offset`.
+    #[inline(always)]
+    pub(crate) fn read_u32(self, offset: usize) -> u32 {
+        // SAFETY: the area is this thread's registered area (at least 32 bytes, so
+        // every offset we use is inside it) and lives as long as the thread; the
+        // kernel writes these fields only on this thread's return to user space, so a
+        // volatile read gives a consistent value (single-copy atomic on aligned u32).
+        unsafe {
+            self.0
+                .as_ptr()
+                .cast::<u8>()
+                .add(offset)
+                .cast::<u32>()
+                .read_volatile()
+        }
+    }
+
+    /// The CPU the thread runs on now (may change right after).
+    #[inline(always)]
+    pub(crate) fn cpu_id(self) -> u32 {
+        self.read_u32(RSEQ_CPU_ID_OFFSET)
+    }
+
+    /// The concurrency id (meaningful only where the kernel fills it).
+    #[inline(always)]
+    pub(crate) fn mm_cid(self) -> u32 {
+        self.read_u32(RSEQ_MM_CID_OFFSET)
+    }
+}
+
+/// The calling thread's registered area, or None (fallback mode, or this thread's
+/// registration failed, or rseq is off for it).
+#[inline(always)]
+pub(crate) fn this_thread() -> Option<Area> {
+    let area = match mode() {
+        Mode::Glibc => glibc_area(),
+        Mode::Own => own_area()?,
+        Mode::Fallback => return None,
+    };
+    // A negative cpu_id means "not registered" (-1) or "registration failed" (-2):
+    // sections must not run, the kernel would never abort them.
+    ((area.cpu_id() as i32) >= 0).then_some(area)
+}
+
+// --- glibc's area -------------------------------------------------------------
+
+static GLIBC_OFFSET: AtomicIsize = AtomicIsize::new(0);
+
+/// Adopts glibc's registration if glibc made one; true on success.
+pub(crate) fn adopt_glibc_area() -> bool {
+    match crate::glibc::registration() {
+        Some(glibc) => {
+            GLIBC_OFFSET.store(glibc.offset, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn glibc_area() -> Area {
+    let offset = GLIBC_OFFSET.load(Ordering::Relaxed);
+    let area = crate::glibc::thread_pointer()
+        .wrapping_offset(offset)
+        .cast::<rseq>();
+    // SAFETY: glibc places the area at a fixed offset from the thread pointer in every
+    // thread's TCB; the thread pointer is never null, so neither is the sum.
+    Area(unsafe { NonNull::new_unchecked(area) })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn glibc_area() -> Area {
+    unreachable_mode()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn unreachable_mode() -> Area {
+    // Other architectures always run in fallback mode; this is never reached. Abort
+    // rather than panic: allocator code must not unwind.
+    // SAFETY: abort() never returns and is async-signal-safe.
+    unsafe { libc::abort() }
+}
+
+// --- our own area ---------------------------------------------------------------
+
+/// Bytes reserved for our own area: room for kernels that grow the ABI.
+const OWN_AREA_BYTES: usize = 256;
+/// Alignment of our own area (the kernel asks for AT_RSEQ_ALIGN, 32 today).
+const OWN_AREA_ALIGN: usize = 64;
+
+#[repr(C, align(64))]
+struct OwnArea(UnsafeCell<[u32; OWN_AREA_BYTES / 4]>);
+
+const _: () = assert!(core::mem::align_of::<OwnArea>() == OWN_AREA_ALIGN);
+const _: () = assert!(core::mem::size_of::<OwnArea>() >= core::mem::size_of::<rseq>());
+
+impl OwnArea {
+    const fn new() -> Self {
+        let mut words = [0u32; OWN_AREA_BYTES / 4];
+        words[RSEQ_CPU_ID_OFFSET / 4] = RSEQ_CPU_ID_UNINITIALIZED as u32;
+        OwnArea(UnsafeCell::new(words))
+    }
+}
+
+std::thread_local! {
+    static OWN_AREA: OwnArea = const { OwnArea::new() };
+}
+
+/// This thread's own area, registering it on first use; None if that failed.
+#[inline(always)]
+fn own_area() -> Option<Area> {
+    let area = OWN_AREA.with(|own| own.0.get().cast::<rseq>());
+    // SAFETY: a thread-local's address is never null.
+    let area = Area(unsafe { NonNull::new_unchecked(area) });
+    if area.cpu_id() == RSEQ_CPU_ID_UNINITIALIZED as u32 && !register(area) {
+        return None;
+    }
+    Some(area)
+}
+
+/// Registers this thread's own area now (used to probe the mode); true on success.
+pub(crate) fn register_own_area() -> bool {
+    let area = OWN_AREA.with(|own| own.0.get().cast::<rseq>());
+    // SAFETY: a thread-local's address is never null.
+    let area = Area(unsafe { NonNull::new_unchecked(area) });
+    match area.cpu_id() {
+        cpu if cpu == RSEQ_CPU_ID_UNINITIALIZED as u32 => register(area),
+        cpu => (cpu as i32) >= 0,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn register(area: Area) -> bool {
+    let len = own_registration_len();
+    // SAFETY: the area is this thread's TLS block, aligned and at least `len` bytes,
+    // alive until the thread exits (when the kernel drops the registration).
+    let result = unsafe {
+        libc::syscall(
+            rseq_sys::SYS_RSEQ,
+            area.as_ptr(),
+            len as u32,
+            0,
+            rseq_sys::RSEQ_SIG,
+        )
+    };
+    if result == 0 {
+        return true;
+    }
+    // Remember the failure so we do not retry on every operation. The area is not
+    // registered, so this word is still ours to write.
+    let cpu_id = area
+        .as_ptr()
+        .cast::<u8>()
+        .wrapping_add(RSEQ_CPU_ID_OFFSET)
+        .cast::<u32>();
+    // SAFETY: inside our own unregistered TLS area; no one else writes it.
+    unsafe { cpu_id.write_volatile(RSEQ_CPU_ID_REGISTRATION_FAILED as u32) };
+    false
+}
+
+/// The length to register: the original 32 bytes, or the kernel's feature size
+/// rounded to its alignment when it is larger and fits our area.
+fn own_registration_len() -> usize {
+    const ORIG: usize = rseq_sys::ORIG_RSEQ_SIZE as usize;
+    let feature = kernel_feature_size();
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let align = match unsafe { libc::getauxval(rseq_sys::AT_RSEQ_ALIGN.into()) } as usize {
+        0 => ORIG,
+        align => align,
+    };
+    if feature <= ORIG || !align.is_power_of_two() || align > OWN_AREA_ALIGN {
+        return ORIG;
+    }
+    let len = (feature + align - 1) & !(align - 1);
+    if len <= OWN_AREA_BYTES {
+        len
+    } else {
+        ORIG
+    }
+}
+
+/// The kernel's rseq feature size (AT_RSEQ_FEATURE_SIZE; 20 when it does not say).
+pub(crate) fn kernel_feature_size() -> usize {
+    /// `offsetof(struct rseq, flags) + 4`: the fields every rseq kernel fills.
+    const ORIGINAL_FEATURE_SIZE: usize = 20;
+    // SAFETY: getauxval only reads the auxiliary vector.
+    match unsafe { libc::getauxval(rseq_sys::AT_RSEQ_FEATURE_SIZE.into()) } as usize {
+        0 => ORIGINAL_FEATURE_SIZE,
+        size => size,
+    }
+}

@@ -1,0 +1,28 @@
+//! Why an operation did not happen.
+
+/// Why a per-CPU operation did not happen; every case leaves the data unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpError {
+    /// Pop: this CPU's stack or list had nothing (or its stack is stopped).
+    Empty,
+    /// Push: this CPU's stack had no room (or it is stopped).
+    Full,
+    /// Compare-and-store: this CPU's word held this value instead.
+    Mismatch(usize),
+    /// The section aborted [`crate::MAX_RESTARTS`] times in a row (preemption,
+    /// signal or migration storms): take the slow path.
+    Restarted,
+    /// This thread cannot run per-CPU operations now (its rseq registration failed,
+    /// or its CPU index lies beyond the region): take the slow path.
+    Unavailable,
+}
+
+/// Why remote access to another CPU's data was refused; nothing was changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FenceError {
+    /// There is no membarrier RSEQ command and no other way to fence this index
+    /// (concurrency ids cannot be fenced by migrating to a CPU).
+    Unsupported,
+    /// The index lies beyond the region.
+    NoSuchSlot,
+}

@@ -1,0 +1,76 @@
+//! glibc's rseq registration, found through weak symbols resolved by the linker.
+//!
+//! glibc >= 2.35 registers an area for every thread and exports where it is:
+//! `__rseq_offset` (area = thread pointer + offset), `__rseq_size` (0 when glibc did
+//! not register) and `__rseq_flags`. The references are weak, so a binary still loads
+//! and runs on a libc without them: a missing weak symbol's GOT slot reads 0. We never
+//! call `dlsym` (it allocates).
+
+/// What glibc tells about its registration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GlibcRseq {
+    /// Offset of the area from the thread pointer.
+    pub offset: isize,
+}
+
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".weak __rseq_offset",
+    ".weak __rseq_size",
+    ".weak __rseq_flags"
+);
+
+/// Address of a weakly referenced symbol, or null when no loaded object defines it.
+#[cfg(target_arch = "x86_64")]
+macro_rules! weak_address {
+    ($symbol:literal) => {{
+        let address: *const u8;
+        // SAFETY: a GOT-relative load of a symbol's address touches no memory of ours
+        // and has no side effects; the dynamic linker filled the slot (0 if undefined).
+        unsafe {
+            core::arch::asm!(
+                concat!("mov {a}, qword ptr [rip + ", $symbol, "@GOTPCREL]"),
+                a = out(reg) address,
+                options(nostack, pure, readonly, preserves_flags),
+            )
+        };
+        address
+    }};
+}
+
+/// glibc's registration, or None if glibc lacks the symbols or did not register.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn registration() -> Option<GlibcRseq> {
+    let offset = weak_address!("__rseq_offset") as *const isize;
+    let size = weak_address!("__rseq_size") as *const u32;
+    if offset.is_null() || size.is_null() {
+        return None;
+    }
+    // SAFETY: both symbols are defined (non-null addresses), are constants glibc sets
+    // before any user code runs, and have the C types ptrdiff_t and unsigned int.
+    let (offset, size) = unsafe { (offset.read(), size.read()) };
+    // `__rseq_size` is 0 when glibc did not register (20 on glibc 2.35-2.39).
+    (size > 0).then_some(GlibcRseq { offset })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn registration() -> Option<GlibcRseq> {
+    None
+}
+
+/// The thread pointer (the `fs` base on x86-64), from which glibc's area is found.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn thread_pointer() -> *mut u8 {
+    let tp: *mut u8;
+    // SAFETY: on x86-64 Linux, fs:0 holds the thread control block's own address
+    // (the TLS ABI's self pointer); reading it has no side effects.
+    unsafe {
+        core::arch::asm!(
+            "mov {tp}, qword ptr fs:[0]",
+            tp = out(reg) tp,
+            options(nostack, pure, readonly, preserves_flags),
+        )
+    };
+    tp
+}

@@ -1,0 +1,60 @@
+//! Restartable per-CPU operations on Linux rseq.
+//!
+//! # What this layer owns
+//!
+//! * **Discovery and registration** of the calling thread's rseq area, once per
+//!   process ([`mode()`]): glibc's area when glibc registered one (read through weak
+//!   symbols, never `dlsym`), else our own per-thread area registered lazily, else
+//!   no rseq at all. `CPUSLAB_RSEQ=0` forces the last for debugging.
+//! * **CPU indices**: [`current_cpu`], the concurrency id [`mm_cid`] where the kernel
+//!   fills it, and the number of [`possible_cpus`].
+//! * **Per-CPU data structures** laid out by the caller as a [`PerCpu`] region, with
+//!   restartable operations on them: a bounded pointer [`Stack`] (single and batch
+//!   pop/push), an intrusive [`ListHead`], and compare-and-store / add on a word.
+//!   Each operation runs as one rseq critical section with exactly one commit
+//!   store; aborts restart it at most [`MAX_RESTARTS`] times before the caller is
+//!   told to take its slow path.
+//! * **The fallback**: the same operations under per-CPU locks keyed by
+//!   `sched_getcpu()`, chosen process-wide when rseq is unavailable.
+//! * **Remote access** to another CPU's stack ([`PerCpu::with_stopped`]): mark it
+//!   stopped, then a membarrier RSEQ fence, then exclusive access.
+//!
+//! # What it may not touch
+//!
+//! Memory management (callers bring their memory), and any kernel-owned field of
+//! the rseq area: `cpu_id_start`, `cpu_id`, `node_id` and `mm_cid` are only read
+//! (Linux 6.19 semantics). It never allocates, never panics on its paths, and keeps
+//! no `thread_local!` with a destructor, so that an allocator can sit on top of it.
+//!
+//! The laws it follows are in DESIGN.md ("The rseq laws"); `docs/rseq.md` explains
+//! the modes, the sections and how to debug them.
+
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
+mod arch;
+mod area;
+mod counters;
+mod cpu;
+mod error;
+pub mod fallback;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+mod fence;
+mod glibc;
+mod list;
+mod mode;
+mod percpu;
+mod route;
+mod stack;
+mod word;
+
+pub use counters::{counters, Counters};
+pub use cpu::{current_cpu, mm_cid, mm_cid_available, possible_cpus};
+pub use error::{FenceError, OpError};
+pub use fallback::{fork_child, fork_parent, fork_prepare};
+pub use fence::fence;
+pub use list::{ListHead, ListNode};
+pub use mode::{mode, Mode};
+pub use percpu::{Index, PerCpu};
+pub use route::MAX_RESTARTS;
+pub use stack::{Stack, StackParts};

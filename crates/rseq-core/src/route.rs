@@ -1,0 +1,84 @@
+//! Where an operation runs, and the bounded-restart contract.
+//!
+//! rseq modes run the operation as a critical section on the slot of the index the
+//! thread reads now; an abort, or finding itself moved, restarts it from the top
+//! (re-reading the index, re-arming `rseq_cs`), at most [`MAX_RESTARTS`] times before
+//! the caller is told to take its slow path. The fallback takes the slot's per-CPU
+//! lock instead.
+
+use core::ptr::NonNull;
+
+use crate::arch::{Site, Status};
+use crate::area;
+use crate::counters;
+use crate::fallback;
+use crate::mode::{mode, Mode};
+use crate::{OpError, PerCpu};
+
+/// Consecutive restarts after which an operation returns [`OpError::Restarted`].
+pub const MAX_RESTARTS: u32 = 16;
+
+/// Whether this process runs per-CPU operations as rseq critical sections.
+#[inline(always)]
+pub(crate) fn uses_rseq() -> bool {
+    mode() != Mode::Fallback
+}
+
+/// Runs an operation on the calling thread's slot of `region`.
+///
+/// `section` runs it as a critical section; `locked` runs it under the slot's
+/// per-CPU lock (fallback mode); `refused` turns a refusal's value into the error.
+#[inline(always)]
+pub(crate) fn run<T, R>(
+    region: &PerCpu<T>,
+    mut section: impl FnMut(Site, *mut T) -> (Status, R),
+    locked: impl FnOnce(&T) -> Result<R, OpError>,
+    refused: impl FnOnce(R) -> OpError,
+) -> Result<R, OpError> {
+    if !uses_rseq() {
+        return run_locked(region, locked);
+    }
+    let index_offset = region.index().field_offset();
+    let mut restarts = 0;
+    loop {
+        let Some(area) = area::this_thread() else {
+            return Err(OpError::Unavailable);
+        };
+        let index = area.read_u32(index_offset);
+        let Some(slot) = region.slot_ptr(index) else {
+            return Err(OpError::Unavailable);
+        };
+        let site = Site {
+            area: area.as_ptr(),
+            index_offset,
+            index,
+        };
+        match section(site, slot.as_ptr()) {
+            (Status::Done, value) => return Ok(value),
+            (Status::Refused, value) => return Err(refused(value)),
+            (Status::Moved, _) => counters::note_cpu_moved(),
+            (Status::Aborted, _) => counters::note_abort(),
+        }
+        restarts += 1;
+        if restarts >= MAX_RESTARTS {
+            counters::note_gave_up();
+            return Err(OpError::Restarted);
+        }
+    }
+}
+
+/// The fallback: the operation under the per-CPU lock of the CPU we run on.
+#[cold]
+fn run_locked<T, R>(
+    region: &PerCpu<T>,
+    locked: impl FnOnce(&T) -> Result<R, OpError>,
+) -> Result<R, OpError> {
+    let cpu = crate::cpu::sched_getcpu();
+    let Some(slot) = region.slot_ptr(cpu) else {
+        return Err(OpError::Unavailable);
+    };
+    let _guard = fallback::lock(cpu);
+    // SAFETY: slots below `len` are valid (`PerCpu::new`); the lock gives this thread
+    // the slot exclusively among fallback users, and in fallback mode every user is.
+    locked(unsafe { NonNull::as_ref(&slot) })
+}

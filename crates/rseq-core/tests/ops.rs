@@ -1,0 +1,239 @@
+//! Single-threaded semantics of every operation, in whatever mode this process runs
+//! (`.ci/run` runs this file in all three).
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rseq_core::{Index, ListHead, ListNode, Mode, OpError, PerCpu, Stack, StackParts};
+
+/// Owns the memory of a region of `possible_cpus()` slots of T (zeroed).
+struct Region<T> {
+    slots: Vec<T>,
+}
+
+impl<T: Default> Region<T> {
+    fn new() -> Self {
+        let n = rseq_core::possible_cpus() as usize;
+        Region {
+            slots: (0..n).map(|_| T::default()).collect(),
+        }
+    }
+
+    fn view(&mut self, index: Index) -> PerCpu<T> {
+        let shift = std::mem::size_of::<T>()
+            .next_power_of_two()
+            .trailing_zeros();
+        assert_eq!(
+            1 << shift,
+            std::mem::size_of::<T>(),
+            "test types have power-of-two sizes"
+        );
+        // SAFETY: the Vec holds len valid slots, size_of::<T>() apart, for the test.
+        unsafe {
+            PerCpu::new(
+                NonNull::new(self.slots.as_mut_ptr()).unwrap(),
+                shift,
+                self.slots.len() as u32,
+                index,
+            )
+        }
+    }
+}
+
+/// Pins the calling thread to one CPU so that "this CPU's slot" stays the same.
+fn pin_to_first_allowed_cpu() -> u32 {
+    // SAFETY: plain affinity calls on this thread with a zeroed set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
+            0
+        );
+        let cpu = (0..1024).find(|&c| libc::CPU_ISSET(c, &set)).unwrap();
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut one);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&one), &one),
+            0
+        );
+        cpu as u32
+    }
+}
+
+fn install(stack: &PerCpu<Stack>, index: u32, slots: &mut [*mut u8]) {
+    stack
+        .with_stopped(index, |parts: &mut StackParts| {
+            parts.slots = slots.as_mut_ptr();
+            parts.capacity = slots.len() as u32;
+            parts.top = 0;
+        })
+        .unwrap();
+}
+
+fn item(n: usize) -> *mut u8 {
+    (n * 16) as *mut u8
+}
+
+#[test]
+fn mode_matches_the_environment() {
+    let expected = if std::env::var("CPUSLAB_RSEQ").as_deref() == Ok("0") {
+        Mode::Fallback
+    } else if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.pthread.rseq=0")) {
+        Mode::Own
+    } else {
+        Mode::Glibc
+    };
+    assert_eq!(rseq_core::mode(), expected);
+    println!(
+        "mode {:?}, mm_cid available: {}",
+        rseq_core::mode(),
+        rseq_core::mm_cid_available()
+    );
+}
+
+#[test]
+fn current_cpu_agrees_with_sched_getcpu_when_pinned() {
+    let cpu = pin_to_first_allowed_cpu();
+    assert_eq!(rseq_core::current_cpu(), cpu);
+    // SAFETY: no preconditions.
+    assert_eq!(unsafe { libc::sched_getcpu() } as u32, cpu);
+    assert!(cpu < rseq_core::possible_cpus());
+    if let Some(cid) = rseq_core::mm_cid() {
+        assert!(cid < rseq_core::possible_cpus());
+    }
+}
+
+#[test]
+fn an_inert_stack_is_empty_and_full() {
+    let mut memory = Region::<Stack>::new();
+    let stack = memory.view(Index::Cpu);
+    assert_eq!(stack.pop(), Err(OpError::Empty));
+    assert_eq!(stack.push(item(1)), Err(OpError::Full));
+    assert_eq!(
+        stack.pop_batch(&mut [std::ptr::null_mut(); 4]),
+        Err(OpError::Empty)
+    );
+    assert_eq!(stack.push_batch(&[item(1)]), Err(OpError::Full));
+}
+
+#[test]
+fn stack_is_lifo_and_bounded() {
+    for index in [Index::Cpu, Index::ConcurrencyId] {
+        let cpu = pin_to_first_allowed_cpu();
+        let mut memory = Region::<Stack>::new();
+        let stack = memory.view(index);
+        let mut slots = vec![std::ptr::null_mut(); 4];
+        let here = index.current();
+        install(&stack, here, &mut slots);
+        assert_eq!(index.current(), here, "pinned to cpu {cpu}");
+        for n in 1..=4 {
+            stack.push(item(n)).unwrap();
+        }
+        assert_eq!(stack.push(item(5)), Err(OpError::Full));
+        assert_eq!(stack.slot(here).unwrap().len(), 4);
+        for n in (1..=4).rev() {
+            assert_eq!(stack.pop(), Ok(item(n)));
+        }
+        assert_eq!(stack.pop(), Err(OpError::Empty));
+    }
+}
+
+#[test]
+fn batches_move_as_many_as_fit_with_one_commit() {
+    pin_to_first_allowed_cpu();
+    let mut memory = Region::<Stack>::new();
+    let stack = memory.view(Index::Cpu);
+    let mut slots = vec![std::ptr::null_mut(); 6];
+    install(&stack, Index::Cpu.current(), &mut slots);
+    let items: Vec<_> = (1..=8).map(item).collect();
+    assert_eq!(stack.push_batch(&items), Ok(6));
+    assert_eq!(stack.push_batch(&items[6..]), Err(OpError::Full));
+    let mut out = [std::ptr::null_mut(); 4];
+    assert_eq!(stack.pop_batch(&mut out), Ok(4));
+    assert_eq!(out, [item(3), item(4), item(5), item(6)], "bottom first");
+    let mut out = [std::ptr::null_mut(); 4];
+    assert_eq!(stack.pop_batch(&mut out), Ok(2));
+    assert_eq!(&out[..2], &[item(1), item(2)]);
+    assert_eq!(stack.pop_batch(&mut out), Err(OpError::Empty));
+    assert_eq!(stack.pop_batch(&mut []), Ok(0));
+    assert_eq!(stack.push_batch(&[]), Ok(0));
+}
+
+#[test]
+fn a_stopped_stack_refuses_and_resumes_with_its_new_contents() {
+    pin_to_first_allowed_cpu();
+    let mut memory = Region::<Stack>::new();
+    let stack = memory.view(Index::Cpu);
+    let mut slots = vec![std::ptr::null_mut(); 8];
+    let here = Index::Cpu.current();
+    install(&stack, here, &mut slots);
+    stack.push_batch(&[item(1), item(2), item(3)]).unwrap();
+    let drained = stack
+        .with_stopped(here, |parts| {
+            // SAFETY: the stack is stopped; its items are slots[..top].
+            let items =
+                unsafe { std::slice::from_raw_parts(parts.slots, parts.top as usize) }.to_vec();
+            parts.top = 1; // keep only the bottom item
+            items
+        })
+        .unwrap();
+    assert_eq!(drained, vec![item(1), item(2), item(3)]);
+    assert_eq!(stack.pop(), Ok(item(1)));
+    assert_eq!(stack.pop(), Err(OpError::Empty));
+    assert_eq!(
+        stack.with_stopped(u32::MAX, |_| ()),
+        Err(rseq_core::FenceError::NoSuchSlot)
+    );
+}
+
+#[test]
+fn list_push_pop_and_take_all() {
+    pin_to_first_allowed_cpu();
+    let mut memory = Region::<ListHead>::new();
+    let list = memory.view(Index::ConcurrencyId);
+    let mut nodes: Vec<ListNode> = (0..3).map(|_| ListNode::new()).collect();
+    let addresses: Vec<_> = nodes.iter_mut().map(NonNull::from).collect();
+    assert_eq!(list.pop(), Err(OpError::Empty));
+    for &node in &addresses {
+        // SAFETY: the nodes live in `nodes` until the end of the test, on no list.
+        unsafe { list.push(node) }.unwrap();
+    }
+    assert_eq!(list.pop(), Ok(addresses[2]));
+    let here = Index::ConcurrencyId.current();
+    // SAFETY: single-threaded test: nothing else touches the list.
+    let chain = unsafe { list.slot(here).unwrap().take_all() }.unwrap();
+    assert_eq!(chain, addresses[1]);
+    // SAFETY: the chain's nodes are alive in `nodes`.
+    assert_eq!(unsafe { chain.as_ref() }.next(), Some(addresses[0]));
+    assert_eq!(list.pop(), Err(OpError::Empty));
+}
+
+#[test]
+fn words_compare_and_store_and_add() {
+    pin_to_first_allowed_cpu();
+    let mut memory = Region::<AtomicUsize>::new();
+    let words = memory.view(Index::Cpu);
+    let here = Index::Cpu.current();
+    assert_eq!(words.add(5), Ok(0));
+    assert_eq!(words.add(2), Ok(5));
+    assert_eq!(words.compare_and_store(3, 9), Err(OpError::Mismatch(7)));
+    assert_eq!(words.compare_and_store(7, 9), Ok(()));
+    assert_eq!(words.slot(here).unwrap().load(Ordering::Relaxed), 9);
+    assert_eq!(words.add(usize::MAX), Ok(9), "wrapping add of -1");
+    assert_eq!(words.slot(here).unwrap().load(Ordering::Relaxed), 8);
+}
+
+#[test]
+fn the_fallback_engine_works_beside_rseq_on_its_own_region() {
+    pin_to_first_allowed_cpu();
+    let mut memory = Region::<Stack>::new();
+    let stack = memory.view(Index::Cpu);
+    let mut slots = vec![std::ptr::null_mut(); 2];
+    install(&stack, Index::Cpu.current(), &mut slots);
+    // SAFETY: this region is used only through the fallback functions below.
+    unsafe {
+        rseq_core::fallback::push(&stack, item(7)).unwrap();
+        assert_eq!(rseq_core::fallback::pop(&stack), Ok(item(7)));
+        assert_eq!(rseq_core::fallback::pop(&stack), Err(OpError::Empty));
+    }
+}
