@@ -1,7 +1,12 @@
 //! cpuslab: a per-CPU slab memory allocator for Linux built on restartable
 //! sequences.
 //!
-//! Tiers, fastest first (the upper two are built on the files below):
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+//! ```
+//!
+//! Tiers, fastest first:
 //! 1. per-CPU slabs: per CPU and size class, a stack of free object pointers
 //!    popped and pushed by restartable sequences;
 //! 2. the global depot: batches of free objects moved whole between CPUs;
@@ -11,6 +16,14 @@
 //!    coalesced when freed and given back to the OS (madvise) on a decay;
 //! 5. large objects (`large`): above `MAX_SMALL` (256 KiB) or aligned beyond
 //!    a page, one mapping each.
+//!
+//! Files of the upper tiers:
+//! - `global`: `CpuSlab` (`GlobalAlloc`), the fast path, and the by-address
+//!   C API (`free`, `usable_size`, `owns`), `trim`;
+//! - `cpu_cache`: tier 1 (layout, lazy install, miss and overflow paths);
+//! - `depot`: tier 2 (sharded batches);
+//! - `stats`, `config` (environment), `fork` (atfork handlers), `report`
+//!   (invalid pointers).
 //!
 //! Files of the lower tiers:
 //! - `heap`: the entry points the upper tiers call (batches, large objects,
@@ -33,15 +46,25 @@
 #![cfg_attr(not(test), no_std)]
 
 mod central;
+mod config;
+mod cpu_cache;
+mod depot;
+mod fork;
+mod global;
 mod heap;
 mod large;
 mod meta;
 mod os;
 mod page_heap;
 mod pagemap;
+mod report;
 mod size_class;
 mod span;
+mod stats;
 mod sync;
+
+pub use global::{free, owns, trim, usable_size, CpuSlab};
+pub use stats::{stats, ClassStats, Stats};
 
 /// What integration tests and benchmarks need from the inside. Not a stable
 /// API.

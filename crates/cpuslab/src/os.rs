@@ -22,7 +22,10 @@ pub const fn round_up(n: usize, align: usize) -> Option<usize> {
 }
 
 /// Maps `len` bytes of fresh, zeroed, read-write anonymous memory.
-/// Pages are committed lazily by the kernel on first touch.
+/// Pages are committed lazily by the kernel on first touch. No
+/// `MAP_NORESERVE`: the kernel's overcommit policy judges each request as it
+/// judges glibc's, so an impossible size (1 TiB on a 24 GiB machine) fails
+/// with ENOMEM instead of succeeding and faulting later.
 pub fn map(len: usize) -> Option<NonNull<u8>> {
     if len == 0 {
         return None;
@@ -34,7 +37,7 @@ pub fn map(len: usize) -> Option<NonNull<u8>> {
             ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
         )

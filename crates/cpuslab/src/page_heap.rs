@@ -1,7 +1,7 @@
 //! The page heap: runs of pages for spans, and returning memory to the OS.
 //!
 //! Address space is reserved from the OS in chunks of at least 64 MiB
-//! (`MAP_NORESERVE`; the kernel commits pages on first touch) and never
+//! (the kernel commits pages on first touch) and never
 //! unmapped. Free runs of pages are kept in two sets of free lists bucketed by
 //! length (one list per length up to `MAX_EXACT_PAGES`, one list for longer
 //! runs): *committed* runs (pages may be resident) and *decommitted* runs

@@ -118,6 +118,24 @@ impl<T> PerCpu<T> {
         self.index
     }
 
+    /// The same region seen at a field: every slot's `U` at `offset` bytes into it
+    /// (for example one of several stacks kept in each CPU's block).
+    ///
+    /// # Safety
+    /// For every slot, `slot + offset` is a valid, aligned `U` inside the slot, with
+    /// the same validity as the slot itself (see [`PerCpu::new`]).
+    #[inline(always)]
+    pub const unsafe fn project<U>(&self, offset: usize) -> PerCpu<U> {
+        PerCpu {
+            // SAFETY: the caller guarantees the field lies inside slot 0 (at least).
+            base: unsafe { self.base.add(offset) },
+            shift: self.shift,
+            len: self.len,
+            index: self.index,
+            _slots: PhantomData,
+        }
+    }
+
     /// Slot `i`, or None beyond the region.
     #[inline(always)]
     pub fn slot(&self, i: u32) -> Option<&T> {

@@ -201,6 +201,29 @@ impl PerCpu<Stack> {
         )
     }
 
+    /// Gives slot `index`'s stack its slots, if it is inert (never given any): a
+    /// first use needs no fence, since an inert stack's sections all refuse and
+    /// never commit. Returns false (changing nothing) if the stack already has
+    /// slots, or `index` lies beyond the region. Callable from any thread.
+    ///
+    /// # Safety
+    /// `slots` is valid for `capacity` pointers for as long as the stack is used,
+    /// and is not used for anything else.
+    pub unsafe fn install(&self, index: u32, slots: *mut *mut u8, capacity: u32) -> bool {
+        let Some(stack) = self.slot(index) else {
+            return false;
+        };
+        let _guard = fallback::lock(index);
+        if !stack.slots.load(Ordering::Acquire).is_null() || stack.capacity() != 0 {
+            return false;
+        }
+        stack.slots.store(slots, Ordering::Relaxed);
+        stack.top.store(0, Ordering::Relaxed);
+        // A section that reads this capacity then reads the slots stored before it.
+        stack.capacity.store(capacity, Ordering::Release);
+        true
+    }
+
     /// Runs `f` with exclusive access to slot `index`'s stack, from any thread.
     ///
     /// The remote protocol: take the slot's lock (one remote at a time); in rseq

@@ -139,6 +139,50 @@ fn stack_is_lifo_and_bounded() {
 }
 
 #[test]
+fn install_gives_an_inert_stack_its_slots_once() {
+    pin_to_first_allowed_cpu();
+    let mut memory = Region::<Stack>::new();
+    let stack = memory.view(Index::Cpu);
+    let here = Index::Cpu.current();
+    let mut slots = vec![std::ptr::null_mut(); 2];
+    let mut other = vec![std::ptr::null_mut(); 2];
+    // SAFETY: both slot arrays outlive the region's use in this test.
+    unsafe {
+        assert!(stack.install(here, slots.as_mut_ptr(), 2));
+        assert!(
+            !stack.install(here, other.as_mut_ptr(), 2),
+            "only an inert stack"
+        );
+        assert!(!stack.install(u32::MAX, other.as_mut_ptr(), 2));
+    }
+    stack.push(item(1)).unwrap();
+    assert_eq!(slots[0], item(1));
+    assert_eq!(stack.pop(), Ok(item(1)));
+}
+
+#[test]
+fn projection_views_a_field_of_every_slot() {
+    pin_to_first_allowed_cpu();
+    #[derive(Default)]
+    #[repr(C)]
+    struct Block {
+        first: Stack,
+        second: Stack,
+    }
+    let mut memory = Region::<Block>::new();
+    let blocks = memory.view(Index::Cpu);
+    // SAFETY: `second` sits at offset 16 of every 32-byte block.
+    let second: PerCpu<Stack> = unsafe { blocks.project(16) };
+    let here = Index::Cpu.current();
+    let mut slots = vec![std::ptr::null_mut(); 1];
+    // SAFETY: the slots outlive the test's use of the stack.
+    assert!(unsafe { second.install(here, slots.as_mut_ptr(), 1) });
+    second.push(item(9)).unwrap();
+    let block = blocks.slot(here).unwrap();
+    assert_eq!((block.first.len(), block.second.len()), (0, 1));
+}
+
+#[test]
 fn batches_move_as_many_as_fit_with_one_commit() {
     pin_to_first_allowed_cpu();
     let mut memory = Region::<Stack>::new();

@@ -1,0 +1,309 @@
+//! Tier 1, the per-CPU caches: per CPU (or concurrency id) and size class, a
+//! bounded stack of free object pointers driven by rseq-core's restartable
+//! operations. malloc is one restartable pop, sized free one restartable push;
+//! object memory holds no metadata on this path.
+//!
+//! Layout: one region reserved for every possible index, one block per index,
+//! `1 << BLOCK_SHIFT` bytes apart; a block holds the stack headers of all classes,
+//! then each class's slot array. The region is mapped but not touched; a
+//! block's pages are touched, so made resident, only when a thread
+//! runs there and uses a class, whose stack is then installed (fence-free: an
+//! inert stack never commits). Slots per class are bounded by a byte budget, so
+//! the memory one CPU can cache is bounded; classes above the budget bypass this
+//! tier and use the depot.
+//!
+//! Misses and overflows move whole batches to and from the depot (rseq-core's
+//! batch operations: one commit per batch). The slow paths live here; the fast
+//! path is in `global.rs`.
+
+use core::cell::UnsafeCell;
+use core::mem::{size_of, MaybeUninit};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use rseq_core::{PerCpu, Stack};
+
+use crate::depot::{self, MAX_BATCH};
+use crate::os;
+use crate::size_class::{Class, NUM_CLASSES};
+
+/// Bytes of free objects one CPU may cache per class.
+const CACHE_BYTES_PER_CLASS: usize = 32 * 1024;
+/// The most objects one CPU caches per class.
+const MAX_CACHED_OBJECTS: usize = 1024;
+
+/// Slots per CPU for a class: min(MAX_CACHED_OBJECTS, CACHE_BYTES_PER_CLASS / size);
+/// 0 for classes above the budget (they bypass the per-CPU tier).
+pub(crate) const fn capacity(class: Class) -> usize {
+    let n = CACHE_BYTES_PER_CLASS / class.size();
+    if n > MAX_CACHED_OBJECTS {
+        MAX_CACHED_OBJECTS
+    } else {
+        n
+    }
+}
+
+/// Bytes of stack headers at the start of a block.
+const HEADER_BYTES: usize = NUM_CLASSES * size_of::<Stack>();
+
+/// Offset of each class's slot array in a block.
+const SLOT_OFFSETS: [usize; NUM_CLASSES] = {
+    let mut offsets = [0; NUM_CLASSES];
+    let mut offset = HEADER_BYTES;
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        offsets[i] = offset;
+        if let Some(class) = Class::from_index(i) {
+            offset += capacity(class) * size_of::<*mut u8>();
+        }
+        i += 1;
+    }
+    offsets
+};
+
+/// Bytes one block needs.
+const BLOCK_BYTES: usize = {
+    let last = NUM_CLASSES - 1;
+    match Class::from_index(last) {
+        Some(class) => SLOT_OFFSETS[last] + capacity(class) * size_of::<*mut u8>(),
+        None => HEADER_BYTES,
+    }
+};
+
+/// log2 of the distance between blocks.
+const BLOCK_SHIFT: u32 = BLOCK_BYTES.next_power_of_two().trailing_zeros();
+
+/// What one index's block is, to rseq-core: an opaque slot.
+pub(crate) struct Block;
+
+const UNINIT: u8 = 0;
+const INITIALIZING: u8 = 1;
+const READY: u8 = 2;
+const DISABLED: u8 = 3;
+
+struct Caches {
+    state: AtomicU8,
+    region: UnsafeCell<MaybeUninit<PerCpu<Block>>>,
+}
+
+// SAFETY: `region` is written once, before `state` becomes READY (release), and
+// only read after observing READY (acquire).
+unsafe impl Sync for Caches {}
+
+static CACHES: Caches = Caches {
+    state: AtomicU8::new(UNINIT),
+    region: UnsafeCell::new(MaybeUninit::uninit()),
+};
+
+/// The per-CPU region, once it exists.
+#[inline(always)]
+pub(crate) fn region() -> Option<PerCpu<Block>> {
+    if CACHES.state.load(Ordering::Acquire) == READY {
+        // SAFETY: READY is published after the region was written, never changed.
+        Some(unsafe { (*CACHES.region.get()).assume_init() })
+    } else {
+        None
+    }
+}
+
+/// The stacks of `class` in every block.
+#[inline(always)]
+pub(crate) fn stacks(region: PerCpu<Block>, class: Class) -> PerCpu<Stack> {
+    // SAFETY: every block starts with NUM_CLASSES stack headers; the class index
+    // is below NUM_CLASSES.
+    unsafe { region.project(class.index() * size_of::<Stack>()) }
+}
+
+/// Creates the region on first use; true once it exists. Reentrant: a thread
+/// that gets here while another initializes (or that allocates during the
+/// initialization) simply goes without per-CPU caches for now.
+#[cold]
+fn init() -> bool {
+    match CACHES
+        .state
+        .compare_exchange(UNINIT, INITIALIZING, Ordering::AcqRel, Ordering::Acquire)
+    {
+        Ok(_) => {}
+        Err(state) => return state == READY,
+    }
+    let len = rseq_core::possible_cpus();
+    let index = crate::config::cache_index();
+    let bytes = (len as usize).checked_mul(1 << BLOCK_SHIFT);
+    let Some(base) = bytes.and_then(os::map) else {
+        CACHES.state.store(DISABLED, Ordering::Release);
+        return false;
+    };
+    // SAFETY: the mapping holds `len` zeroed blocks of 1 << BLOCK_SHIFT bytes,
+    // lives forever, and zeroed memory is a valid (inert) stack header.
+    let region = unsafe { PerCpu::new(base.cast::<Block>(), BLOCK_SHIFT, len, index) };
+    // SAFETY: only the initializing thread writes, before publishing READY.
+    unsafe { (*CACHES.region.get()).write(region) };
+    CACHES.state.store(READY, Ordering::Release);
+    crate::fork::register_handlers();
+    true
+}
+
+/// The depot shard a thread should use: its index now, as a hint.
+#[inline]
+pub(crate) fn home() -> usize {
+    match region() {
+        Some(region) => region.index().current() as usize,
+        None => rseq_core::current_cpu() as usize,
+    }
+}
+
+/// Makes sure the calling thread's stack of `class` has its slots.
+fn install(stacks: PerCpu<Stack>, region: PerCpu<Block>, class: Class) {
+    let index = stacks.index().current();
+    let Some(stack) = stacks.slot(index) else {
+        return;
+    };
+    if stack.capacity() != 0 {
+        return;
+    }
+    let Some(block) = region.slot(index) else {
+        return;
+    };
+    let slots = (block as *const Block)
+        .cast::<u8>()
+        .wrapping_add(SLOT_OFFSETS[class.index()]);
+    // SAFETY: the slot array lies inside this index's block, reserved for this
+    // class's stack alone, and lives forever. A stack that already has slots (or
+    // is stopped by a remote) makes this a no-op.
+    unsafe { stacks.install(index, slots.cast_mut().cast(), capacity(class) as u32) };
+}
+
+/// Allocation miss: refill this CPU's stack of `class` with a batch from the
+/// depot and return one object of it (null when out of memory).
+#[cold]
+#[inline(never)]
+pub(crate) fn alloc_miss(class: Class) -> *mut u8 {
+    let region = match region() {
+        Some(region) => region,
+        None if init() => return alloc_miss(class),
+        None => return depot::pop_one(class, home()),
+    };
+    let capacity = capacity(class);
+    if capacity == 0 {
+        return depot::pop_one(class, home());
+    }
+    let stacks = stacks(region, class);
+    install(stacks, region, class);
+    let mut batch = [core::ptr::null_mut(); MAX_BATCH];
+    let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
+    let home = home();
+    let n = depot::pop_batch(class, home, &mut batch[..want]);
+    let Some(last) = n.checked_sub(1) else {
+        return core::ptr::null_mut();
+    };
+    let rest = &batch[..last];
+    let kept = stacks.push_batch(rest).unwrap_or(0);
+    if kept < rest.len() {
+        // SAFETY: fresh free objects of `class` that did not fit.
+        unsafe { depot::push_batch(class, home, &rest[kept..]) };
+    }
+    batch[last]
+}
+
+/// Free overflow: move a batch from this CPU's stack of `class` to the depot to
+/// make room, then push `object` (or leave it in the depot).
+///
+/// # Safety
+/// `object` is a free object of `class` that nobody uses any more.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
+    let region = match region() {
+        Some(region) => region,
+        // SAFETY: forwarded contract.
+        None if init() => return unsafe { dealloc_miss(class, object) },
+        // SAFETY: forwarded contract.
+        None => return unsafe { depot::push_one(class, home(), object) },
+    };
+    let capacity = capacity(class);
+    if capacity == 0 {
+        // SAFETY: forwarded contract.
+        return unsafe { depot::push_one(class, home(), object) };
+    }
+    let stacks = stacks(region, class);
+    install(stacks, region, class);
+    let home = home();
+    let mut batch = [core::ptr::null_mut(); MAX_BATCH];
+    let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
+    if let Ok(n) = stacks.pop_batch(&mut batch[..want]) {
+        // SAFETY: objects from the cache are free objects of `class`.
+        unsafe { depot::push_batch(class, home, &batch[..n]) };
+    }
+    if stacks.push(object).is_err() {
+        // SAFETY: forwarded contract.
+        unsafe { depot::push_one(class, home, object) };
+    }
+}
+
+/// Free objects of `class` cached on all CPUs (a racy sum).
+pub(crate) fn cached_objects(class: Class) -> usize {
+    let Some(region) = region() else {
+        return 0;
+    };
+    let stacks = stacks(region, class);
+    (0..stacks.len())
+        .filter_map(|i| stacks.slot(i))
+        .map(|stack| stack.len() as usize)
+        .sum()
+}
+
+/// Moves every CPU's cached objects to the depot (for `trim`). Each stack is
+/// stopped remotely (rseq-core's fence), emptied and resumed.
+pub(crate) fn drain_all() {
+    let Some(region) = region() else {
+        return;
+    };
+    for class in Class::all() {
+        if capacity(class) == 0 {
+            continue;
+        }
+        let stacks = stacks(region, class);
+        for index in 0..stacks.len() {
+            if stacks.slot(index).is_none_or(|stack| stack.is_empty()) {
+                continue;
+            }
+            let _ = stacks.with_stopped(index, |parts| {
+                let Some(slots) = NonNull::new(parts.slots) else {
+                    return;
+                };
+                // SAFETY: the stack is stopped: its items slots[..top] are ours.
+                let items =
+                    unsafe { core::slice::from_raw_parts(slots.as_ptr(), parts.top as usize) };
+                for chunk in items.chunks(MAX_BATCH) {
+                    // SAFETY: cached objects are free objects of `class`.
+                    unsafe { depot::push_batch(class, index as usize, chunk) };
+                }
+                parts.top = 0;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_hold_every_class_and_bound_what_a_cpu_caches() {
+        assert!(BLOCK_BYTES <= 1 << BLOCK_SHIFT);
+        let mut cached_bytes = 0;
+        for class in Class::all() {
+            let end = SLOT_OFFSETS[class.index()] + capacity(class) * 8;
+            assert!(end <= BLOCK_BYTES);
+            assert!(capacity(class) * class.size() <= CACHE_BYTES_PER_CLASS);
+            cached_bytes += capacity(class) * class.size();
+        }
+        assert!(cached_bytes <= NUM_CLASSES * CACHE_BYTES_PER_CLASS);
+        println!(
+            "block {} bytes (stride {}), at most {} bytes cached per CPU",
+            BLOCK_BYTES,
+            1 << BLOCK_SHIFT,
+            cached_bytes
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! Tier 2, the global depot: per size class, batches of free objects shared by
+//! all CPUs.
+//!
+//! A per-CPU cache goes here on a miss (for a batch to refill from), on overflow
+//! (to leave a batch), and for every object when it cannot use its cache. The
+//! depot is sharded so it does not become the bottleneck that TCMalloc's transfer
+//! cache is under producer/consumer patterns: each class has [`SHARDS`] shards,
+//! each behind its own lock, holding a stack of batches, one partial batch that
+//! collects single objects, and spare batch records. A CPU uses its home shard
+//! (`index % SHARDS`) and steals from the others only when that is empty, so a
+//! consumer finds a producer's overflow with one lock per batch, and producers on
+//! different CPUs never share a lock. Beyond a byte budget per shard, batches go
+//! back to the central lists; `flush` empties the depot (for `trim`).
+//!
+//! Batch records come from the metadata arena and are recycled through each
+//! shard's spare list; object memory holds no depot metadata.
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::heap;
+use crate::meta;
+use crate::size_class::{Class, NUM_CLASSES};
+use crate::sync::Lock;
+
+/// Shards per class (a power of two).
+pub(crate) const SHARDS: usize = 8;
+/// The most objects a batch record holds (the largest `Class::batch_size`).
+pub(crate) const MAX_BATCH: usize = 64;
+/// Bytes of free objects a shard may hold per class before returning batches
+/// to the central lists.
+const SHARD_BYTE_BUDGET: usize = 1024 * 1024;
+/// Every shard may hold at least this many batches, however big the class.
+const MIN_BATCHES_PER_SHARD: usize = 2;
+
+/// A batch of free objects of one class.
+struct Batch {
+    next: *mut Batch,
+    count: usize,
+    objects: [*mut u8; MAX_BATCH],
+}
+
+/// One shard of one class. Everything but `objects` is guarded by `lock`.
+#[repr(align(64))]
+struct Shard {
+    lock: Lock,
+    /// Free objects held (batches + partial): a lock-free hint for stealing and
+    /// the statistics.
+    objects: AtomicUsize,
+    state: UnsafeCell<ShardState>,
+}
+
+struct ShardState {
+    /// Stack of batches, each with 1..=batch_size objects.
+    full: *mut Batch,
+    full_count: usize,
+    /// Collects objects pushed one at a time; may be null.
+    partial: *mut Batch,
+    /// Empty records for reuse.
+    spare: *mut Batch,
+}
+
+// SAFETY: `state` is only touched with `lock` held; `objects` is atomic.
+unsafe impl Sync for Shard {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_SHARD: Shard = Shard {
+    lock: Lock::new(),
+    objects: AtomicUsize::new(0),
+    state: UnsafeCell::new(ShardState {
+        full: ptr::null_mut(),
+        full_count: 0,
+        partial: ptr::null_mut(),
+        spare: ptr::null_mut(),
+    }),
+};
+
+static DEPOT: [[Shard; SHARDS]; NUM_CLASSES] = [const { [EMPTY_SHARD; SHARDS] }; NUM_CLASSES];
+
+/// The batches one shard may hold for `class`.
+const fn batch_limit(class: Class) -> usize {
+    let per_batch = class.batch_size() * class.size();
+    let limit = SHARD_BYTE_BUDGET / per_batch;
+    if limit < MIN_BATCHES_PER_SHARD {
+        MIN_BATCHES_PER_SHARD
+    } else {
+        limit
+    }
+}
+
+fn shard(class: Class, index: usize) -> &'static Shard {
+    &DEPOT[class.index()][index % SHARDS]
+}
+
+impl Shard {
+    /// Runs `f` on the state with the lock held.
+    fn with<R>(&self, f: impl FnOnce(&mut ShardState) -> R) -> R {
+        let _guard = self.lock.guard();
+        // SAFETY: the lock is held, so this is the only reference to the state.
+        f(unsafe { &mut *self.state.get() })
+    }
+}
+
+impl ShardState {
+    /// A record for a new batch: a spare one, else fresh metadata memory.
+    fn take_record(&mut self) -> *mut Batch {
+        let record = self.spare;
+        if !record.is_null() {
+            // SAFETY: records on the spare list are valid and owned by the shard.
+            self.spare = unsafe { (*record).next };
+            return record;
+        }
+        let size = core::mem::size_of::<Batch>();
+        match meta::alloc(size, core::mem::align_of::<Batch>()) {
+            Some(memory) => memory.as_ptr().cast(),
+            None => ptr::null_mut(),
+        }
+    }
+
+    fn give_record(&mut self, record: *mut Batch) {
+        // SAFETY: the record is valid and no longer on any list.
+        unsafe { (*record).next = self.spare };
+        self.spare = record;
+    }
+
+    /// Moves up to `out.len()` objects into `out`; returns how many.
+    fn take(&mut self, out: &mut [*mut u8]) -> usize {
+        let mut n = 0;
+        while n < out.len() {
+            let source = if self.partial.is_null() {
+                self.full
+            } else {
+                self.partial
+            };
+            if source.is_null() {
+                break;
+            }
+            // SAFETY: batches on the shard's lists are valid records it owns.
+            let batch = unsafe { &mut *source };
+            let k = batch.count.min(out.len() - n);
+            let from = batch.count - k;
+            out[n..n + k].copy_from_slice(&batch.objects[from..batch.count]);
+            batch.count = from;
+            n += k;
+            if batch.count == 0 {
+                if source == self.partial {
+                    self.partial = ptr::null_mut();
+                } else {
+                    self.full = batch.next;
+                    self.full_count -= 1;
+                }
+                self.give_record(source);
+            }
+        }
+        n
+    }
+}
+
+/// Takes up to `out.len()` (<= MAX_BATCH) objects of `class`: from the home shard,
+/// else by stealing from the others, else fresh from the central lists. Returns
+/// how many; 0 only when out of memory.
+pub(crate) fn pop_batch(class: Class, home: usize, out: &mut [*mut u8]) -> usize {
+    for step in 0..SHARDS {
+        let shard = shard(class, home + step);
+        if shard.objects.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let n = shard.with(|state| state.take(out));
+        if n > 0 {
+            shard.objects.fetch_sub(n, Ordering::Relaxed);
+            return n;
+        }
+    }
+    heap::alloc_batch(class, out)
+}
+
+/// Takes one object of `class` (null when out of memory).
+pub(crate) fn pop_one(class: Class, home: usize) -> *mut u8 {
+    let mut one = [ptr::null_mut()];
+    if pop_batch(class, home, &mut one) == 1 {
+        one[0]
+    } else {
+        ptr::null_mut()
+    }
+}
+
+/// Leaves free objects of `class` (at most MAX_BATCH) in the home shard, or
+/// returns them to the central lists if the shard is at its budget.
+///
+/// # Safety
+/// The objects are free objects of `class` that nobody uses any more.
+pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) {
+    if objects.is_empty() {
+        return;
+    }
+    let objects = &objects[..objects.len().min(MAX_BATCH)];
+    let shard = shard(class, home);
+    let kept = shard.with(|state| {
+        if state.full_count >= batch_limit(class) {
+            return false;
+        }
+        let record = state.take_record();
+        if record.is_null() {
+            return false;
+        }
+        // SAFETY: a record just taken is ours alone.
+        let batch = unsafe { &mut *record };
+        batch.objects[..objects.len()].copy_from_slice(objects);
+        batch.count = objects.len();
+        batch.next = state.full;
+        state.full = record;
+        state.full_count += 1;
+        true
+    });
+    if kept {
+        shard.objects.fetch_add(objects.len(), Ordering::Relaxed);
+    } else {
+        // SAFETY: forwarded contract: free objects of `class`.
+        unsafe { heap::free_batch(class, objects) };
+    }
+}
+
+/// Leaves one free object of `class` in the home shard's partial batch.
+///
+/// # Safety
+/// As for [`push_batch`].
+pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
+    let shard = shard(class, home);
+    let mut overflow = [ptr::null_mut(); MAX_BATCH];
+    let batch_size = class.batch_size();
+    let (kept, spilled) = shard.with(|state| {
+        if state.partial.is_null() {
+            state.partial = state.take_record();
+            if state.partial.is_null() {
+                return (false, 0);
+            }
+            // SAFETY: a record just taken is ours alone.
+            unsafe { (*state.partial).count = 0 };
+        }
+        // SAFETY: the partial batch is a valid record owned by the shard.
+        let partial = unsafe { &mut *state.partial };
+        partial.objects[partial.count] = object;
+        partial.count += 1;
+        if partial.count < batch_size {
+            return (true, 0);
+        }
+        // The partial batch is complete: keep it as a batch, or spill it.
+        let record = state.partial;
+        state.partial = ptr::null_mut();
+        if state.full_count < batch_limit(class) {
+            partial.next = state.full;
+            state.full = record;
+            state.full_count += 1;
+            return (true, 0);
+        }
+        let n = partial.count;
+        overflow[..n].copy_from_slice(&partial.objects[..n]);
+        state.give_record(record);
+        (true, n)
+    });
+    if !kept {
+        // SAFETY: forwarded contract.
+        unsafe { heap::free_batch(class, &[object]) };
+        return;
+    }
+    shard.objects.fetch_add(1, Ordering::Relaxed);
+    if spilled > 0 {
+        shard.objects.fetch_sub(spilled, Ordering::Relaxed);
+        // SAFETY: the spilled objects were free objects of `class` in the depot.
+        unsafe { heap::free_batch(class, &overflow[..spilled]) };
+    }
+}
+
+/// Returns every object in the depot to the central lists.
+pub(crate) fn flush() {
+    let mut buffer = [ptr::null_mut(); MAX_BATCH];
+    for class in Class::all() {
+        for index in 0..SHARDS {
+            let shard = shard(class, index);
+            loop {
+                let n = shard.with(|state| state.take(&mut buffer));
+                if n == 0 {
+                    break;
+                }
+                shard.objects.fetch_sub(n, Ordering::Relaxed);
+                // SAFETY: objects taken from the depot are free objects of `class`.
+                unsafe { heap::free_batch(class, &buffer[..n]) };
+            }
+        }
+    }
+}
+
+/// Free objects of `class` held in the depot (a racy sum).
+pub(crate) fn cached_objects(class: Class) -> usize {
+    DEPOT[class.index()]
+        .iter()
+        .map(|shard| shard.objects.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Takes every shard lock (before `fork`).
+pub(crate) fn lock_all() {
+    for shard in DEPOT.iter().flatten() {
+        shard.lock.lock();
+    }
+}
+
+/// Releases what [`lock_all`] took.
+///
+/// # Safety
+/// The calling thread (or, in a child, the parent's forking thread) took them.
+pub(crate) unsafe fn unlock_all() {
+    for shard in DEPOT.iter().flatten() {
+        // SAFETY: taken by `lock_all` (caller's contract).
+        unsafe { shard.lock.unlock() };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::class_of;
+
+    #[test]
+    fn batches_come_back_from_the_home_shard_then_by_stealing() {
+        let _serial = crate::test_serial();
+        let class = class_of(4000, 16).unwrap();
+        let mut objects = [ptr::null_mut(); 8];
+        assert_eq!(heap::alloc_batch(class, &mut objects), 8);
+        // SAFETY: fresh objects from the central list, unused.
+        unsafe { push_batch(class, 3, &objects[..5]) };
+        assert_eq!(cached_objects(class), 5);
+        let mut out = [ptr::null_mut(); 8];
+        // Home shard 4 is empty: steals from shard 3.
+        assert_eq!(pop_batch(class, 4, &mut out), 5);
+        assert_eq!(&out[..5], &objects[..5]);
+        assert_eq!(cached_objects(class), 0);
+        // SAFETY: as above.
+        unsafe { heap::free_batch(class, &objects) };
+    }
+
+    #[test]
+    fn single_objects_collect_into_batches_and_flush_to_central() {
+        let _serial = crate::test_serial();
+        let class = class_of(64, 16).unwrap();
+        let mut objects = [ptr::null_mut(); 64];
+        assert_eq!(heap::alloc_batch(class, &mut objects), 64);
+        for &object in &objects {
+            // SAFETY: fresh objects, unused.
+            unsafe { push_one(class, 1, object) };
+        }
+        assert_eq!(cached_objects(class), 64);
+        let one = pop_one(class, 1);
+        assert!(objects.contains(&one));
+        // SAFETY: the object is back in our hands, unused.
+        unsafe { push_one(class, 1, one) };
+        flush();
+        assert_eq!(cached_objects(class), 0);
+    }
+}

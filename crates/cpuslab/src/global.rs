@@ -1,0 +1,147 @@
+//! The front end: [`CpuSlab`] (`GlobalAlloc`) and the by-address entry points of
+//! the C API. The whole fast path is on this screen: size class, one restartable
+//! pop or push on this CPU's stack; everything else is a cold call.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+
+use crate::cpu_cache;
+use crate::heap::{self, Owner};
+use crate::report;
+use crate::size_class::{class_of, Class};
+
+/// The allocator: `#[global_allocator] static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;`
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuSlab;
+
+#[inline(always)]
+fn alloc_small(class: Class) -> *mut u8 {
+    if let Some(region) = cpu_cache::region() {
+        if let Ok(object) = cpu_cache::stacks(region, class).pop() {
+            return object;
+        }
+    }
+    cpu_cache::alloc_miss(class)
+}
+
+/// # Safety
+/// `object` is a live object of `class` that nobody uses after this call.
+#[inline(always)]
+unsafe fn dealloc_small(class: Class, object: *mut u8) {
+    if let Some(region) = cpu_cache::region() {
+        if cpu_cache::stacks(region, class).push(object).is_ok() {
+            return;
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { cpu_cache::dealloc_miss(class, object) }
+}
+
+// SAFETY: every returned block is fresh (taken from a free list or mapped),
+// aligned as the layout asks (classes are multiples of the alignment; large
+// mappings are aligned), at least layout.size() bytes, and handed out once until
+// freed; out of memory returns null; nothing here unwinds.
+unsafe impl GlobalAlloc for CpuSlab {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match class_of(layout.size(), layout.align()) {
+            Some(class) => alloc_small(class),
+            None => heap::alloc_large(layout.size(), layout.align()),
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match class_of(layout.size(), layout.align()) {
+            // SAFETY: the caller frees a block it got for this layout, hence of
+            // the class computed the same way on alloc.
+            Some(class) => unsafe { dealloc_small(class, ptr) },
+            // SAFETY: as above, a large block.
+            None => unsafe { heap::dealloc_large(ptr) },
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match class_of(layout.size(), layout.align()) {
+            Some(class) => {
+                let object = alloc_small(class);
+                if !object.is_null() {
+                    // SAFETY: a fresh block of at least layout.size() bytes.
+                    unsafe { ptr::write_bytes(object, 0, layout.size()) };
+                }
+                object
+            }
+            // Large blocks are fresh mappings: already zero, no memset.
+            None => heap::alloc_large(layout.size(), layout.align()),
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old = class_of(layout.size(), layout.align());
+        match (old, class_of(new_size, layout.align())) {
+            (Some(old), Some(new)) if old == new => return ptr,
+            (None, None) => {
+                // SAFETY: the caller owns the large block; on success it uses only
+                // the returned pointer, on failure (null) the block is untouched.
+                let moved = unsafe { heap::realloc_large(ptr, new_size) };
+                if !moved.is_null() {
+                    return moved;
+                }
+            }
+            _ => {}
+        }
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: a valid layout (non-zero size is the caller's contract).
+        let new_ptr = unsafe { self.alloc(new_layout) };
+        if !new_ptr.is_null() {
+            // SAFETY: both blocks are live, distinct, and at least this long.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new_ptr
+    }
+}
+
+/// Frees a block by address alone (C `free`); null is a no-op. A pointer that is
+/// not the start of one of our blocks is reported on stderr and the process
+/// aborts, rather than corrupting the heap.
+///
+/// # Safety
+/// `ptr` is null or a live block from this allocator that nobody uses after this.
+pub unsafe fn free(ptr: *mut u8) {
+    if ptr.is_null() {
+        return;
+    }
+    match heap::lookup(ptr) {
+        // SAFETY: the page map says `ptr` starts an object of this class.
+        Some(Owner::Small(class)) => unsafe { dealloc_small(class, ptr) },
+        // SAFETY: `ptr` starts a live large block.
+        Some(Owner::Large { .. }) => unsafe { heap::dealloc_large(ptr) },
+        None => report::invalid_pointer("free", ptr),
+    }
+}
+
+/// Bytes usable at `ptr` (at least what was asked for), or None if `ptr` is not
+/// the start of one of our blocks. O(1).
+pub fn usable_size(ptr: *const u8) -> Option<usize> {
+    heap::lookup(ptr).map(Owner::usable_size)
+}
+
+/// Whether `ptr` is the start of a block of ours (live or cached). O(1), safe on
+/// any pointer value.
+pub fn owns(ptr: *const u8) -> bool {
+    heap::lookup(ptr).is_some()
+}
+
+/// Returns free memory to the OS now: empties every CPU's cache and the depot
+/// into the spans, and decommits every free page.
+pub fn trim() {
+    cpu_cache::drain_all();
+    crate::depot::flush();
+    heap::trim();
+}

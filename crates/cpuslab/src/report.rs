@@ -1,0 +1,46 @@
+//! Reporting bad input without allocating: one line on stderr naming the pointer,
+//! then abort. Never silent heap corruption, never an unwind.
+
+/// Reports that `what` got a pointer the allocator does not own, and aborts.
+#[cold]
+#[inline(never)]
+pub(crate) fn invalid_pointer(what: &str, ptr: *const u8) -> ! {
+    let mut line = [0u8; 160];
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        for &byte in bytes {
+            if len < line.len() {
+                line[len] = byte;
+                len += 1;
+            }
+        }
+    };
+    put(b"cpuslab: ");
+    put(what.as_bytes());
+    put(b"(): invalid pointer 0x");
+    put(&hex(ptr as usize));
+    put(b" (not the start of a block allocated by cpuslab)\n");
+    // SAFETY: writing a stack buffer to stderr, then abort (never returns).
+    unsafe {
+        libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), len);
+        libc::abort()
+    }
+}
+
+/// `value` in lower-case hex, 16 digits.
+fn hex(value: usize) -> [u8; 16] {
+    let mut digits = [b'0'; 16];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        let nibble = (value >> ((15 - i) * 4)) & 0xf;
+        *digit = b"0123456789abcdef"[nibble];
+    }
+    digits
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_sixteen_digits() {
+        assert_eq!(&super::hex(0xdead_beef), b"00000000deadbeef");
+    }
+}

@@ -1,0 +1,174 @@
+//! Statistics, readable at any time without allocating: a plain value filled
+//! from relaxed counters (consistent enough for monitoring, not a snapshot).
+
+use core::fmt;
+
+use rseq_core::{Counters, Index, Mode};
+
+use crate::cpu_cache;
+use crate::depot;
+use crate::heap::{self, LowerStats};
+use crate::size_class::{Class, NUM_CLASSES};
+
+/// One size class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Object size of the class.
+    pub size: usize,
+    /// Objects in the program's hands.
+    pub in_use: usize,
+    /// Free objects cached on CPUs.
+    pub cpu_cached: usize,
+    /// Free objects in the depot.
+    pub depot_cached: usize,
+    /// Free objects in spans.
+    pub span_free: usize,
+    /// Spans of this class.
+    pub spans: usize,
+}
+
+/// What the allocator holds, by tier.
+#[derive(Clone, Copy, Debug)]
+pub struct Stats {
+    /// Bytes in the program's hands (size-class rounded; large blocks whole).
+    pub allocated: usize,
+    /// Bytes in spans that hold objects, plus large blocks.
+    pub active: usize,
+    /// Bytes resident (committed and not returned to the OS), metadata included.
+    pub resident: usize,
+    /// Bytes of address space mapped.
+    pub mapped: usize,
+    /// Bytes of free objects cached on CPUs.
+    pub cpu_cache_bytes: usize,
+    /// Bytes of free objects in the depot.
+    pub depot_bytes: usize,
+    /// Bytes of free objects in spans.
+    pub span_free_bytes: usize,
+    /// Bytes of large blocks.
+    pub large_bytes: usize,
+    /// Number of large blocks.
+    pub large_count: usize,
+    /// Bytes of metadata (span records, page map, batch records).
+    pub metadata_bytes: usize,
+    /// Per size class.
+    pub classes: [ClassStats; NUM_CLASSES],
+    /// The rseq mode of this process.
+    pub mode: Mode,
+    /// What indexes the per-CPU caches.
+    pub index: Index,
+    /// rseq restart counters (aborts, moves, give-ups).
+    pub rseq: Counters,
+}
+
+/// Reads the statistics now (no allocation, no locks).
+pub fn stats() -> Stats {
+    let mut lower = LowerStats::new();
+    heap::stats_into(&mut lower);
+    let mut stats = Stats {
+        allocated: lower.large.bytes,
+        active: lower.page_heap.in_use + lower.large.bytes,
+        resident: lower.resident(),
+        mapped: lower.mapped(),
+        cpu_cache_bytes: 0,
+        depot_bytes: 0,
+        span_free_bytes: 0,
+        large_bytes: lower.large.bytes,
+        large_count: lower.large.count,
+        metadata_bytes: lower.metadata_mapped,
+        classes: [ClassStats::default(); NUM_CLASSES],
+        mode: rseq_core::mode(),
+        index: cpu_cache::region().map_or(crate::config::cache_index().effective(), |r| r.index()),
+        rseq: rseq_core::counters(),
+    };
+    for (class, (out, lower)) in Class::all().zip(stats.classes.iter_mut().zip(&lower.classes)) {
+        let size = class.size();
+        let cpu_cached = cpu_cache::cached_objects(class);
+        let depot_cached = depot::cached_objects(class);
+        *out = ClassStats {
+            size,
+            in_use: lower
+                .objects_in_use
+                .saturating_sub(cpu_cached + depot_cached),
+            cpu_cached,
+            depot_cached,
+            span_free: lower.objects_free,
+            spans: lower.spans,
+        };
+        stats.allocated += out.in_use * size;
+        stats.cpu_cache_bytes += cpu_cached * size;
+        stats.depot_bytes += depot_cached * size;
+        stats.span_free_bytes += out.span_free * size;
+    }
+    stats
+}
+
+/// Bytes with binary units, for the report.
+struct Bytes(usize);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut value = self.0 as f64;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        if unit == 0 {
+            write!(f, "{} B", self.0)
+        } else {
+            write!(f, "{value:.1} {}", UNITS[unit])
+        }
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "cpuslab: rseq mode {:?}, caches indexed by {:?}",
+            self.mode, self.index
+        )?;
+        writeln!(
+            f,
+            "  allocated {}, active {}, resident {}, mapped {}",
+            Bytes(self.allocated),
+            Bytes(self.active),
+            Bytes(self.resident),
+            Bytes(self.mapped)
+        )?;
+        writeln!(
+            f,
+            "  free: {} on CPUs, {} in the depot, {} in spans; large {} in {} blocks; metadata {}",
+            Bytes(self.cpu_cache_bytes),
+            Bytes(self.depot_bytes),
+            Bytes(self.span_free_bytes),
+            Bytes(self.large_bytes),
+            self.large_count,
+            Bytes(self.metadata_bytes)
+        )?;
+        writeln!(
+            f,
+            "  rseq: {} aborts, {} CPU moves, {} gave up",
+            self.rseq.aborts, self.rseq.cpu_moved, self.rseq.gave_up
+        )?;
+        writeln!(
+            f,
+            "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+            "class", "in use", "on CPUs", "depot", "spans free", "spans"
+        )?;
+        for class in self.classes.iter().filter(|c| c.spans > 0) {
+            writeln!(
+                f,
+                "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+                class.size,
+                class.in_use,
+                class.cpu_cached,
+                class.depot_cached,
+                class.span_free,
+                class.spans
+            )?;
+        }
+        Ok(())
+    }
+}
