@@ -73,6 +73,8 @@ const BLOCK_BYTES: usize = {
 /// log2 of the distance between blocks.
 const BLOCK_SHIFT: u32 = BLOCK_BYTES.next_power_of_two().trailing_zeros();
 
+const _: () = assert!(BLOCK_BYTES <= 1 << BLOCK_SHIFT);
+
 /// What one index's block is, to rseq-core: an opaque slot.
 pub(crate) struct Block;
 
@@ -290,7 +292,6 @@ mod tests {
 
     #[test]
     fn blocks_hold_every_class_and_bound_what_a_cpu_caches() {
-        assert!(BLOCK_BYTES <= 1 << BLOCK_SHIFT);
         let mut cached_bytes = 0;
         for class in Class::all() {
             let end = SLOT_OFFSETS[class.index()] + capacity(class) * 8;
