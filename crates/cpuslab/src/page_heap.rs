@@ -1,8 +1,7 @@
 //! The page heap: runs of pages for spans, and returning memory to the OS.
 //!
 //! Address space is reserved from the OS in chunks of at least 64 MiB
-//! (the kernel commits pages on first touch) and never
-//! unmapped. Free runs of pages are kept in two sets of free lists bucketed by
+//! (the kernel commits pages on first touch); `trim()` unmaps free runs. Free runs of pages are kept in two sets of free lists bucketed by
 //! length (one list per length up to `MAX_EXACT_PAGES`, one list for longer
 //! runs): *committed* runs (pages may be resident) and *decommitted* runs
 //! (given back with `MADV_DONTNEED`, read as zero). Allocation is best fit,
@@ -220,11 +219,19 @@ pub fn free_span(span: &'static Span) {
     })
 }
 
-/// Decommits every committed free run now.
+/// Returns every free run to the OS now: committed runs are decommitted, then
+/// every decommitted run is unmapped, so that the address space too goes back
+/// (under `RLIMIT_AS` or strict overcommit, freed small-object memory can then
+/// serve large objects, which are mapped on their own).
 pub fn trim() {
     with_heap(|h| {
         while let Some(run) = h.lru.first() {
             if !h.decommit(run) {
+                break;
+            }
+        }
+        while let Some(run) = h.decommitted.best_fit(1) {
+            if !h.unmap(run) {
                 break;
             }
         }
@@ -396,6 +403,24 @@ impl Inner {
         true
     }
 
+    /// Unmaps the decommitted free run `run` and forgets it. Returns false if
+    /// the OS refused (the run stays where it was).
+    fn unmap(&mut self, run: &'static Span) -> bool {
+        // SAFETY: the run is free and decommitted: nobody holds pointers into
+        // it that they may use, and it lies in one of our chunks.
+        if !unsafe { os::unmap(run.start() as *mut u8, run.bytes()) } {
+            return false;
+        }
+        self.decommitted.remove(run);
+        pagemap::clear_if(run.start(), run);
+        pagemap::clear_if(run.end() - PAGE_SIZE, run);
+        HEAP.mapped.fetch_sub(run.bytes(), Ordering::Relaxed);
+        HEAP.free_decommitted
+            .fetch_sub(run.bytes(), Ordering::Relaxed);
+        span::free_record(run);
+        true
+    }
+
     /// Decommits the runs idle for longer than the decay time.
     fn maybe_decay(&mut self, now: u64) {
         let decay = HEAP.decay_ms.load(Ordering::Relaxed);
@@ -515,27 +540,26 @@ mod tests {
     }
 
     #[test]
-    fn trim_decommits_and_pages_come_back_zeroed() {
+    fn trim_returns_free_runs_and_pages_come_back_zeroed() {
         let _serial = crate::test_serial();
         let _decay = DecayGuard;
         set_decay_ms(u64::MAX);
         let pages = 64;
         let s = alloc_span(pages).unwrap();
         fill(s, 0x5a);
-        let start = s.start();
         free_span(s);
         let before = stats();
         assert!(before.free_committed >= pages * PAGE_SIZE);
         trim();
         let after = stats();
         assert_eq!(after.free_committed, 0);
+        assert_eq!(after.free_decommitted, 0, "free runs are unmapped");
         assert_eq!(
-            after.free_decommitted,
-            before.free_decommitted + before.free_committed
+            after.mapped,
+            before.mapped - before.free_decommitted - before.free_committed
         );
         assert!(after.decommits > before.decommits);
-        assert!(reads_zero(start, pages * PAGE_SIZE));
-        // Only decommitted runs are left: whatever we get now is zeroed.
+        // Nothing free is left: whatever we get now is fresh and zeroed.
         let t = alloc_span(pages).unwrap();
         assert!(t.zeroed());
         assert!(reads_zero(t.start(), t.bytes()));

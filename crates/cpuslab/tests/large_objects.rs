@@ -96,9 +96,9 @@ fn realloc_grows_and_shrinks_keeping_contents() {
                     "align {align} -> {new_size}"
                 );
                 assert!(usable(q) >= new_size);
-                if q != p {
-                    assert_eq!(lookup(p), None, "old pointer still registered");
-                }
+                // (Whether `p` is still registered after a move is not checked
+                // here: the other tests of this binary map large objects
+                // concurrently and may legitimately get `p` again.)
                 // Tail beyond the pattern: writable.
                 if new_size > 270_000 {
                     q.add(new_size - 1).write(0xee);
