@@ -55,6 +55,18 @@ impl Area {
     }
 }
 
+/// The calling thread's area if the mode is decided and the thread registered
+/// already: the fast path's test, which never decides or registers anything.
+#[inline(always)]
+pub(crate) fn this_thread_registered() -> Option<Area> {
+    let area = match crate::mode::decided() {
+        Some(Mode::Glibc) => glibc_area(),
+        Some(Mode::Own) => own_area_unregistered(),
+        _ => return None,
+    };
+    ((area.cpu_id() as i32) >= 0).then_some(area)
+}
+
 /// The calling thread's registered area, or None (fallback mode, or this thread's
 /// registration failed, or rseq is off for it).
 #[inline(always)]
@@ -134,12 +146,18 @@ std::thread_local! {
     static OWN_AREA: OwnArea = const { OwnArea::new() };
 }
 
+/// This thread's own area, registered or not.
+#[inline(always)]
+fn own_area_unregistered() -> Area {
+    let area = OWN_AREA.with(|own| own.0.get().cast::<rseq>());
+    // SAFETY: a thread-local's address is never null.
+    Area(unsafe { NonNull::new_unchecked(area) })
+}
+
 /// This thread's own area, registering it on first use; None if that failed.
 #[inline(always)]
 fn own_area() -> Option<Area> {
-    let area = OWN_AREA.with(|own| own.0.get().cast::<rseq>());
-    // SAFETY: a thread-local's address is never null.
-    let area = Area(unsafe { NonNull::new_unchecked(area) });
+    let area = own_area_unregistered();
     if area.cpu_id() == RSEQ_CPU_ID_UNINITIALIZED as u32 && !register(area) {
         return None;
     }

@@ -43,6 +43,17 @@ pub fn mode() -> Mode {
     }
 }
 
+/// The mode if it is decided already (never decides it).
+#[inline(always)]
+pub(crate) fn decided() -> Option<Mode> {
+    match MODE.load(Ordering::Relaxed) {
+        GLIBC => Some(Mode::Glibc),
+        OWN => Some(Mode::Own),
+        FALLBACK => Some(Mode::Fallback),
+        _ => None,
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn decide() -> Mode {

@@ -55,6 +55,8 @@ pub struct PerCpu<T> {
     shift: u32,
     len: u32,
     index: Index,
+    /// `index.field_offset()`, kept for the fast path.
+    index_offset: u32,
     _slots: PhantomData<*const T>,
 }
 
@@ -94,11 +96,13 @@ impl<T> PerCpu<T> {
     /// beyond it get [`crate::OpError::Unavailable`].
     pub unsafe fn new(base: NonNull<T>, shift: u32, len: u32, index: Index) -> Self {
         debug_assert!(shift < usize::BITS && (1usize << shift) >= core::mem::size_of::<T>());
+        let index = index.effective();
         PerCpu {
             base: base.cast(),
             shift,
             len,
-            index: index.effective(),
+            index,
+            index_offset: index.field_offset() as u32,
             _slots: PhantomData,
         }
     }
@@ -132,8 +136,15 @@ impl<T> PerCpu<T> {
             shift: self.shift,
             len: self.len,
             index: self.index,
+            index_offset: self.index_offset,
             _slots: PhantomData,
         }
+    }
+
+    /// Offset in the rseq area of the field holding this region's index.
+    #[inline(always)]
+    pub(crate) fn index_offset(&self) -> usize {
+        self.index_offset as usize
     }
 
     /// Slot `i`, or None beyond the region.

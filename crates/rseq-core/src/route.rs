@@ -28,6 +28,9 @@ pub(crate) fn uses_rseq() -> bool {
 ///
 /// `section` runs it as a critical section; `locked` runs it under the slot's
 /// per-CPU lock (fallback mode); `refused` turns a refusal's value into the error.
+/// The first attempt is inline and lean (a registered thread, its index inside the
+/// region); everything else (deciding the mode, registering, restarting, the
+/// fallback) is out of line.
 #[inline(always)]
 pub(crate) fn run<T, R>(
     region: &PerCpu<T>,
@@ -35,11 +38,54 @@ pub(crate) fn run<T, R>(
     locked: impl FnOnce(&T) -> Result<R, OpError>,
     refused: impl FnOnce(R) -> OpError,
 ) -> Result<R, OpError> {
-    if !uses_rseq() {
-        return run_locked(region, locked);
+    let mut first = None;
+    if let Some(area) = area::this_thread_registered() {
+        let index_offset = region.index_offset();
+        let index = area.read_u32(index_offset);
+        if let Some(slot) = region.slot_ptr(index) {
+            let site = Site {
+                area: area.as_ptr(),
+                index_offset,
+                index,
+            };
+            let (status, value) = section(site, slot.as_ptr());
+            if status == Status::Done {
+                return Ok(value);
+            }
+            if status == Status::Refused {
+                return Err(refused(value));
+            }
+            first = Some(status);
+        }
     }
-    let index_offset = region.index().field_offset();
+    run_slow(*region, section, locked, refused, first)
+}
+
+/// Everything but a first attempt that ran: the mode decision and registration,
+/// the restarts up to [`MAX_RESTARTS`], and the fallback.
+/// `first` is how the inline attempt ended, if it ran a section.
+#[cold]
+#[inline(never)]
+fn run_slow<T, R>(
+    region: PerCpu<T>,
+    mut section: impl FnMut(Site, *mut T) -> (Status, R),
+    locked: impl FnOnce(&T) -> Result<R, OpError>,
+    refused: impl FnOnce(R) -> OpError,
+    first: Option<Status>,
+) -> Result<R, OpError> {
+    if !uses_rseq() {
+        return run_locked(&region, locked);
+    }
+    let index_offset = region.index_offset();
     let mut restarts = 0;
+    match first {
+        Some(Status::Moved) => counters::note_cpu_moved(),
+        Some(Status::Aborted) => counters::note_abort(),
+        _ => {}
+    }
+    if first.is_some() {
+        restarts += 1;
+    }
     loop {
         let Some(area) = area::this_thread() else {
             return Err(OpError::Unavailable);

@@ -1,9 +1,9 @@
 //! A per-CPU bounded pointer stack: a 16-byte header (top, capacity, slots) whose
 //! items live in a slot array the caller provides.
 //!
-//! The sections read `top` and `capacity` as one 64-bit word and commit by storing
-//! `top` alone (a 32-bit store), so a remote thread can stop the stack by storing a
-//! zero `capacity` without racing a local commit. Zeroed memory is an inert stack:
+//! The sections read `top` and `capacity` and commit by storing `top` alone, so a
+//! remote thread can stop the stack by storing a zero `capacity` without racing a
+//! local commit. Zeroed memory is an inert stack:
 //! empty and full at once, until [`PerCpu::with_stopped`] installs slots.
 
 use core::mem::offset_of;
@@ -25,9 +25,9 @@ pub struct Stack {
     slots: AtomicPtr<*mut u8>,
 }
 
-/// Offset of `top` (the low half of the word the sections load).
+/// Offset of `top`.
 pub(crate) const TOP_OFFSET: usize = offset_of!(Stack, top);
-/// Offset of `capacity` (the high half).
+/// Offset of `capacity`.
 pub(crate) const CAPACITY_OFFSET: usize = offset_of!(Stack, capacity);
 /// Offset of the slot array pointer.
 pub(crate) const SLOTS_OFFSET: usize = offset_of!(Stack, slots);
