@@ -14,32 +14,48 @@ use rseq_sys::{RSEQ_CPU_ID_UNINITIALIZED, RSEQ_MM_CID_OFFSET};
 
 use crate::mode::{mode, Mode};
 
-/// A registered rseq area of the calling thread.
+/// A registered rseq area of the calling thread, named by its offset from the
+/// thread pointer: the sections and the index reads address it `fs`-relative, which
+/// saves loading the thread pointer first (glibc's offset is the same in every
+/// thread; our own area's is computed per access).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Area(NonNull<rseq>);
+pub(crate) struct Area {
+    tp_offset: isize,
+}
 
 impl Area {
-    /// The area's address, for the critical sections.
+    /// The area's offset from the thread pointer, for the critical sections.
     #[inline(always)]
-    pub(crate) fn as_ptr(self) -> *mut rseq {
-        self.0.as_ptr()
+    pub(crate) fn tp_offset(self) -> isize {
+        self.tp_offset
     }
 
     /// Reads a kernel-owned u32 field (`cpu_id`, `mm_cid`) at `offset`.
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     pub(crate) fn read_u32(self, offset: usize) -> u32 {
-        // SAFETY: the area is this thread's registered area (at least 32 bytes, so
-        // every offset we use is inside it) and lives as long as the thread; the
-        // kernel writes these fields only on this thread's return to user space, so a
-        // volatile read gives a consistent value (single-copy atomic on aligned u32).
+        let value: u32;
+        // SAFETY: `fs:[tp_offset + offset]` lies inside this thread's registered area
+        // (at least 32 bytes; every offset we use is below that), which lives as long
+        // as the thread. The kernel writes these fields only on this thread's return
+        // to user space, so one aligned 32-bit load reads a consistent value. Not
+        // `pure`: the kernel may change the value between two reads.
         unsafe {
-            self.0
-                .as_ptr()
-                .cast::<u8>()
-                .add(offset)
-                .cast::<u32>()
-                .read_volatile()
-        }
+            core::arch::asm!(
+                "mov {value:e}, dword ptr fs:[{area} + {offset}]",
+                value = out(reg) value,
+                area = in(reg) self.tp_offset,
+                offset = in(reg) offset,
+                options(nostack, readonly, preserves_flags),
+            )
+        };
+        value
+    }
+
+    /// Elsewhere there are no areas (fallback mode): "not registered".
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(crate) fn read_u32(self, _offset: usize) -> u32 {
+        RSEQ_CPU_ID_UNINITIALIZED as u32
     }
 
     /// The CPU the thread runs on now (may change right after).
@@ -96,29 +112,12 @@ pub(crate) fn adopt_glibc_area() -> bool {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// glibc's area: at the same offset from the thread pointer in every thread.
 #[inline(always)]
 fn glibc_area() -> Area {
-    let offset = GLIBC_OFFSET.load(Ordering::Relaxed);
-    let area = crate::glibc::thread_pointer()
-        .wrapping_offset(offset)
-        .cast::<rseq>();
-    // SAFETY: glibc places the area at a fixed offset from the thread pointer in every
-    // thread's TCB; the thread pointer is never null, so neither is the sum.
-    Area(unsafe { NonNull::new_unchecked(area) })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn glibc_area() -> Area {
-    unreachable_mode()
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn unreachable_mode() -> Area {
-    // Other architectures always run in fallback mode; this is never reached. Abort
-    // rather than panic: allocator code must not unwind.
-    // SAFETY: abort() never returns and is async-signal-safe.
-    unsafe { libc::abort() }
+    Area {
+        tp_offset: GLIBC_OFFSET.load(Ordering::Relaxed),
+    }
 }
 
 // --- our own area ---------------------------------------------------------------
@@ -146,19 +145,34 @@ std::thread_local! {
     static OWN_AREA: OwnArea = const { OwnArea::new() };
 }
 
-/// This thread's own area, registered or not.
+/// The address of this thread's own area.
 #[inline(always)]
-fn own_area_unregistered() -> Area {
+fn own_area_address() -> NonNull<rseq> {
     let area = OWN_AREA.with(|own| own.0.get().cast::<rseq>());
     // SAFETY: a thread-local's address is never null.
-    Area(unsafe { NonNull::new_unchecked(area) })
+    unsafe { NonNull::new_unchecked(area) }
+}
+
+/// This thread's own area, registered or not.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn own_area_unregistered() -> Area {
+    let address = own_area_address().as_ptr() as isize;
+    Area {
+        tp_offset: address.wrapping_sub(crate::glibc::thread_pointer() as isize),
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn own_area_unregistered() -> Area {
+    Area { tp_offset: 0 }
 }
 
 /// This thread's own area, registering it on first use; None if that failed.
 #[inline(always)]
 fn own_area() -> Option<Area> {
     let area = own_area_unregistered();
-    if area.cpu_id() == RSEQ_CPU_ID_UNINITIALIZED as u32 && !register(area) {
+    if area.cpu_id() == RSEQ_CPU_ID_UNINITIALIZED as u32 && !register(own_area_address()) {
         return None;
     }
     Some(area)
@@ -166,10 +180,11 @@ fn own_area() -> Option<Area> {
 
 /// Registers this thread's own area now (used to probe the mode); true on success.
 pub(crate) fn register_own_area() -> bool {
-    let area = OWN_AREA.with(|own| own.0.get().cast::<rseq>());
-    // SAFETY: a thread-local's address is never null.
-    let area = Area(unsafe { NonNull::new_unchecked(area) });
-    match area.cpu_id() {
+    let area = own_area_address();
+    // SAFETY: our own TLS area, read before registration or after it (then the
+    // kernel writes it only on our return to user space).
+    let cpu = unsafe { core::ptr::addr_of!((*area.as_ptr()).cpu_id).read_volatile() };
+    match cpu {
         cpu if cpu == RSEQ_CPU_ID_UNINITIALIZED as u32 => register(area),
         cpu => (cpu as i32) >= 0,
     }
@@ -177,7 +192,7 @@ pub(crate) fn register_own_area() -> bool {
 
 #[cold]
 #[inline(never)]
-fn register(area: Area) -> bool {
+fn register(area: NonNull<rseq>) -> bool {
     let len = own_registration_len();
     // SAFETY: the area is this thread's TLS block, aligned and at least `len` bytes,
     // alive until the thread exits (when the kernel drops the registration).

@@ -44,7 +44,7 @@ pub(crate) fn run<T, R>(
         let index = area.read_u32(index_offset);
         if let Some(slot) = region.slot_ptr(index) {
             let site = Site {
-                area: area.as_ptr(),
+                area: area.tp_offset(),
                 index_offset,
                 index,
             };
@@ -95,7 +95,7 @@ fn run_slow<T, R>(
             return Err(OpError::Unavailable);
         };
         let site = Site {
-            area: area.as_ptr(),
+            area: area.tp_offset(),
             index_offset,
             index,
         };

@@ -41,11 +41,12 @@ impl Status {
     }
 }
 
-/// Where a section runs: the thread's area, the offset of the index field it checks
-/// (`cpu_id` or `mm_cid`), and the index value the caller used to find its slot.
+/// Where a section runs: the thread's area (its offset from the thread pointer), the
+/// offset of the index field it checks (`cpu_id` or `mm_cid`), and the index value the
+/// caller used to find its slot.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Site {
-    pub area: *mut rseq_sys::rseq,
+    pub area: isize,
     pub index_offset: usize,
     pub index: u32,
 }

@@ -4,9 +4,9 @@
 //!
 //! ```text
 //!         lea  cs, [rip + 4f]             ; arm: rseq_cs = &descriptor
-//!         mov  [area + RSEQ_CS], cs
+//!         mov  fs:[area + RSEQ_CS], cs    ; area: offset from the thread pointer
 //! 2:      mov  status, MOVED              ; start_ip
-//!         cmp  [area + index_field], index ; still on the CPU we indexed?
+//!         cmp  fs:[area + index_field], index ; still on the CPU we indexed?
 //!         jne  9f                         ; exit point
 //!         ...body: loads, checks (exit with status REFUSED), private stores...
 //!         [delay]                         ; fault-injection builds only
@@ -41,7 +41,7 @@ macro_rules! arm {
     () => {
         concat!(
             "lea {cs}, [rip + 4f]\n",
-            "mov qword ptr [{area} + {cs_offset}], {cs}\n",
+            "mov qword ptr fs:[{area} + {cs_offset}], {cs}\n",
         )
     };
 }
@@ -51,7 +51,7 @@ macro_rules! check_index {
     () => {
         concat!(
             "mov {status:e}, {moved}\n",
-            "cmp dword ptr [{area} + {index_offset}], {index:e}\n",
+            "cmp dword ptr fs:[{area} + {index_offset}], {index:e}\n",
             "jne 9f\n",
         )
     };
