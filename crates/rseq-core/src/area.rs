@@ -58,6 +58,31 @@ impl Area {
         RSEQ_CPU_ID_UNINITIALIZED as u32
     }
 
+    /// Whether the kernel registered this area for this thread (`cpu_id` >= 0;
+    /// -1 is "not registered", -2 "registration failed").
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(crate) fn is_registered(self) -> bool {
+        let cpu_id: i32;
+        // SAFETY: as in `read_u32`, with the offset of `cpu_id` as a constant (one
+        // instruction fewer on the fast path).
+        unsafe {
+            core::arch::asm!(
+                "mov {value:e}, dword ptr fs:[{area} + {offset}]",
+                value = out(reg) cpu_id,
+                area = in(reg) self.tp_offset,
+                offset = const RSEQ_CPU_ID_OFFSET,
+                options(nostack, readonly, preserves_flags),
+            )
+        };
+        cpu_id >= 0
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(crate) fn is_registered(self) -> bool {
+        false
+    }
+
     /// The CPU the thread runs on now (may change right after).
     #[inline(always)]
     pub(crate) fn cpu_id(self) -> u32 {
@@ -75,12 +100,15 @@ impl Area {
 /// already: the fast path's test, which never decides or registers anything.
 #[inline(always)]
 pub(crate) fn this_thread_registered() -> Option<Area> {
-    let area = match crate::mode::decided() {
-        Some(Mode::Glibc) => glibc_area(),
-        Some(Mode::Own) => own_area_unregistered(),
-        _ => return None,
+    let offset = GLIBC_FAST_OFFSET.load(Ordering::Relaxed);
+    let area = if offset != NO_OFFSET {
+        Area { tp_offset: offset }
+    } else if crate::mode::decided() == Some(Mode::Own) {
+        own_area_unregistered()
+    } else {
+        return None;
     };
-    ((area.cpu_id() as i32) >= 0).then_some(area)
+    area.is_registered().then_some(area)
 }
 
 /// The calling thread's registered area, or None (fallback mode, or this thread's
@@ -100,6 +128,18 @@ pub(crate) fn this_thread() -> Option<Area> {
 // --- glibc's area -------------------------------------------------------------
 
 static GLIBC_OFFSET: AtomicIsize = AtomicIsize::new(0);
+
+/// glibc's offset once the mode is decided as `Glibc`, else `NO_OFFSET`: the fast
+/// path's one load (instead of dispatching on the mode).
+static GLIBC_FAST_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
+const NO_OFFSET: isize = isize::MIN;
+
+/// Called once the mode is decided: enables the fast path's glibc shortcut.
+pub(crate) fn mode_decided(mode: Mode) {
+    if mode == Mode::Glibc {
+        GLIBC_FAST_OFFSET.store(GLIBC_OFFSET.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
 
 /// Adopts glibc's registration if glibc made one; true on success.
 pub(crate) fn adopt_glibc_area() -> bool {

@@ -73,7 +73,10 @@ fn decide() -> Mode {
     };
     // Every racer computes the same answer from the same facts; the first wins.
     match MODE.compare_exchange(UNDECIDED, code, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => mode,
+        Ok(_) => {
+            area::mode_decided(mode);
+            mode
+        }
         Err(_) => self::mode(),
     }
 }

@@ -49,10 +49,10 @@ pub(crate) fn run<T, R>(
                 index,
             };
             let (status, value) = section(site, slot.as_ptr());
-            if status == Status::Done {
+            if status == Status::DONE {
                 return Ok(value);
             }
-            if status == Status::Refused {
+            if status == Status::REFUSED {
                 return Err(refused(value));
             }
             first = Some(status);
@@ -78,12 +78,8 @@ fn run_slow<T, R>(
     }
     let index_offset = region.index_offset();
     let mut restarts = 0;
-    match first {
-        Some(Status::Moved) => counters::note_cpu_moved(),
-        Some(Status::Aborted) => counters::note_abort(),
-        _ => {}
-    }
-    if first.is_some() {
+    if let Some(status) = first {
+        note_restart(status);
         restarts += 1;
     }
     loop {
@@ -99,17 +95,28 @@ fn run_slow<T, R>(
             index_offset,
             index,
         };
-        match section(site, slot.as_ptr()) {
-            (Status::Done, value) => return Ok(value),
-            (Status::Refused, value) => return Err(refused(value)),
-            (Status::Moved, _) => counters::note_cpu_moved(),
-            (Status::Aborted, _) => counters::note_abort(),
+        let (status, value) = section(site, slot.as_ptr());
+        if status == Status::DONE {
+            return Ok(value);
         }
+        if status == Status::REFUSED {
+            return Err(refused(value));
+        }
+        note_restart(status);
         restarts += 1;
         if restarts >= MAX_RESTARTS {
             counters::note_gave_up();
             return Err(OpError::Restarted);
         }
+    }
+}
+
+/// Counts why a section must be restarted.
+fn note_restart(status: Status) {
+    if status == Status::MOVED {
+        counters::note_cpu_moved();
+    } else {
+        counters::note_abort();
     }
 }
 

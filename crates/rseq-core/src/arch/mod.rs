@@ -11,18 +11,10 @@ mod unsupported;
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) use unsupported::*;
 
-/// How a section ended (the value its status register holds at the exit label).
+/// How a section ended: the value its status register holds at the exit label,
+/// compared raw (no conversion on the fast path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Status {
-    /// The commit store ran.
-    Done,
-    /// The data said no (empty, full, stopped, value mismatch); nothing was written.
-    Refused,
-    /// The thread was not on the CPU (or concurrency id) it indexed.
-    Moved,
-    /// The kernel aborted the section.
-    Aborted,
-}
+pub(crate) struct Status(u32);
 
 pub(crate) const STATUS_DONE: u32 = 0;
 pub(crate) const STATUS_REFUSED: u32 = 1;
@@ -30,14 +22,19 @@ pub(crate) const STATUS_MOVED: u32 = 2;
 pub(crate) const STATUS_ABORTED: u32 = 3;
 
 impl Status {
+    /// The commit store ran.
+    pub(crate) const DONE: Status = Status(STATUS_DONE);
+    /// The data said no (empty, full, stopped, value mismatch); nothing was written.
+    pub(crate) const REFUSED: Status = Status(STATUS_REFUSED);
+    /// The thread was not on the CPU (or concurrency id) it indexed.
+    pub(crate) const MOVED: Status = Status(STATUS_MOVED);
+    /// The kernel aborted the section (any value above MOVED reads as this).
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    pub(crate) const ABORTED: Status = Status(STATUS_ABORTED);
+
     #[inline(always)]
     pub(crate) fn from_register(value: u32) -> Status {
-        match value {
-            STATUS_DONE => Status::Done,
-            STATUS_REFUSED => Status::Refused,
-            STATUS_MOVED => Status::Moved,
-            _ => Status::Aborted,
-        }
+        Status(value)
     }
 }
 

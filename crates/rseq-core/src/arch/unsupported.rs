@@ -8,10 +8,10 @@ use crate::stack::Stack;
 use core::sync::atomic::AtomicUsize;
 
 pub(crate) unsafe fn stack_pop(_: Site, _: *mut Stack) -> (Status, *mut u8) {
-    (Status::Aborted, core::ptr::null_mut())
+    (Status::ABORTED, core::ptr::null_mut())
 }
 pub(crate) unsafe fn stack_push(_: Site, _: *mut Stack, _: *mut u8) -> Status {
-    Status::Aborted
+    Status::ABORTED
 }
 pub(crate) unsafe fn stack_pop_batch(
     _: Site,
@@ -19,7 +19,7 @@ pub(crate) unsafe fn stack_pop_batch(
     _: *mut *mut u8,
     _: usize,
 ) -> (Status, usize) {
-    (Status::Aborted, 0)
+    (Status::ABORTED, 0)
 }
 pub(crate) unsafe fn stack_push_batch(
     _: Site,
@@ -27,13 +27,13 @@ pub(crate) unsafe fn stack_push_batch(
     _: *const *mut u8,
     _: usize,
 ) -> (Status, usize) {
-    (Status::Aborted, 0)
+    (Status::ABORTED, 0)
 }
 pub(crate) unsafe fn list_pop(_: Site, _: *mut ListHead) -> (Status, *mut ListNode) {
-    (Status::Aborted, core::ptr::null_mut())
+    (Status::ABORTED, core::ptr::null_mut())
 }
 pub(crate) unsafe fn list_push(_: Site, _: *mut ListHead, _: *mut ListNode) -> Status {
-    Status::Aborted
+    Status::ABORTED
 }
 pub(crate) unsafe fn word_compare_and_store(
     _: Site,
@@ -41,8 +41,8 @@ pub(crate) unsafe fn word_compare_and_store(
     _: usize,
     _: usize,
 ) -> (Status, usize) {
-    (Status::Aborted, 0)
+    (Status::ABORTED, 0)
 }
 pub(crate) unsafe fn word_add(_: Site, _: *mut AtomicUsize, _: usize) -> (Status, usize) {
-    (Status::Aborted, 0)
+    (Status::ABORTED, 0)
 }
