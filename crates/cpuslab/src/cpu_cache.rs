@@ -190,6 +190,10 @@ pub(crate) fn alloc_miss(class: Class) -> *mut u8 {
         return depot::pop_one(class, home());
     }
     let stacks = stacks(region, class);
+    // The fast path tried once; this retries through restarts (or the fallback).
+    if let Ok(object) = stacks.pop() {
+        return object;
+    }
     install(stacks, region, class);
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];
     let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
@@ -228,6 +232,10 @@ pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
         return unsafe { depot::push_one(class, home(), object) };
     }
     let stacks = stacks(region, class);
+    // The fast path tried once; this retries through restarts (or the fallback).
+    if stacks.push(object).is_ok() {
+        return;
+    }
     install(stacks, region, class);
     let home = home();
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];

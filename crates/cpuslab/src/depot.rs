@@ -45,8 +45,8 @@ struct Batch {
 #[repr(align(64))]
 struct Shard {
     lock: Lock,
-    /// Free objects held (batches + partial): a lock-free hint for stealing and
-    /// the statistics.
+    /// Free objects held (batches + partial), changed only under `lock` so that it
+    /// never runs below zero: a lock-free hint for stealing and the statistics.
     objects: AtomicUsize,
     state: UnsafeCell<ShardState>,
 }
@@ -166,9 +166,12 @@ pub(crate) fn pop_batch(class: Class, home: usize, out: &mut [*mut u8]) -> usize
         if shard.objects.load(Ordering::Relaxed) == 0 {
             continue;
         }
-        let n = shard.with(|state| state.take(out));
-        if n > 0 {
+        let n = shard.with(|state| {
+            let n = state.take(out);
             shard.objects.fetch_sub(n, Ordering::Relaxed);
+            n
+        });
+        if n > 0 {
             return n;
         }
     }
@@ -211,11 +214,10 @@ pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) 
         batch.next = state.full;
         state.full = record;
         state.full_count += 1;
+        shard.objects.fetch_add(objects.len(), Ordering::Relaxed);
         true
     });
-    if kept {
-        shard.objects.fetch_add(objects.len(), Ordering::Relaxed);
-    } else {
+    if !kept {
         // SAFETY: forwarded contract: free objects of `class`.
         unsafe { heap::free_batch(class, objects) };
     }
@@ -242,6 +244,7 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
         let partial = unsafe { &mut *state.partial };
         partial.objects[partial.count] = object;
         partial.count += 1;
+        shard.objects.fetch_add(1, Ordering::Relaxed);
         if partial.count < batch_size {
             return (true, 0);
         }
@@ -257,6 +260,7 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
         let n = partial.count;
         overflow[..n].copy_from_slice(&partial.objects[..n]);
         state.give_record(record);
+        shard.objects.fetch_sub(n, Ordering::Relaxed);
         (true, n)
     });
     if !kept {
@@ -264,9 +268,7 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
         unsafe { heap::free_batch(class, &[object]) };
         return;
     }
-    shard.objects.fetch_add(1, Ordering::Relaxed);
     if spilled > 0 {
-        shard.objects.fetch_sub(spilled, Ordering::Relaxed);
         // SAFETY: the spilled objects were free objects of `class` in the depot.
         unsafe { heap::free_batch(class, &overflow[..spilled]) };
     }
@@ -279,11 +281,14 @@ pub(crate) fn flush() {
         for index in 0..SHARDS {
             let shard = shard(class, index);
             loop {
-                let n = shard.with(|state| state.take(&mut buffer));
+                let n = shard.with(|state| {
+                    let n = state.take(&mut buffer);
+                    shard.objects.fetch_sub(n, Ordering::Relaxed);
+                    n
+                });
                 if n == 0 {
                     break;
                 }
-                shard.objects.fetch_sub(n, Ordering::Relaxed);
                 // SAFETY: objects taken from the depot are free objects of `class`.
                 unsafe { heap::free_batch(class, &buffer[..n]) };
             }

@@ -1,6 +1,8 @@
 //! The front end: [`CpuSlab`] (`GlobalAlloc`) and the by-address entry points of
-//! the C API. The whole fast path is on this screen: size class, one restartable
-//! pop or push on this CPU's stack; everything else is a cold call.
+//! the C API. The whole fast path is on this screen: size class, one attempt at a
+//! restartable pop or push on this CPU's stack; everything else (restarts, the
+//! fallback, refills, overflows) is one cold tail call, so the fast path needs no
+//! callee-saved registers.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
@@ -17,7 +19,7 @@ pub struct CpuSlab;
 #[inline(always)]
 fn alloc_small(class: Class) -> *mut u8 {
     if let Some(region) = cpu_cache::region() {
-        if let Ok(object) = cpu_cache::stacks(region, class).pop() {
+        if let Some(object) = cpu_cache::stacks(region, class).try_pop() {
             return object;
         }
     }
@@ -29,7 +31,7 @@ fn alloc_small(class: Class) -> *mut u8 {
 #[inline(always)]
 unsafe fn dealloc_small(class: Class, object: *mut u8) {
     if let Some(region) = cpu_cache::region() {
-        if cpu_cache::stacks(region, class).push(object).is_ok() {
+        if cpu_cache::stacks(region, class).try_push(object) {
             return;
         }
     }

@@ -90,8 +90,8 @@ impl LowerStats {
     pub fn free_in_spans(&self) -> usize {
         Class::all()
             .zip(self.classes.iter())
-            .map(|(c, s)| c.size() * s.objects_free)
-            .sum()
+            .map(|(c, s)| c.size().saturating_mul(s.objects_free))
+            .fold(0, usize::saturating_add)
     }
 }
 

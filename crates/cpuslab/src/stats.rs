@@ -66,7 +66,7 @@ pub fn stats() -> Stats {
     heap::stats_into(&mut lower);
     let mut stats = Stats {
         allocated: lower.large.bytes,
-        active: lower.page_heap.in_use + lower.large.bytes,
+        active: lower.page_heap.in_use.saturating_add(lower.large.bytes),
         resident: lower.resident(),
         mapped: lower.mapped(),
         cpu_cache_bytes: 0,
@@ -88,16 +88,19 @@ pub fn stats() -> Stats {
             size,
             in_use: lower
                 .objects_in_use
-                .saturating_sub(cpu_cached + depot_cached),
+                .saturating_sub(cpu_cached.saturating_add(depot_cached)),
             cpu_cached,
             depot_cached,
             span_free: lower.objects_free,
             spans: lower.spans,
         };
-        stats.allocated += out.in_use * size;
-        stats.cpu_cache_bytes += cpu_cached * size;
-        stats.depot_bytes += depot_cached * size;
-        stats.span_free_bytes += out.span_free * size;
+        // Counters are read one by one while other threads move objects between
+        // tiers: saturating arithmetic keeps a torn read a small error, not a panic.
+        let bytes = |objects: usize| objects.saturating_mul(size);
+        stats.allocated = stats.allocated.saturating_add(bytes(out.in_use));
+        stats.cpu_cache_bytes = stats.cpu_cache_bytes.saturating_add(bytes(cpu_cached));
+        stats.depot_bytes = stats.depot_bytes.saturating_add(bytes(depot_cached));
+        stats.span_free_bytes = stats.span_free_bytes.saturating_add(bytes(out.span_free));
     }
     stats
 }

@@ -3,7 +3,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-static ABORTS: AtomicU64 = AtomicU64::new(0);
+/// Incremented by the abort handlers themselves (a `lock inc` in the asm), so no
+/// Rust code runs for it on the paths that follow an abort.
+pub(crate) static ABORTS: AtomicU64 = AtomicU64::new(0);
 static CPU_MOVED: AtomicU64 = AtomicU64::new(0);
 static GAVE_UP: AtomicU64 = AtomicU64::new(0);
 
@@ -26,11 +28,6 @@ pub fn counters() -> Counters {
         cpu_moved: CPU_MOVED.load(Ordering::Relaxed),
         gave_up: GAVE_UP.load(Ordering::Relaxed),
     }
-}
-
-#[cold]
-pub(crate) fn note_abort() {
-    ABORTS.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cold]

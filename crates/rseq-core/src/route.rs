@@ -57,8 +57,32 @@ pub(crate) fn run<T, R>(
             }
             first = Some(status);
         }
+    } else if crate::mode::decided() == Some(Mode::Fallback) {
+        return run_locked(region, locked);
     }
     run_slow(*region, section, locked, refused, first)
+}
+
+/// One inline attempt and nothing else: `None` on anything but success (refused,
+/// moved, aborted, not registered, fallback mode). For callers whose own slow path
+/// follows (then calling [`run`] there), so that their fast path stays a handful of
+/// instructions and a tail call.
+#[inline(always)]
+pub(crate) fn try_once<T, R>(
+    region: &PerCpu<T>,
+    section: impl FnOnce(Site, *mut T) -> (Status, R),
+) -> Option<R> {
+    let area = area::this_thread_registered()?;
+    let index_offset = region.index_offset();
+    let index = area.read_u32(index_offset);
+    let slot = region.slot_ptr(index)?;
+    let site = Site {
+        area: area.tp_offset(),
+        index_offset,
+        index,
+    };
+    let (status, value) = section(site, slot.as_ptr());
+    (status == Status::DONE).then_some(value)
 }
 
 /// Everything but a first attempt that ran: the mode decision and registration,
@@ -111,17 +135,15 @@ fn run_slow<T, R>(
     }
 }
 
-/// Counts why a section must be restarted.
+/// Counts why a section must be restarted (aborts count themselves, in the asm).
 fn note_restart(status: Status) {
     if status == Status::MOVED {
         counters::note_cpu_moved();
-    } else {
-        counters::note_abort();
     }
 }
 
 /// The fallback: the operation under the per-CPU lock of the CPU we run on.
-#[cold]
+#[inline]
 fn run_locked<T, R>(
     region: &PerCpu<T>,
     locked: impl FnOnce(&T) -> Result<R, OpError>,

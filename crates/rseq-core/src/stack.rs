@@ -166,6 +166,27 @@ impl PerCpu<Stack> {
         )
     }
 
+    /// One inline attempt at [`pop`](Self::pop): `None` on anything but success
+    /// (also when `pop` would succeed after a restart, or in fallback mode). For a
+    /// fast path that falls back to its own slow path, which calls `pop`.
+    #[inline(always)]
+    pub fn try_pop(&self) -> Option<*mut u8> {
+        // SAFETY: `try_once` passes the registered area, its index and that slot.
+        route::try_once(self, |site, stack| unsafe { pop_section(site, stack) })
+    }
+
+    /// One inline attempt at [`push`](Self::push): false on anything but success.
+    // The item is an opaque value to the stack: it is stored, never dereferenced.
+    #[allow(clippy::not_unsafe_ptr_arg_deref)]
+    #[inline(always)]
+    pub fn try_push(&self, item: *mut u8) -> bool {
+        route::try_once(self, |site, stack| {
+            // SAFETY: as in `try_pop`.
+            (unsafe { push_section(site, stack, item) }, ())
+        })
+        .is_some()
+    }
+
     /// Pops up to `out.len()` items into `out[..n]` with one commit; returns n >= 1
     /// (or `Ok(0)` for an empty `out`). The items come bottom first.
     #[inline]

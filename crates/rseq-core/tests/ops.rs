@@ -183,6 +183,29 @@ fn projection_views_a_field_of_every_slot() {
 }
 
 #[test]
+fn single_attempts_succeed_where_the_full_operations_would() {
+    pin_to_first_allowed_cpu();
+    let mut memory = Region::<Stack>::new();
+    let stack = memory.view(Index::ConcurrencyId);
+    assert_eq!(stack.try_pop(), None, "inert");
+    assert!(!stack.try_push(item(1)), "inert");
+    let mut slots = vec![std::ptr::null_mut(); 1];
+    install(&stack, Index::ConcurrencyId.current(), &mut slots);
+    let rseq = rseq_core::mode() != Mode::Fallback;
+    // In fallback mode the single attempt never takes a lock: it always declines.
+    assert_eq!(stack.try_push(item(1)), rseq);
+    if !rseq {
+        stack.push(item(1)).unwrap();
+    }
+    assert!(!stack.try_push(item(2)), "full");
+    assert_eq!(stack.try_pop(), rseq.then_some(item(1)));
+    if !rseq {
+        assert_eq!(stack.pop(), Ok(item(1)));
+    }
+    assert_eq!(stack.try_pop(), None, "empty");
+}
+
+#[test]
 fn batches_move_as_many_as_fit_with_one_commit() {
     pin_to_first_allowed_cpu();
     let mut memory = Region::<Stack>::new();

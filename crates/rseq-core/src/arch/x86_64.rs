@@ -3,8 +3,8 @@
 //! Every section has the same frame, emitted by [`critical_section!`]:
 //!
 //! ```text
-//!         lea  cs, [rip + 4f]             ; arm: rseq_cs = &descriptor
-//!         mov  fs:[area + RSEQ_CS], cs    ; area: offset from the thread pointer
+//!         lea  status, [rip + 4f]         ; arm: rseq_cs = &descriptor
+//!         mov  fs:[area + RSEQ_CS], status ; area: offset from the thread pointer
 //! 2:      mov  status, MOVED              ; start_ip
 //!         cmp  fs:[area + index_field], index ; still on the CPU we indexed?
 //!         jne  9f                         ; exit point
@@ -15,7 +15,8 @@
 //! 9:                                      ; exit label
 //!
 //! __rseq_failure:  ud1 0x53053053(%rip),%edi  ; the signature, decodable
-//! 5:      mov  status, ABORTED            ; abort_ip, outside [2, 3)
+//! 5:      lock inc [ABORTS]               ; abort_ip, outside [2, 3): count it
+//!         mov  status, ABORTED
 //!         jmp  9b
 //! __rseq_cs:               4: {version 0, flags 0, 2b, 3b-2b, 5b}
 //! __rseq_cs_ptr_array:     4b
@@ -36,12 +37,14 @@ use crate::list::ListHead;
 use crate::list::ListNode;
 use crate::stack::{Stack, CAPACITY_OFFSET, SLOTS_OFFSET};
 
-/// Arms the section: stores the descriptor's address into the area's `rseq_cs`.
+/// Arms the section: stores the descriptor's address into the area's `rseq_cs`
+/// (through the status register, which the section sets right after: one register
+/// fewer keeps the callers' fast paths free of callee-saved spills).
 macro_rules! arm {
     () => {
         concat!(
-            "lea {cs}, [rip + 4f]\n",
-            "mov qword ptr fs:[{area} + {cs_offset}], {cs}\n",
+            "lea {status}, [rip + 4f]\n",
+            "mov qword ptr fs:[{area} + {cs_offset}], {status}\n",
         )
     };
 }
@@ -81,6 +84,7 @@ macro_rules! tables {
             ".byte 0x0f, 0xb9, 0x3d\n",
             ".long {sig}\n",
             "5:\n",
+            "lock inc qword ptr [rip + {aborts}]\n",
             "mov {status:e}, {aborted}\n",
             "jmp ",
             $restart_to,
@@ -125,10 +129,10 @@ macro_rules! critical_section {
             index_offset = in(reg) $site.index_offset,
             index = in(reg) $site.index,
             status = out(reg) $status,
-            cs = out(reg) _,
             cs_offset = const rseq_sys::RSEQ_CS_OFFSET,
             moved = const STATUS_MOVED,
             aborted = const STATUS_ABORTED,
+            aborts = sym crate::counters::ABORTS,
             sig = const rseq_sys::RSEQ_SIG,
             options(nostack),
         );
@@ -141,10 +145,10 @@ macro_rules! critical_section {
             index_offset = in(reg) $site.index_offset,
             index = in(reg) $site.index,
             status = out(reg) $status,
-            cs = out(reg) _,
             cs_offset = const rseq_sys::RSEQ_CS_OFFSET,
             moved = const STATUS_MOVED,
             aborted = const STATUS_ABORTED,
+            aborts = sym crate::counters::ABORTS,
             sig = const rseq_sys::RSEQ_SIG,
             delay = inout(reg) crate::fault::delay_spins() => _,
             options(nostack),
@@ -169,7 +173,7 @@ macro_rules! stack_pop_fn {
         /// `capacity` items.
         #[inline(always)]
         pub(crate) unsafe fn $name(site: Site, stack: *mut Stack) -> (Status, *mut u8) {
-            let status: u32;
+            let status: usize;
             let item: *mut u8;
             // SAFETY: the caller guarantees the area and the slot; the section reads
             // the header, then one slot below `top`, and commits `top - 1`.
@@ -184,12 +188,11 @@ macro_rules! stack_pop_fn {
                         "sub {top:e}, 1\n",
                         "cmp {top:e}, dword ptr [{stack} + {capacity}]\n",
                         "jae 9f\n",
-                        "mov {slots}, qword ptr [{stack} + {slots_offset}]\n",
-                        "mov {item}, qword ptr [{slots} + {top} * 8]\n",
+                        "mov {item}, qword ptr [{stack} + {slots_offset}]\n",
+                        "mov {item}, qword ptr [{item} + {top} * 8]\n",
                     ),
                     commit: "mov dword ptr [{stack}], {top:e}\n",
                     stack = in(reg) stack,
-                    slots = out(reg) _,
                     top = out(reg) _,
                     item = out(reg) item,
                     refused = const STATUS_REFUSED,
@@ -197,7 +200,7 @@ macro_rules! stack_pop_fn {
                     slots_offset = const SLOTS_OFFSET,
                 );
             }
-            (Status::from_register(status), item)
+            (Status::from_register(status as u32), item)
         }
     };
 }
@@ -210,7 +213,7 @@ macro_rules! stack_push_fn {
         /// As for `stack_pop`.
         #[inline(always)]
         pub(crate) unsafe fn $name(site: Site, stack: *mut Stack, item: *mut u8) -> Status {
-            let status: u32;
+            let status: usize;
             // SAFETY: the caller guarantees the area and the slot; the section stores
             // the item into the free slot at `top` (invisible until the commit) and
             // commits `top + 1`.
@@ -238,7 +241,7 @@ macro_rules! stack_push_fn {
                     slots_offset = const SLOTS_OFFSET,
                 );
             }
-            Status::from_register(status)
+            Status::from_register(status as u32)
         }
     };
 }
@@ -261,7 +264,7 @@ pub(crate) unsafe fn stack_pop_batch(
     out: *mut *mut u8,
     want: usize,
 ) -> (Status, usize) {
-    let status: u32;
+    let status: usize;
     let out_end: *mut *mut u8;
     // SAFETY: the caller guarantees the area, the slot and the buffer; the section
     // copies n = min(want, top) items from slots[top - n .. top] into the private
@@ -304,7 +307,7 @@ pub(crate) unsafe fn stack_pop_batch(
         );
     }
     let taken = (out_end as usize).wrapping_sub(out as usize) / core::mem::size_of::<usize>();
-    (Status::from_register(status), taken)
+    (Status::from_register(status as u32), taken)
 }
 
 /// Pushes up to `count` (>= 1) items from `items`, as many as fit; returns n.
@@ -318,7 +321,7 @@ pub(crate) unsafe fn stack_push_batch(
     items: *const *mut u8,
     count: usize,
 ) -> (Status, usize) {
-    let status: u32;
+    let status: usize;
     let items_end: *const *mut u8;
     // SAFETY: the caller guarantees the area, the slot and the items; the section
     // copies n = min(count, capacity - top) items into the free slots from `top` up
@@ -361,7 +364,7 @@ pub(crate) unsafe fn stack_push_batch(
         );
     }
     let pushed = (items_end as usize).wrapping_sub(items as usize) / core::mem::size_of::<usize>();
-    (Status::from_register(status), pushed)
+    (Status::from_register(status as u32), pushed)
 }
 
 /// Pops the first node of this CPU's list.
@@ -371,7 +374,7 @@ pub(crate) unsafe fn stack_push_batch(
 /// list is valid.
 #[inline(always)]
 pub(crate) unsafe fn list_pop(site: Site, head: *mut ListHead) -> (Status, *mut ListNode) {
-    let status: u32;
+    let status: usize;
     let node: *mut ListNode;
     // SAFETY: the caller guarantees the area, the slot and the nodes; the section
     // reads the first node's `next` and commits it as the new head.
@@ -394,7 +397,7 @@ pub(crate) unsafe fn list_pop(site: Site, head: *mut ListHead) -> (Status, *mut 
             refused = const STATUS_REFUSED,
         );
     }
-    (Status::from_register(status), node)
+    (Status::from_register(status as u32), node)
 }
 
 /// Pushes `node` onto this CPU's list.
@@ -404,7 +407,7 @@ pub(crate) unsafe fn list_pop(site: Site, head: *mut ListHead) -> (Status, *mut 
 /// owned by the caller (on no list).
 #[inline(always)]
 pub(crate) unsafe fn list_push(site: Site, head: *mut ListHead, node: *mut ListNode) -> Status {
-    let status: u32;
+    let status: usize;
     // SAFETY: the caller guarantees the area, the slot and the node; the section
     // links the private node to the current head and commits it as the new head.
     unsafe {
@@ -422,7 +425,7 @@ pub(crate) unsafe fn list_push(site: Site, head: *mut ListHead, node: *mut ListN
             next = out(reg) _,
         );
     }
-    Status::from_register(status)
+    Status::from_register(status as u32)
 }
 
 /// Stores `new` into this CPU's word if it holds `expected`; returns what it held.
@@ -436,7 +439,7 @@ pub(crate) unsafe fn word_compare_and_store(
     expected: usize,
     new: usize,
 ) -> (Status, usize) {
-    let status: u32;
+    let status: usize;
     let current: usize;
     // SAFETY: the caller guarantees the area and the slot; the section compares and
     // commits `new`.
@@ -459,7 +462,7 @@ pub(crate) unsafe fn word_compare_and_store(
             refused = const STATUS_REFUSED,
         );
     }
-    (Status::from_register(status), current)
+    (Status::from_register(status as u32), current)
 }
 
 /// Adds `delta` (wrapping) to this CPU's word; returns the value before.
@@ -468,7 +471,7 @@ pub(crate) unsafe fn word_compare_and_store(
 /// `site` as for `stack_pop`; `word` is the slot of that index.
 #[inline(always)]
 pub(crate) unsafe fn word_add(site: Site, word: *mut AtomicUsize, delta: usize) -> (Status, usize) {
-    let status: u32;
+    let status: usize;
     let before: usize;
     // SAFETY: the caller guarantees the area and the slot; the section reads the
     // word and commits the sum.
@@ -488,5 +491,5 @@ pub(crate) unsafe fn word_add(site: Site, word: *mut AtomicUsize, delta: usize) 
             sum = out(reg) _,
         );
     }
-    (Status::from_register(status), before)
+    (Status::from_register(status as u32), before)
 }
