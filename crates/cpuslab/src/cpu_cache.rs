@@ -28,9 +28,9 @@ use crate::os;
 use crate::size_class::{Class, NUM_CLASSES};
 
 /// Bytes of free objects one CPU may cache per class.
-const CACHE_BYTES_PER_CLASS: usize = 32 * 1024;
+const CACHE_BYTES_PER_CLASS: usize = 64 * 1024;
 /// The most objects one CPU caches per class.
-const MAX_CACHED_OBJECTS: usize = 1024;
+const MAX_CACHED_OBJECTS: usize = 2048;
 
 /// Slots per CPU for a class: min(MAX_CACHED_OBJECTS, CACHE_BYTES_PER_CLASS / size);
 /// 0 for classes above the budget (they bypass the per-CPU tier).

@@ -10,7 +10,7 @@ use core::ptr;
 use crate::cpu_cache;
 use crate::heap::{self, Owner};
 use crate::report;
-use crate::size_class::{class_of, Class};
+use crate::size_class::{class_of, Class, MIN_ALIGN};
 
 /// The allocator: `#[global_allocator] static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;`
 #[derive(Clone, Copy, Debug, Default)]
@@ -126,6 +126,48 @@ pub unsafe fn free(ptr: *mut u8) {
         Some(Owner::Large { .. }) => unsafe { heap::dealloc_large(ptr) },
         None => report::invalid_pointer("free", ptr),
     }
+}
+
+/// Resizes a block by address alone (C `realloc` for a non-null `ptr` and a
+/// non-zero size): stays in place when the size class does not change (or a large
+/// block can be resized where it is), else moves to a block aligned to 16 bytes.
+/// Null when out of memory, leaving the block untouched. A pointer that is not the
+/// start of one of our blocks is reported and the process aborts.
+///
+/// # Safety
+/// `ptr` is a live block from this allocator; on success the caller uses only the
+/// returned pointer.
+pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
+    let owner = match heap::lookup(ptr) {
+        Some(owner) => owner,
+        None => report::invalid_pointer("realloc", ptr),
+    };
+    let new_class = class_of(new_size, MIN_ALIGN);
+    match owner {
+        Owner::Small(class) if new_class == Some(class) => return ptr,
+        Owner::Large { .. } if new_class.is_none() => {
+            // SAFETY: `ptr` starts a live large block the caller owns.
+            let moved = unsafe { heap::realloc_large(ptr, new_size) };
+            if !moved.is_null() {
+                return moved;
+            }
+        }
+        _ => {}
+    }
+    let Ok(layout) = Layout::from_size_align(new_size, MIN_ALIGN) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: a valid layout of non-zero size.
+    let new_ptr = unsafe { CpuSlab.alloc(layout) };
+    if !new_ptr.is_null() {
+        // SAFETY: both blocks are live and distinct; the old one has at least
+        // `usable_size` bytes, the new one `new_size`.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr, new_ptr, owner.usable_size().min(new_size));
+            free(ptr);
+        }
+    }
+    new_ptr
 }
 
 /// Bytes usable at `ptr` (at least what was asked for), or None if `ptr` is not

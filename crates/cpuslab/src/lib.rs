@@ -63,7 +63,8 @@ mod span;
 mod stats;
 mod sync;
 
-pub use global::{free, owns, trim, usable_size, CpuSlab};
+pub use global::{free, owns, realloc, trim, usable_size, CpuSlab};
+pub use size_class::MIN_ALIGN;
 pub use stats::{stats, ClassStats, Stats};
 
 /// What integration tests and benchmarks need from the inside. Not a stable
