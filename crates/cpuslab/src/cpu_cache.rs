@@ -149,14 +149,14 @@ fn init() -> bool {
 #[inline]
 pub(crate) fn home() -> usize {
     match region() {
-        Some(region) => region.index().current() as usize,
+        Some(region) => region.current_index() as usize,
         None => rseq_core::current_cpu() as usize,
     }
 }
 
 /// Makes sure the calling thread's stack of `class` has its slots.
 fn install(stacks: PerCpu<Stack>, region: PerCpu<Block>, class: Class) {
-    let index = stacks.index().current();
+    let index = stacks.current_index();
     let Some(stack) = stacks.slot(index) else {
         return;
     };

@@ -7,7 +7,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicIsize, Ordering};
+use core::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 use rseq_sys::{rseq, RSEQ_CPU_ID_OFFSET, RSEQ_CPU_ID_REGISTRATION_FAILED};
 use rseq_sys::{RSEQ_CPU_ID_UNINITIALIZED, RSEQ_MM_CID_OFFSET};
@@ -281,13 +281,22 @@ fn own_registration_len() -> usize {
     }
 }
 
-/// The kernel's rseq feature size (AT_RSEQ_FEATURE_SIZE; 20 when it does not say).
+/// The kernel's rseq feature size (AT_RSEQ_FEATURE_SIZE; 20 when it does not say),
+/// read from the auxiliary vector once.
 pub(crate) fn kernel_feature_size() -> usize {
     /// `offsetof(struct rseq, flags) + 4`: the fields every rseq kernel fills.
     const ORIGINAL_FEATURE_SIZE: usize = 20;
-    // SAFETY: getauxval only reads the auxiliary vector.
-    match unsafe { libc::getauxval(rseq_sys::AT_RSEQ_FEATURE_SIZE.into()) } as usize {
-        0 => ORIGINAL_FEATURE_SIZE,
+    static FEATURE_SIZE: AtomicUsize = AtomicUsize::new(0);
+    match FEATURE_SIZE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: getauxval only reads the auxiliary vector.
+            let size = match unsafe { libc::getauxval(rseq_sys::AT_RSEQ_FEATURE_SIZE.into()) } {
+                0 => ORIGINAL_FEATURE_SIZE,
+                size => size as usize,
+            };
+            FEATURE_SIZE.store(size, Ordering::Relaxed);
+            size
+        }
         size => size,
     }
 }

@@ -43,6 +43,17 @@ impl Index {
             Index::Cpu => crate::current_cpu(),
         }
     }
+
+    /// The calling thread's value of `self` where `self` is already effective (as a
+    /// region's index is): no re-check of what the kernel fills.
+    pub(crate) fn current_resolved(self) -> u32 {
+        let area = crate::area::this_thread();
+        match (self, area) {
+            (Index::ConcurrencyId, Some(area)) => area.mm_cid(),
+            (Index::Cpu, Some(area)) => area.cpu_id(),
+            (_, None) => crate::cpu::sched_getcpu(),
+        }
+    }
 }
 
 /// A region of `len` per-CPU slots of `T`, slot `i` at `base + (i << shift)`.
@@ -120,6 +131,13 @@ impl<T> PerCpu<T> {
     /// The index the region uses in this process.
     pub fn index(&self) -> Index {
         self.index
+    }
+
+    /// The calling thread's index into this region now (a hint: it may change
+    /// right after).
+    #[inline]
+    pub fn current_index(&self) -> u32 {
+        self.index.current_resolved()
     }
 
     /// The same region seen at a field: every slot's `U` at `offset` bytes into it
