@@ -40,22 +40,11 @@ pub(crate) fn run<T, R>(
 ) -> Result<R, OpError> {
     let mut first = None;
     if let Some(area) = area::this_thread_registered() {
-        let index_offset = region.index_offset();
-        let index = area.read_u32(index_offset);
-        if let Some(slot) = region.slot_ptr(index) {
-            let site = Site {
-                area: area.tp_offset(),
-                index_offset,
-                index,
-            };
-            let (status, value) = section(site, slot.as_ptr());
-            if status == Status::DONE {
-                return Ok(value);
-            }
-            if status == Status::REFUSED {
-                return Err(refused(value));
-            }
-            first = Some(status);
+        match attempt(region, area, &mut section) {
+            Some((Status::DONE, value)) => return Ok(value),
+            Some((Status::REFUSED, value)) => return Err(refused(value)),
+            Some((status, _)) => first = Some(status),
+            None => {}
         }
     } else if crate::mode::decided() == Some(Mode::Fallback) {
         return run_locked(region, locked);
@@ -70,9 +59,23 @@ pub(crate) fn run<T, R>(
 #[inline(always)]
 pub(crate) fn try_once<T, R>(
     region: &PerCpu<T>,
-    section: impl FnOnce(Site, *mut T) -> (Status, R),
+    mut section: impl FnMut(Site, *mut T) -> (Status, R),
 ) -> Option<R> {
     let area = area::this_thread_registered()?;
+    match attempt(region, area, &mut section)? {
+        (Status::DONE, value) => Some(value),
+        _ => None,
+    }
+}
+
+/// Runs `section` once on `area`'s thread's slot: reads the index, finds the slot
+/// (None when the index lies beyond the region), and returns how the section ended.
+#[inline(always)]
+fn attempt<T, R>(
+    region: &PerCpu<T>,
+    area: area::Area,
+    section: &mut impl FnMut(Site, *mut T) -> (Status, R),
+) -> Option<(Status, R)> {
     let index_offset = region.index_offset();
     let index = area.read_u32(index_offset);
     let slot = region.slot_ptr(index)?;
@@ -81,8 +84,7 @@ pub(crate) fn try_once<T, R>(
         index_offset,
         index,
     };
-    let (status, value) = section(site, slot.as_ptr());
-    (status == Status::DONE).then_some(value)
+    Some(section(site, slot.as_ptr()))
 }
 
 /// Everything but a first attempt that ran: the mode decision and registration,
@@ -100,7 +102,6 @@ fn run_slow<T, R>(
     if !uses_rseq() {
         return run_locked(&region, locked);
     }
-    let index_offset = region.index_offset();
     let mut restarts = 0;
     if let Some(status) = first {
         note_restart(status);
@@ -110,23 +111,12 @@ fn run_slow<T, R>(
         let Some(area) = area::this_thread() else {
             return Err(OpError::Unavailable);
         };
-        let index = area.read_u32(index_offset);
-        let Some(slot) = region.slot_ptr(index) else {
-            return Err(OpError::Unavailable);
-        };
-        let site = Site {
-            area: area.tp_offset(),
-            index_offset,
-            index,
-        };
-        let (status, value) = section(site, slot.as_ptr());
-        if status == Status::DONE {
-            return Ok(value);
+        match attempt(&region, area, &mut section) {
+            None => return Err(OpError::Unavailable),
+            Some((Status::DONE, value)) => return Ok(value),
+            Some((Status::REFUSED, value)) => return Err(refused(value)),
+            Some((status, _)) => note_restart(status),
         }
-        if status == Status::REFUSED {
-            return Err(refused(value));
-        }
-        note_restart(status);
         restarts += 1;
         if restarts >= MAX_RESTARTS {
             counters::note_gave_up();

@@ -16,25 +16,10 @@ pub fn stats() -> LowerStats {
     s
 }
 
-/// A small deterministic PRNG (xorshift64*).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+#[path = "../shared/rng.rs"]
+mod rng;
+#[allow(unused_imports)]
+pub use rng::Rng;
 
 /// Writes `tag` at the start, at every page boundary and at the end of the
 /// `size`-byte object at `p` (size >= 16; unaligned stores).
