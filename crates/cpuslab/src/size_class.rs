@@ -109,6 +109,13 @@ impl Class {
         }
     }
 
+    /// `offset / size()` without a division, exact for `offset < 2^SPAN_OFFSET_BITS`
+    /// (free-by-address computes it on every call).
+    #[inline]
+    pub const fn divide(self, offset: usize) -> usize {
+        ((offset as u64 * RECIPROCAL[self.0 as usize]) >> RECIPROCAL_SHIFT) as usize
+    }
+
     /// Every class in increasing size order.
     pub fn all() -> impl Iterator<Item = Class> {
         (0..NUM_CLASSES as u8).map(Class)
@@ -213,8 +220,30 @@ const fn build_span_pages() -> [u16; TABLE_LEN] {
     t
 }
 
+/// Shift of the reciprocals: exact division for every offset below
+/// 2^SPAN_OFFSET_BITS (a span is at most 512 pages, 2 MiB = 2^21 bytes) by every
+/// class size up to 2^18: the error of `offset * ceil(2^42 / size) >> 42` is below
+/// offset / 2^42 < 2^-21, smaller than the gap 1 / size between quotients.
+const RECIPROCAL_SHIFT: u32 = 42;
+/// Offsets the reciprocals divide exactly are below 2^this.
+pub const SPAN_OFFSET_BITS: u32 = 21;
+
+const fn build_reciprocals() -> [u64; TABLE_LEN] {
+    let mut t = [0u64; TABLE_LEN];
+    let mut i = 0;
+    while i < TABLE_LEN {
+        let size = CLASS_SIZE[i] as u64;
+        if size > 0 {
+            t[i] = (1u64 << RECIPROCAL_SHIFT).div_ceil(size);
+        }
+        i += 1;
+    }
+    t
+}
+
 static CLASS_SIZE: [u32; TABLE_LEN] = build_sizes();
 static SPAN_PAGES: [u16; TABLE_LEN] = build_span_pages();
+static RECIPROCAL: [u64; TABLE_LEN] = build_reciprocals();
 
 // Compile-time checks of the table's shape.
 const _: () = assert!(NUM_CLASSES <= u8::MAX as usize);
@@ -247,6 +276,22 @@ mod tests {
             }
         }
         assert_eq!(class_of(size, align), Some(c), "deterministic");
+    }
+
+    #[test]
+    fn reciprocal_division_is_exact_for_every_offset_in_a_span() {
+        for class in Class::all() {
+            let span_bytes = class.span_pages() * crate::os::PAGE_SIZE;
+            assert!(span_bytes <= 1 << SPAN_OFFSET_BITS);
+            for offset in (0..span_bytes).step_by(7).chain([span_bytes - 1]) {
+                assert_eq!(
+                    class.divide(offset),
+                    offset / class.size(),
+                    "{offset} / {}",
+                    class.size()
+                );
+            }
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::meta;
 use crate::os::PAGE_SIZE;
-use crate::size_class::{Class, MAX_OBJECTS_PER_SPAN};
+use crate::size_class::{Class, MAX_OBJECTS_PER_SPAN, SPAN_OFFSET_BITS};
 use crate::sync::Lock;
 
 /// Bits per bitmap word.
@@ -310,9 +310,13 @@ impl Span {
 #[inline]
 pub fn object_index(start: usize, class: Class, addr: usize) -> Option<usize> {
     let offset = addr.checked_sub(start)?;
-    let size = class.size();
-    let index = offset / size;
-    if offset % size != 0 || index >= class.objects_per_span() {
+    if offset >= 1 << SPAN_OFFSET_BITS {
+        return None; // beyond any span (a stale page-map entry)
+    }
+    // A multiplication by the class's reciprocal, not a division: free by address
+    // runs this on every call.
+    let index = class.divide(offset);
+    if index * class.size() != offset || index >= class.objects_per_span() {
         return None;
     }
     Some(index)
