@@ -21,10 +21,11 @@ use core::mem::{size_of, MaybeUninit};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use rseq_core::{PerCpu, Stack};
+use rseq_core::{OpError, PerCpu, Stack};
 
 use crate::depot::{self, MAX_BATCH};
 use crate::os;
+use crate::report;
 use crate::size_class::{Class, NUM_CLASSES};
 
 /// Bytes of free objects one CPU may cache per class.
@@ -233,8 +234,10 @@ pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
     }
     let stacks = stacks(region, class);
     // The fast path tried once; this retries through restarts (or the fallback).
-    if stacks.push(object).is_ok() {
-        return;
+    match stacks.push(object) {
+        Ok(()) => return,
+        Err(OpError::Duplicate) => report::double_free("free", object),
+        Err(_) => {}
     }
     install(stacks, region, class);
     let home = home();
@@ -244,9 +247,11 @@ pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
         // SAFETY: objects from the cache are free objects of `class`.
         unsafe { depot::push_batch(class, home, &batch[..n]) };
     }
-    if stacks.push(object).is_err() {
+    match stacks.push(object) {
+        Ok(()) => {}
+        Err(OpError::Duplicate) => report::double_free("free", object),
         // SAFETY: forwarded contract.
-        unsafe { depot::push_one(class, home, object) };
+        Err(_) => unsafe { depot::push_one(class, home, object) },
     }
 }
 

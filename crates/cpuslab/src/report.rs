@@ -5,6 +5,23 @@
 #[cold]
 #[inline(never)]
 pub(crate) fn invalid_pointer(what: &str, ptr: *const u8) -> ! {
+    abort_with(
+        what,
+        "invalid pointer",
+        ptr,
+        "not the start of a block allocated by cpuslab",
+    )
+}
+
+/// Reports that `what` got a block that is free already, and aborts.
+#[cold]
+#[inline(never)]
+pub(crate) fn double_free(what: &str, ptr: *const u8) -> ! {
+    abort_with(what, "double free of", ptr, "the block is free already")
+}
+
+/// Writes `cpuslab: what(): problem 0x... (why)` to stderr and aborts.
+fn abort_with(what: &str, problem: &str, ptr: *const u8, why: &str) -> ! {
     let mut line = [0u8; 160];
     let mut len = 0;
     let mut put = |bytes: &[u8]| {
@@ -17,9 +34,13 @@ pub(crate) fn invalid_pointer(what: &str, ptr: *const u8) -> ! {
     };
     put(b"cpuslab: ");
     put(what.as_bytes());
-    put(b"(): invalid pointer 0x");
+    put(b"(): ");
+    put(problem.as_bytes());
+    put(b" 0x");
     put(&hex(ptr as usize));
-    put(b" (not the start of a block allocated by cpuslab)\n");
+    put(b" (");
+    put(why.as_bytes());
+    put(b")\n");
     // SAFETY: writing a stack buffer to stderr, then abort (never returns).
     unsafe {
         libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), len);

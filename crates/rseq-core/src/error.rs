@@ -7,6 +7,9 @@ pub enum OpError {
     Empty,
     /// Push: this CPU's stack had no room (or it is stopped).
     Full,
+    /// Push: the item is this CPU's top item already (pushed twice in a row; for an
+    /// allocator, a double free). Stacks hold distinct items.
+    Duplicate,
     /// Compare-and-store: this CPU's word held this value instead.
     Mismatch(usize),
     /// The section aborted [`crate::MAX_RESTARTS`] times in a row (preemption,

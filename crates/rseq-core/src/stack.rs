@@ -81,8 +81,13 @@ impl Stack {
         if top >= self.capacity.load(Ordering::Relaxed) {
             return Err(OpError::Full);
         }
+        let slots = self.slots.load(Ordering::Relaxed);
+        // SAFETY: top - 1 < top < capacity, and slots holds `capacity` pointers.
+        if top > 0 && unsafe { *slots.add(top as usize - 1) } == item {
+            return Err(OpError::Duplicate);
+        }
         // SAFETY: top < capacity, and slots holds `capacity` pointers.
-        unsafe { *self.slots.load(Ordering::Relaxed).add(top as usize) = item };
+        unsafe { *slots.add(top as usize) = item };
         self.top.store(top + 1, Ordering::Relaxed);
         Ok(())
     }
@@ -152,7 +157,9 @@ impl PerCpu<Stack> {
         )
     }
 
-    /// Pushes `item` onto the calling thread's CPU's stack.
+    /// Pushes `item` onto the calling thread's CPU's stack. An item equal to the
+    /// top item is refused with [`OpError::Duplicate`] (the cheapest double free to
+    /// catch: stacks hold distinct items).
     // The item is an opaque value to the stack: it is stored, never dereferenced.
     #[allow(clippy::not_unsafe_ptr_arg_deref)]
     #[inline(always)]
@@ -160,10 +167,17 @@ impl PerCpu<Stack> {
         route::run(
             self,
             // SAFETY: as in `pop`.
-            |site, stack| (unsafe { push_section(site, stack, item) }, ()),
-            |stack| stack.push_locked(item),
-            |_| OpError::Full,
+            |site, stack| unsafe { push_section(site, stack, item) },
+            |stack| stack.push_locked(item).map(|()| false),
+            |duplicate| {
+                if duplicate {
+                    OpError::Duplicate
+                } else {
+                    OpError::Full
+                }
+            },
         )
+        .map(drop)
     }
 
     /// One inline attempt at [`pop`](Self::pop): `None` on anything but success
@@ -180,9 +194,9 @@ impl PerCpu<Stack> {
     #[allow(clippy::not_unsafe_ptr_arg_deref)]
     #[inline(always)]
     pub fn try_push(&self, item: *mut u8) -> bool {
-        route::try_once(self, |site, stack| {
-            // SAFETY: as in `try_pop`.
-            (unsafe { push_section(site, stack, item) }, ())
+        // SAFETY: as in `try_pop`.
+        route::try_once(self, |site, stack| unsafe {
+            push_section(site, stack, item)
         })
         .is_some()
     }
@@ -304,7 +318,7 @@ unsafe fn pop_section(site: arch::Site, stack: *mut Stack) -> (arch::Status, *mu
 
 /// The push section, or its broken twin when a test asked for it.
 #[inline(always)]
-unsafe fn push_section(site: arch::Site, stack: *mut Stack, item: *mut u8) -> arch::Status {
+unsafe fn push_section(site: arch::Site, stack: *mut Stack, item: *mut u8) -> (arch::Status, bool) {
     #[cfg(feature = "fault-injection")]
     if crate::fault::broken_restart() {
         // SAFETY: forwarded caller contract.

@@ -130,6 +130,14 @@ fn stack_is_lifo_and_bounded() {
             stack.push(item(n)).unwrap();
         }
         assert_eq!(stack.push(item(5)), Err(OpError::Full));
+        assert_eq!(stack.pop(), Ok(item(4)));
+        assert_eq!(
+            stack.push(item(3)),
+            Err(OpError::Duplicate),
+            "the top item again"
+        );
+        assert!(!stack.try_push(item(3)));
+        stack.push(item(4)).unwrap();
         assert_eq!(stack.slot(here).unwrap().len(), 4);
         for n in (1..=4).rev() {
             assert_eq!(stack.pop(), Ok(item(n)));

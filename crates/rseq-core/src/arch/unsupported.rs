@@ -10,8 +10,8 @@ use core::sync::atomic::AtomicUsize;
 pub(crate) unsafe fn stack_pop(_: Site, _: *mut Stack) -> (Status, *mut u8) {
     (Status::ABORTED, core::ptr::null_mut())
 }
-pub(crate) unsafe fn stack_push(_: Site, _: *mut Stack, _: *mut u8) -> Status {
-    Status::ABORTED
+pub(crate) unsafe fn stack_push(_: Site, _: *mut Stack, _: *mut u8) -> (Status, bool) {
+    (Status::ABORTED, false)
 }
 pub(crate) unsafe fn stack_pop_batch(
     _: Site,

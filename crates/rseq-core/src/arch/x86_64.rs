@@ -205,18 +205,24 @@ macro_rules! stack_pop_fn {
     };
 }
 
+/// What a refused push leaves in its `top` register when the item was the top
+/// item already (a repeated push: for an allocator, a double free).
+pub(crate) const PUSH_DUPLICATE: u32 = u32::MAX;
+
 macro_rules! stack_push_fn {
     ($name:ident, $restart_to:literal) => {
-        /// Pushes `item` onto this CPU's stack.
+        /// Pushes `item` onto this CPU's stack; refuses it if it is the top item
+        /// already (then the second value is true).
         ///
         /// # Safety
         /// As for `stack_pop`.
         #[inline(always)]
-        pub(crate) unsafe fn $name(site: Site, stack: *mut Stack, item: *mut u8) -> Status {
+        pub(crate) unsafe fn $name(site: Site, stack: *mut Stack, item: *mut u8) -> (Status, bool) {
             let status: usize;
-            // SAFETY: the caller guarantees the area and the slot; the section stores
-            // the item into the free slot at `top` (invisible until the commit) and
-            // commits `top + 1`.
+            let top: usize;
+            // SAFETY: the caller guarantees the area and the slot; the section reads
+            // the top item (when there is one), stores the new item into the free
+            // slot at `top` (invisible until the commit) and commits `top + 1`.
             unsafe {
                 critical_section!(
                     site: site,
@@ -228,6 +234,13 @@ macro_rules! stack_push_fn {
                         "cmp {top:e}, dword ptr [{stack} + {capacity}]\n",
                         "jae 9f\n",
                         "mov {slots}, qword ptr [{stack} + {slots_offset}]\n",
+                        "test {top:e}, {top:e}\n",
+                        "jz 6f\n",
+                        "cmp {item}, qword ptr [{slots} + {top} * 8 - 8]\n",
+                        "jne 6f\n",
+                        "mov {top:e}, {duplicate}\n",
+                        "jmp 9f\n",
+                        "6:\n",
                         "mov qword ptr [{slots} + {top} * 8], {item}\n",
                         "add {top:e}, 1\n",
                     ),
@@ -235,13 +248,15 @@ macro_rules! stack_push_fn {
                     stack = in(reg) stack,
                     item = in(reg) item,
                     slots = out(reg) _,
-                    top = out(reg) _,
+                    top = out(reg) top,
                     refused = const STATUS_REFUSED,
+                    duplicate = const PUSH_DUPLICATE,
                     capacity = const CAPACITY_OFFSET,
                     slots_offset = const SLOTS_OFFSET,
                 );
             }
-            Status::from_register(status as u32)
+            let status = Status::from_register(status as u32);
+            (status, status == Status::REFUSED && top as u32 == PUSH_DUPLICATE)
         }
     };
 }
