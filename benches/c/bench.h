@@ -1,0 +1,46 @@
+/* Shared by the whole-program benchmarks: a fast PRNG, a clock, and a way to
+ * keep the compiler from removing allocations whose result looks unused. */
+#ifndef CPUSLAB_BENCH_H
+#define CPUSLAB_BENCH_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+/* The pointer escapes: malloc/free pairs cannot be elided. */
+#define ESCAPE(p) __asm__ volatile("" : : "r"(p) : "memory")
+
+static inline uint64_t rng_next(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
+static inline double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A positive integer argument, or `fallback`. */
+static inline long arg_long(int argc, char **argv, int index, long fallback) {
+    if (argc > index) {
+        long value = strtol(argv[index], NULL, 10);
+        if (value > 0)
+            return value;
+    }
+    return fallback;
+}
+
+static inline void *checked(void *p) {
+    if (p == NULL) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+#endif

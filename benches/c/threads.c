@@ -1,0 +1,80 @@
+/* threads: T threads, each with a working set of W live blocks of varied sizes
+ * (mostly 16..128 bytes, some up to 1 KiB and 8 KiB); every step frees a
+ * random block of its own set and allocates a new one in its place, touching
+ * both ends. usage: threads [millions of steps in all=40] [threads=8]
+ * [working set per thread=4000] */
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "bench.h"
+
+struct job {
+    long steps;
+    long working_set;
+    uint64_t seed;
+    unsigned long sum;
+};
+
+static size_t pick_size(uint64_t r) {
+    unsigned p = (unsigned)(r % 100);
+    if (p < 70)
+        return 16 + (r >> 8) % 113;
+    if (p < 95)
+        return 128 + (r >> 8) % 897;
+    return 1024 + (r >> 8) % 7169;
+}
+
+static void *run(void *arg) {
+    struct job *job = arg;
+    uint64_t rng = job->seed;
+    long w = job->working_set;
+    unsigned char **set = checked(malloc((size_t)w * sizeof *set));
+    size_t *sizes = checked(malloc((size_t)w * sizeof *sizes));
+    for (long i = 0; i < w; i++) {
+        sizes[i] = pick_size(rng_next(&rng));
+        set[i] = checked(malloc(sizes[i]));
+        set[i][0] = 1;
+        set[i][sizes[i] - 1] = 1;
+    }
+    unsigned long sum = 0;
+    for (long s = 0; s < job->steps; s++) {
+        uint64_t r = rng_next(&rng);
+        long i = (long)((r >> 32) % (uint64_t)w);
+        sum += set[i][0] + set[i][sizes[i] - 1];
+        free(set[i]);
+        sizes[i] = pick_size(r);
+        set[i] = malloc(sizes[i]);
+        set[i][0] = (unsigned char)s;
+        set[i][sizes[i] - 1] = 1;
+    }
+    for (long i = 0; i < w; i++)
+        free(set[i]);
+    free(set);
+    free(sizes);
+    job->sum = sum;
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    long steps = arg_long(argc, argv, 1, 40) * 1000000L;
+    long threads = arg_long(argc, argv, 2, 8);
+    long w = arg_long(argc, argv, 3, 4000);
+    pthread_t *ids = checked(calloc((size_t)threads, sizeof *ids));
+    struct job *jobs = checked(calloc((size_t)threads, sizeof *jobs));
+    double start = now_seconds();
+    for (long t = 0; t < threads; t++) {
+        jobs[t] = (struct job){steps / threads, w, 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1), 0};
+        pthread_create(&ids[t], NULL, run, &jobs[t]);
+    }
+    unsigned long sum = 0;
+    for (long t = 0; t < threads; t++) {
+        pthread_join(ids[t], NULL);
+        sum += jobs[t].sum;
+    }
+    double seconds = now_seconds() - start;
+    printf("threads: %ld threads x %ld live blocks, %ld replacements in %.3f s: %.1f ns/step (check %lu)\n",
+           threads, w, steps, seconds, seconds * 1e9 / (double)steps, sum);
+    free(ids);
+    free(jobs);
+    return 0;
+}
