@@ -48,7 +48,7 @@ unsafe impl GlobalAlloc for CpuSlab {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class_of(layout.size(), layout.align()) {
             Some(class) => alloc_small(class),
-            None => heap::alloc_large(layout.size(), layout.align()),
+            None => heap::alloc_large_uninit(layout.size(), layout.align()),
         }
     }
 
@@ -74,7 +74,7 @@ unsafe impl GlobalAlloc for CpuSlab {
                 }
                 object
             }
-            // Large blocks are fresh mappings: already zero, no memset.
+            // A fresh mapping is zero already: no memset (a reused one is cleared).
             None => heap::alloc_large(layout.size(), layout.align()),
         }
     }

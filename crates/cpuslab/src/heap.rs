@@ -9,6 +9,7 @@
 
 use crate::central::{self, ClassStats};
 use crate::large::{self, LargeStats};
+use crate::large_cache;
 use crate::page_heap::{self, PageHeapStats};
 use crate::pagemap;
 use crate::size_class::{Class, NUM_CLASSES};
@@ -67,7 +68,11 @@ impl LowerStats {
                 free_decommitted: 0,
                 decommits: 0,
             },
-            large: LargeStats { bytes: 0, count: 0 },
+            large: LargeStats {
+                bytes: 0,
+                count: 0,
+                cached: 0,
+            },
             metadata_mapped: 0,
             span_records: 0,
             classes: [ZERO_CLASS; NUM_CLASSES],
@@ -77,13 +82,27 @@ impl LowerStats {
     /// Address space mapped from the OS: page-heap chunks, large objects and
     /// metadata.
     pub fn mapped(&self) -> usize {
-        self.page_heap.mapped + self.large.bytes + self.metadata_mapped
+        [
+            self.page_heap.mapped,
+            self.large.bytes,
+            self.large.cached,
+            self.metadata_mapped,
+        ]
+        .into_iter()
+        .fold(0, usize::saturating_add)
     }
 
     /// An upper bound of resident memory: page-heap memory not decommitted,
     /// large objects and metadata.
     pub fn resident(&self) -> usize {
-        self.page_heap.resident() + self.large.bytes + self.metadata_mapped
+        [
+            self.page_heap.resident(),
+            self.large.bytes,
+            self.large.cached,
+            self.metadata_mapped,
+        ]
+        .into_iter()
+        .fold(0, usize::saturating_add)
     }
 
     /// Bytes held free in spans of size classes.
@@ -127,6 +146,13 @@ pub unsafe fn free_batch(class: Class, objects: &[*mut u8]) {
 #[inline]
 pub fn alloc_large(size: usize, align: usize) -> *mut u8 {
     large::alloc_large(size, align)
+}
+
+/// As [`alloc_large`], but the memory may hold old contents (a reused mapping):
+/// for `alloc` and `realloc`, which need not clear it.
+#[inline]
+pub fn alloc_large_uninit(size: usize, align: usize) -> *mut u8 {
+    large::alloc_large_uninit(size, align)
 }
 
 /// Unmaps the large object at `ptr`; ignores pointers that are not the start
@@ -178,6 +204,7 @@ pub fn lookup(ptr: *const u8) -> Option<Owner> {
 /// Returns every free page-heap run's memory to the OS now.
 pub fn trim() {
     page_heap::trim();
+    large_cache::release();
 }
 
 /// Sets the page heap's decay time in milliseconds (0: return memory at
@@ -193,6 +220,7 @@ pub fn set_decay_ms(ms: u64) {
 pub fn lock_all() {
     central::lock_all();
     page_heap::lock();
+    large_cache::lock();
     span::lock_pool();
     meta::lock();
 }
@@ -209,6 +237,7 @@ pub unsafe fn unlock_all() {
     unsafe {
         meta::unlock();
         span::unlock_pool();
+        large_cache::unlock();
         page_heap::unlock();
         central::unlock_all();
     }

@@ -14,6 +14,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::large_cache;
 use crate::os::{self, PAGE_SIZE};
 use crate::pagemap;
 use crate::span::{self, Span, SpanKind};
@@ -30,21 +31,50 @@ pub struct LargeStats {
     pub bytes: usize,
     /// Live large objects (one mapping each).
     pub count: usize,
+    /// Bytes of freed mappings kept for reuse.
+    pub cached: usize,
 }
 
 /// Maps a large object of `size` bytes aligned to `align` (a power of two).
 /// The memory reads as zero. Null when out of memory or on a bad request.
 pub fn alloc_large(size: usize, align: usize) -> *mut u8 {
+    alloc(size, align, true)
+}
+
+/// As [`alloc_large`], but the memory may hold old contents (a reused mapping).
+pub fn alloc_large_uninit(size: usize, align: usize) -> *mut u8 {
+    alloc(size, align, false)
+}
+
+fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
     let Some(len) = os::round_up(size.max(1), PAGE_SIZE) else {
         return ptr::null_mut();
     };
-    let Some(base) = os::map_aligned(len, align) else {
-        return ptr::null_mut();
+    let reused = if align <= PAGE_SIZE {
+        large_cache::take(len)
+    } else {
+        None
     };
-    let base = base.as_ptr();
+    let base = match reused {
+        Some(base) => {
+            if zeroed {
+                // SAFETY: a whole mapping of `len` bytes that nobody else uses.
+                unsafe { ptr::write_bytes(base, 0, len) };
+            }
+            base
+        }
+        None => match os::map_aligned(len, align).or_else(|| {
+            // Out of address space: give back what the cache holds, then retry.
+            large_cache::release();
+            os::map_aligned(len, align)
+        }) {
+            Some(base) => base.as_ptr(),
+            None => return ptr::null_mut(),
+        },
+    };
     match register(base, len, align) {
         Some(_) => base,
         None => {
@@ -99,6 +129,9 @@ pub unsafe fn free_large(ptr: *mut u8) -> bool {
         return false;
     }
     retire(span);
+    if large_cache::put(ptr, len) {
+        return true;
+    }
     // SAFETY: the object's mapping is exactly [ptr, ptr + len); this thread
     // won the page-map entry, so nobody else unmaps it, and the caller gave it up.
     unsafe { os::unmap(ptr, len) }
@@ -138,7 +171,7 @@ pub unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
     }
     // Grow: map the destination (aligned, registered), then move the old
     // pages onto it; copy only if the kernel refuses the move.
-    let new = alloc_large(new_size, align);
+    let new = alloc_large_uninit(new_size, align);
     if new.is_null() {
         return ptr::null_mut();
     }
@@ -167,6 +200,7 @@ pub fn stats() -> LargeStats {
     LargeStats {
         bytes: LIVE_BYTES.load(Ordering::Relaxed),
         count: LIVE_COUNT.load(Ordering::Relaxed),
+        cached: large_cache::cached_bytes(),
     }
 }
 
@@ -179,7 +213,42 @@ mod tests {
     }
 
     #[test]
+    fn freed_mappings_are_reused_and_cleared_when_asked() {
+        let _serial = crate::test_serial();
+        let size = 3 << 20;
+        let p = alloc_large_uninit(size, 16);
+        assert!(!p.is_null());
+        // SAFETY: `size` fresh bytes, then freed once.
+        unsafe {
+            p.write_bytes(0xab, size);
+            assert!(free_large(p));
+        }
+        assert!(large_cache::cached_bytes() >= size);
+        // A slightly smaller request reuses the mapping (trimmed to its length).
+        let q = alloc_large_uninit(size - 100_000, 16);
+        assert_eq!(q, p, "reused");
+        // SAFETY: q is live; then freed.
+        unsafe {
+            assert_eq!(*q, 0xab, "reused memory keeps its contents");
+            assert!(free_large(q));
+        }
+        let z = alloc_large(size - 100_000, 16);
+        assert_eq!(z, p, "reused again");
+        // SAFETY: z is live; then freed.
+        unsafe {
+            assert!(
+                (0..size - 100_000).step_by(4093).all(|i| *z.add(i) == 0),
+                "cleared"
+            );
+            assert!(free_large(z));
+        }
+        large_cache::release();
+        assert_eq!(large_cache::cached_bytes(), 0);
+    }
+
+    #[test]
     fn alloc_free_and_ownership() {
+        let _serial = crate::test_serial();
         for (size, align) in [(300_000, 16), (1, 8192), (5 << 20, 1 << 21), (4096, 4096)] {
             let p = alloc_large(size, align);
             assert!(!p.is_null());

@@ -53,6 +53,7 @@ mod fork;
 mod global;
 mod heap;
 mod large;
+mod large_cache;
 mod meta;
 mod os;
 mod page_heap;

@@ -168,7 +168,7 @@ pub struct PageHeapStats {
 impl PageHeapStats {
     /// Bytes that may be resident: in use plus committed free runs.
     pub fn resident(&self) -> usize {
-        self.in_use + self.free_committed
+        self.in_use.saturating_add(self.free_committed)
     }
 }
 
@@ -442,7 +442,7 @@ impl Inner {
 }
 
 /// Milliseconds on CLOCK_MONOTONIC_COARSE (cheap: read from the vDSO).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

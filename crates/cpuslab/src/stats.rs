@@ -48,6 +48,8 @@ pub struct Stats {
     pub large_bytes: usize,
     /// Number of large blocks.
     pub large_count: usize,
+    /// Bytes of freed large mappings kept for reuse.
+    pub large_cached_bytes: usize,
     /// Bytes of metadata (span records, page map, batch records).
     pub metadata_bytes: usize,
     /// Per size class.
@@ -74,6 +76,7 @@ pub fn stats() -> Stats {
         span_free_bytes: 0,
         large_bytes: lower.large.bytes,
         large_count: lower.large.count,
+        large_cached_bytes: lower.large.cached,
         metadata_bytes: lower.metadata_mapped,
         classes: [ClassStats::default(); NUM_CLASSES],
         mode: rseq_core::mode(),
@@ -142,12 +145,13 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  free: {} on CPUs, {} in the depot, {} in spans; large {} in {} blocks; metadata {}",
+            "  free: {} on CPUs, {} in the depot, {} in spans; large {} in {} blocks ({} cached); metadata {}",
             Bytes(self.cpu_cache_bytes),
             Bytes(self.depot_bytes),
             Bytes(self.span_free_bytes),
             Bytes(self.large_bytes),
             self.large_count,
+            Bytes(self.large_cached_bytes),
             Bytes(self.metadata_bytes)
         )?;
         writeln!(
