@@ -58,20 +58,21 @@ fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     } else {
         None
     };
-    let base = match reused {
-        Some(base) => {
+    let (base, len) = match reused {
+        Some((base, cached_len)) => {
             if zeroed {
-                // SAFETY: a whole mapping of `len` bytes that nobody else uses.
-                unsafe { ptr::write_bytes(base, 0, len) };
+                // SAFETY: a whole mapping of at least `size` bytes that nobody else
+                // uses; the rest of it is beyond what the caller may touch.
+                unsafe { ptr::write_bytes(base, 0, size) };
             }
-            base
+            (base, cached_len)
         }
         None => match os::map_aligned(len, align).or_else(|| {
             // Out of address space: give back what the cache holds, then retry.
             large_cache::release();
             os::map_aligned(len, align)
         }) {
-            Some(base) => base.as_ptr(),
+            Some(base) => (base.as_ptr(), len),
             None => return ptr::null_mut(),
         },
     };
@@ -224,7 +225,7 @@ mod tests {
             assert!(free_large(p));
         }
         assert!(large_cache::cached_bytes() >= size);
-        // A slightly smaller request reuses the mapping (trimmed to its length).
+        // A smaller request reuses the whole mapping.
         let q = alloc_large_uninit(size - 100_000, 16);
         assert_eq!(q, p, "reused");
         // SAFETY: q is live; then freed.

@@ -3,11 +3,11 @@
 //! every time (the whole-program "server" benchmark made 421k page faults
 //! without it).
 //!
-//! A few entries, a byte budget, and a decay: an entry unused for `DECAY_MS` is
-//! unmapped by the next operation; `release` unmaps everything (for `trim`, and
-//! when the address space runs out). A mapping is reused for a request of at most
-//! its length and at least 3/4 of it; its tail beyond the request is unmapped, so a
-//! reused block is again exactly one mapping. Reused memory is not zero.
+//! A few dozen entries, a byte budget, and a decay: an entry unused for `DECAY_MS`
+//! is unmapped by the next operation; `release` unmaps everything (for `trim`, and
+//! when the address space runs out). A mapping is reused whole for a request of at
+//! most its length and at least half of it (no munmap of a tail: that would cost
+//! the system call the cache exists to save). Reused memory is not zero.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +17,7 @@ use crate::page_heap::now_ms;
 use crate::sync::Lock;
 
 /// Mappings kept at most.
-const ENTRIES: usize = 8;
+const ENTRIES: usize = 32;
 /// Bytes kept at most.
 const BUDGET_BYTES: usize = 64 << 20;
 /// An entry unused this long is unmapped.
@@ -98,25 +98,20 @@ impl Evicted {
     }
 }
 
-/// A cached mapping of exactly `len` bytes (a page multiple), if one fits.
-pub(crate) fn take(len: usize) -> Option<*mut u8> {
+/// The smallest cached mapping of `len` to `2 * len` bytes, with its length.
+pub(crate) fn take(len: usize) -> Option<(*mut u8, usize)> {
     if CACHE.bytes.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    let (base, cached_len) = with_entries(|entries, _| {
+    with_entries(|entries, _| {
         let entry = entries
             .iter_mut()
-            .filter(|e| e.len >= len && e.len - len <= e.len / 4)
+            .filter(|e| e.len >= len && e.len / 2 <= len)
             .min_by_key(|e| e.len)?;
-        let found = (entry.base, entry.len);
+        let found = (entry.base as *mut u8, entry.len);
         *entry = EMPTY;
         Some(found)
-    })?;
-    if cached_len > len {
-        // SAFETY: the tail of a mapping we own and nobody uses.
-        unsafe { os::unmap((base + len) as *mut u8, cached_len - len) };
-    }
-    Some(base as *mut u8)
+    })
 }
 
 /// Keeps the free mapping `[base, base + len)` for reuse; false if it does not

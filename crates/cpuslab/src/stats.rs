@@ -34,7 +34,8 @@ pub struct Stats {
     pub allocated: usize,
     /// Bytes in spans that hold objects, plus large blocks.
     pub active: usize,
-    /// Bytes resident (committed and not returned to the OS), metadata included.
+    /// Bytes that may be resident: everything committed and not returned to the OS,
+    /// metadata included (an upper bound: pages of a span never touched count too).
     pub resident: usize,
     /// Bytes of address space mapped.
     pub mapped: usize,
