@@ -1,4 +1,6 @@
-//! Comparisons of cpuslab and rseq-core against peers (see docs/benchmarks.md).
+//! Comparisons of cpuslab and rseq-core against peers (see docs/benchmarks.md):
+//! the comparison program (`cargo run --release -p cpuslab-bench`, `src/main.rs`)
+//! and the criterion benchmarks (`benches/`).
 //!
 //! [`ALLOCATORS`] is the one list of allocators every benchmark and tool iterates:
 //! add an allocator there and it shows up everywhere.
