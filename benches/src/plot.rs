@@ -138,6 +138,17 @@ pub fn ratio_bars(
 }
 
 /// Ticks of a ratio axis: powers of 2 (and 1.5x steps when the range is narrow).
+/// The label of a categorical axis at `x`: category `i` sits at x = i; positions
+/// between categories (and past the last) get no label.
+fn category_label(x: f64, name: impl Fn(usize) -> Option<String>) -> String {
+    let i = x.round();
+    if (x - i).abs() < 1e-6 && i >= 0.0 {
+        name(i as usize).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let narrow = hi / lo < 8.0;
     let mut ticks = Vec::new();
@@ -188,14 +199,7 @@ fn threads(report: &Report, path: &Path) -> PlotResult {
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(-0.3f64..k as f64 - 0.7, 0.0..max * 1.1)?;
-    let label = |x: &f64| {
-        let i = x.round();
-        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < k {
-            points[i as usize].1.to_string()
-        } else {
-            String::new()
-        }
-    };
+    let label = |x: &f64| category_label(*x, |i| points.get(i).map(|p| p.1.to_string()));
     chart
         .configure_mesh()
         .x_labels(k + 1)
@@ -280,14 +284,7 @@ fn memory_view(report: &Report, w: usize, path: &Path) -> PlotResult {
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(-0.5f64..m as f64 - 0.5, 0.0..max * 1.15)?;
-    let label = |x: &f64| {
-        let i = x.round();
-        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < m {
-            allocators[i as usize].to_string()
-        } else {
-            String::new()
-        }
-    };
+    let label = |x: &f64| category_label(*x, |i| allocators.get(i).map(|a| a.to_string()));
     chart
         .configure_mesh()
         .x_labels(m + 1)
