@@ -62,8 +62,10 @@ impl Index {
 /// operations (on [`crate::Stack`], [`crate::ListHead`] and `AtomicUsize` slots) find
 /// the calling thread's slot. Zeroed memory is a valid initial state for all three.
 pub struct PerCpu<T> {
-    base: NonNull<u8>,
-    shift: u32,
+    /// Slot 0's address (any value in an empty region: it is never dereferenced).
+    base: *mut u8,
+    /// Bytes from one slot to the next (a power of two).
+    stride: usize,
     len: u32,
     index: Index,
     /// `index.field_offset()`, kept for the fast path.
@@ -83,7 +85,7 @@ impl<T> core::fmt::Debug for PerCpu<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("PerCpu")
             .field("base", &self.base)
-            .field("stride", &(1usize << self.shift))
+            .field("stride", &self.stride)
             .field("len", &self.len)
             .field("index", &self.index)
             .finish()
@@ -109,11 +111,44 @@ impl<T> PerCpu<T> {
         debug_assert!(shift < usize::BITS && (1usize << shift) >= core::mem::size_of::<T>());
         let index = index.effective();
         PerCpu {
-            base: base.cast(),
-            shift,
+            base: base.as_ptr().cast(),
+            stride: 1 << shift,
             len,
             index,
             index_offset: index.field_offset() as u32,
+            _slots: PhantomData,
+        }
+    }
+
+    /// The view's parts: base, stride in bytes, number of slots, index (already
+    /// effective).
+    pub(crate) fn into_parts(self) -> (*mut u8, usize, u32, Index) {
+        (self.base, self.stride, self.len, self.index)
+    }
+
+    /// The view [`into_parts`](Self::into_parts) took apart, its index given as
+    /// the offset of the index's field (which the fast path uses as is).
+    ///
+    /// # Safety
+    /// As for [`PerCpu::new`]; `index_offset` is the field of an effective index.
+    #[inline(always)]
+    pub(crate) unsafe fn from_parts(
+        base: *mut u8,
+        stride: usize,
+        len: u32,
+        index_offset: u32,
+    ) -> Self {
+        let index = if index_offset == Index::Cpu.field_offset() as u32 {
+            Index::Cpu
+        } else {
+            Index::ConcurrencyId
+        };
+        PerCpu {
+            base,
+            stride,
+            len,
+            index,
+            index_offset,
             _slots: PhantomData,
         }
     }
@@ -149,9 +184,9 @@ impl<T> PerCpu<T> {
     #[inline(always)]
     pub const unsafe fn project<U>(&self, offset: usize) -> PerCpu<U> {
         PerCpu {
-            // SAFETY: the caller guarantees the field lies inside slot 0 (at least).
-            base: unsafe { self.base.add(offset) },
-            shift: self.shift,
+            // Wrapping: an empty region's base points nowhere.
+            base: self.base.wrapping_add(offset),
+            stride: self.stride,
             len: self.len,
             index: self.index,
             index_offset: self.index_offset,
@@ -163,6 +198,19 @@ impl<T> PerCpu<T> {
     #[inline(always)]
     pub(crate) fn index_offset(&self) -> usize {
         self.index_offset as usize
+    }
+
+    /// The region as an indexed section sees it, from the thread whose area is at
+    /// `area` (offset from the thread pointer).
+    #[inline(always)]
+    pub(crate) fn place(&self, area: isize) -> crate::arch::Place {
+        crate::arch::Place {
+            area,
+            index_offset: self.index_offset(),
+            len: self.len,
+            stride: self.stride,
+            base: self.base,
+        }
     }
 
     /// Slot `i`, or None beyond the region.
@@ -177,8 +225,9 @@ impl<T> PerCpu<T> {
         if i >= self.len {
             return None;
         }
-        let offset = (i as usize) << self.shift;
-        // SAFETY: below `len`, the offset stays inside the caller's region (`new`).
-        Some(unsafe { self.base.add(offset).cast() })
+        let offset = i as usize * self.stride;
+        // SAFETY: below `len`, the offset stays inside the caller's region and
+        // lands on a valid slot (`new`), which is not null.
+        Some(unsafe { NonNull::new_unchecked(self.base.add(offset)).cast() })
     }
 }

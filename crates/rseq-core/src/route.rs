@@ -52,22 +52,6 @@ pub(crate) fn run<T, R>(
     run_slow(*region, section, locked, refused, first)
 }
 
-/// One inline attempt and nothing else: `None` on anything but success (refused,
-/// moved, aborted, not registered, fallback mode). For callers whose own slow path
-/// follows (then calling [`run`] there), so that their fast path stays a handful of
-/// instructions and a tail call.
-#[inline(always)]
-pub(crate) fn try_once<T, R>(
-    region: &PerCpu<T>,
-    mut section: impl FnMut(Site, *mut T) -> (Status, R),
-) -> Option<R> {
-    let area = area::this_thread_registered()?;
-    match attempt(region, area, &mut section)? {
-        (Status::DONE, value) => Some(value),
-        _ => None,
-    }
-}
-
 /// Runs `section` once on `area`'s thread's slot: reads the index, finds the slot
 /// (None when the index lies beyond the region), and returns how the section ended.
 #[inline(always)]
@@ -90,9 +74,8 @@ fn attempt<T, R>(
 /// Everything but a first attempt that ran: the mode decision and registration,
 /// the restarts up to [`MAX_RESTARTS`], and the fallback.
 /// `first` is how the inline attempt ended, if it ran a section.
-#[cold]
-#[inline(never)]
-fn run_slow<T, R>(
+#[inline]
+pub(crate) fn run_slow<T, R>(
     region: PerCpu<T>,
     mut section: impl FnMut(Site, *mut T) -> (Status, R),
     locked: impl FnOnce(&T) -> Result<R, OpError>,

@@ -10,7 +10,7 @@ use core::mem::offset_of;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use crate::arch;
-use crate::route;
+use crate::{area, route};
 use crate::{fallback, fence, FenceError, OpError, PerCpu};
 
 /// The header of one CPU's stack.
@@ -147,14 +147,10 @@ impl PerCpu<Stack> {
     /// Pops the top item of the calling thread's CPU's stack.
     #[inline(always)]
     pub fn pop(&self) -> Result<*mut u8, OpError> {
-        route::run(
-            self,
-            // SAFETY: `run` passes the registered area, the index it read and that
-            // index's slot, which `PerCpu::new` guarantees valid.
-            |site, stack| unsafe { pop_section(site, stack) },
-            Stack::pop_locked,
-            |_| OpError::Empty,
-        )
+        match self.try_pop() {
+            Some(item) => Ok(item),
+            None => self.pop_slow(),
+        }
     }
 
     /// Pushes `item` onto the calling thread's CPU's stack. An item equal to the
@@ -164,9 +160,61 @@ impl PerCpu<Stack> {
     #[allow(clippy::not_unsafe_ptr_arg_deref)]
     #[inline(always)]
     pub fn push(&self, item: *mut u8) -> Result<(), OpError> {
-        route::run(
-            self,
-            // SAFETY: as in `pop`.
+        if self.try_push(item) {
+            return Ok(());
+        }
+        self.push_slow(item)
+    }
+
+    /// One attempt at [`pop`](Self::pop), as one indexed section (it reads the
+    /// index itself: see the arch module): `None` on anything but success (also
+    /// when `pop` would succeed after a restart, in fallback mode, and for a null
+    /// item). For a fast path that falls back to its own slow path, which calls
+    /// `pop`.
+    #[inline(always)]
+    pub fn try_pop(&self) -> Option<*mut u8> {
+        let area = area::this_thread_registered()?;
+        // SAFETY: a registered area of this thread, and a region whose slots below
+        // `len` are valid stacks (`PerCpu::new`).
+        let item = unsafe { try_pop_section(self.place(area.tp_offset())) };
+        (!item.is_null()).then_some(item)
+    }
+
+    /// One attempt at [`push`](Self::push), as one indexed section: false on
+    /// anything but success.
+    // The item is an opaque value to the stack: it is stored, never dereferenced.
+    #[allow(clippy::not_unsafe_ptr_arg_deref)]
+    #[inline(always)]
+    pub fn try_push(&self, item: *mut u8) -> bool {
+        let Some(area) = area::this_thread_registered() else {
+            return false;
+        };
+        // SAFETY: as in `try_pop`.
+        unsafe { try_push_section(self.place(area.tp_offset()), item) }
+    }
+
+    /// `pop` after its inline attempt failed: restarts, registration, the fallback.
+    #[cold]
+    #[inline(never)]
+    fn pop_slow(&self) -> Result<*mut u8, OpError> {
+        route::run_slow(
+            *self,
+            // SAFETY: `run_slow` passes the registered area, the index it read and
+            // that index's slot, which `PerCpu::new` guarantees valid.
+            |site, stack| unsafe { pop_section(site, stack) },
+            Stack::pop_locked,
+            |_| OpError::Empty,
+            None,
+        )
+    }
+
+    /// `push` after its inline attempt failed.
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&self, item: *mut u8) -> Result<(), OpError> {
+        route::run_slow(
+            *self,
+            // SAFETY: as in `pop_slow`.
             |site, stack| unsafe { push_section(site, stack, item) },
             |stack| stack.push_locked(item).map(|()| false),
             |duplicate| {
@@ -176,29 +224,9 @@ impl PerCpu<Stack> {
                     OpError::Full
                 }
             },
+            None,
         )
         .map(drop)
-    }
-
-    /// One inline attempt at [`pop`](Self::pop): `None` on anything but success
-    /// (also when `pop` would succeed after a restart, or in fallback mode). For a
-    /// fast path that falls back to its own slow path, which calls `pop`.
-    #[inline(always)]
-    pub fn try_pop(&self) -> Option<*mut u8> {
-        // SAFETY: `try_once` passes the registered area, its index and that slot.
-        route::try_once(self, |site, stack| unsafe { pop_section(site, stack) })
-    }
-
-    /// One inline attempt at [`push`](Self::push): false on anything but success.
-    // The item is an opaque value to the stack: it is stored, never dereferenced.
-    #[allow(clippy::not_unsafe_ptr_arg_deref)]
-    #[inline(always)]
-    pub fn try_push(&self, item: *mut u8) -> bool {
-        // SAFETY: as in `try_pop`.
-        route::try_once(self, |site, stack| unsafe {
-            push_section(site, stack, item)
-        })
-        .is_some()
     }
 
     /// Pops up to `out.len()` items into `out[..n]` with one commit; returns n >= 1
@@ -302,6 +330,30 @@ impl PerCpu<Stack> {
         stack.capacity.store(parts.capacity, Ordering::Release);
         Ok(result)
     }
+}
+
+/// The indexed pop section, or its broken twin when a test asked for it.
+#[inline(always)]
+unsafe fn try_pop_section(place: arch::Place) -> *mut u8 {
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::broken_restart() {
+        // SAFETY: forwarded caller contract.
+        return unsafe { arch::stack_try_pop_broken(place) };
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { arch::stack_try_pop(place) }
+}
+
+/// The indexed push section, or its broken twin when a test asked for it.
+#[inline(always)]
+unsafe fn try_push_section(place: arch::Place, item: *mut u8) -> bool {
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::broken_restart() {
+        // SAFETY: forwarded caller contract.
+        return unsafe { arch::stack_try_push_broken(place, item) };
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { arch::stack_try_push(place, item) }
 }
 
 /// The pop section, or its broken twin when a test asked for it.

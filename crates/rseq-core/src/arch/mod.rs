@@ -47,3 +47,15 @@ pub(crate) struct Site {
     pub index_offset: usize,
     pub index: u32,
 }
+
+/// Where an indexed section runs: the thread's area (offset from the thread
+/// pointer), the offset of the index field, and the region the section indexes
+/// itself: slot `i < len` at `base + i * stride`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Place {
+    pub area: isize,
+    pub index_offset: usize,
+    pub len: u32,
+    pub stride: usize,
+    pub base: *mut u8,
+}

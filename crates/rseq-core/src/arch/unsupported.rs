@@ -2,7 +2,7 @@
 //! router never calls these. If it ever did, "aborted" sends the caller to its slow
 //! path, which is always safe.
 
-use super::{Site, Status};
+use super::{Place, Site, Status};
 use crate::list::{ListHead, ListNode};
 use crate::stack::Stack;
 use core::sync::atomic::AtomicUsize;
@@ -45,4 +45,10 @@ pub(crate) unsafe fn word_compare_and_store(
 }
 pub(crate) unsafe fn word_add(_: Site, _: *mut AtomicUsize, _: usize) -> (Status, usize) {
     (Status::ABORTED, 0)
+}
+pub(crate) unsafe fn stack_try_pop(_: Place) -> *mut u8 {
+    core::ptr::null_mut()
+}
+pub(crate) unsafe fn stack_try_push(_: Place, _: *mut u8) -> bool {
+    false
 }

@@ -32,7 +32,7 @@
 
 use core::sync::atomic::AtomicUsize;
 
-use super::{Site, Status, STATUS_ABORTED, STATUS_MOVED, STATUS_REFUSED};
+use super::{Place, Site, Status, STATUS_ABORTED, STATUS_MOVED, STATUS_REFUSED};
 use crate::list::ListHead;
 use crate::list::ListNode;
 use crate::stack::{Stack, CAPACITY_OFFSET, SLOTS_OFFSET};
@@ -76,19 +76,18 @@ macro_rules! delay {
     };
 }
 
-/// The abort handler (after the signature) and the three tables.
+/// The abort handler (after the signature) and the three tables. `on_abort` runs
+/// after the abort is counted and must leave through an exit; `exit` names the
+/// section's exit point for the exit-point table.
 macro_rules! tables {
-    ($restart_to:literal) => {
+    (on_abort: $on_abort:expr, exit: $exit:expr) => {
         concat!(
             ".pushsection __rseq_failure, \"ax\"\n",
             ".byte 0x0f, 0xb9, 0x3d\n",
             ".long {sig}\n",
             "5:\n",
             "lock inc qword ptr [rip + {aborts}]\n",
-            "mov {status:e}, {aborted}\n",
-            "jmp ",
-            $restart_to,
-            "\n",
+            $on_abort,
             ".popsection\n",
             ".pushsection __rseq_cs, \"aw\"\n",
             ".balign 32\n",
@@ -100,9 +99,19 @@ macro_rules! tables {
             ".quad 4b\n",
             ".popsection\n",
             ".pushsection __rseq_exit_point_array, \"awR\"\n",
-            ".quad 2b, 9b\n",
+            ".quad 2b, ",
+            $exit,
+            "\n",
             ".popsection\n",
         )
+    };
+}
+
+/// The abort path of the status-register frame: report ABORTED and leave through
+/// `restart_to`.
+macro_rules! abort_with_status {
+    ($restart_to:literal) => {
+        concat!("mov {status:e}, {aborted}\n", "jmp ", $restart_to, "\n")
     };
 }
 
@@ -123,7 +132,8 @@ macro_rules! critical_section {
         #[cfg(not(feature = "fault-injection"))]
         core::arch::asm!(
             arm!(), "2:", check_index!(), $body, $commit, "3:",
-            "xor {status:e}, {status:e}", "9:", tables!($restart_to),
+            "xor {status:e}, {status:e}", "9:",
+            tables!(on_abort: abort_with_status!($restart_to), exit: "9b"),
             $($operands)*
             area = in(reg) $site.area,
             index_offset = in(reg) $site.index_offset,
@@ -139,7 +149,8 @@ macro_rules! critical_section {
         #[cfg(feature = "fault-injection")]
         core::arch::asm!(
             arm!(), "2:", check_index!(), $body, delay!(), $commit, "3:",
-            "xor {status:e}, {status:e}", "9:", tables!($restart_to),
+            "xor {status:e}, {status:e}", "9:",
+            tables!(on_abort: abort_with_status!($restart_to), exit: "9b"),
             $($operands)*
             area = in(reg) $site.area,
             index_offset = in(reg) $site.index_offset,
@@ -260,6 +271,194 @@ macro_rules! stack_push_fn {
         }
     };
 }
+
+/// The indexed frame, for the allocator's fast path: the section reads the index
+/// itself, after arming, and finds its slot from it, so no index is read before the
+/// section and none is compared inside it (a thread moved after the read is a
+/// thread the kernel aborts). Its exits carry no status register: the pop leaves a
+/// null item, the push jumps to the caller's label.
+///
+/// ```text
+///         lea  scratch, [rip + 4f]             ; arm
+///         mov  fs:[area + RSEQ_CS], scratch
+/// 2:      <entry>
+///         mov  slot, fs:[area + index_field]   ; the index, inside the section
+///         cmp  slot, len                        ; beyond the region (or -1/-2)?
+///         jae  <leave>
+///         imul slot, stride                     ; the slot is [slot + base]
+///         ...body, commit...
+/// 3:      <end>
+/// ```
+macro_rules! indexed_section {
+    (
+        place: $place:expr,
+        arm_with: $arm:literal,
+        entry: $entry:expr,
+        leave: $leave:literal,
+        body: $body:expr,
+        commit: $commit:expr,
+        end: $end:expr,
+        on_abort: $on_abort:expr,
+        exit: $exit:literal,
+        $($operands:tt)*
+    ) => {
+        #[cfg(not(feature = "fault-injection"))]
+        core::arch::asm!(
+            concat!("lea ", $arm, ", [rip + 4f]\n"),
+            concat!("mov qword ptr fs:[{area} + {cs_offset}], ", $arm, "\n"),
+            "2:", $entry, indexed_slot!($leave), $body, $commit, "3:", $end,
+            tables!(on_abort: $on_abort, exit: $exit),
+            $($operands)*
+            area = in(reg) $place.area,
+            index_offset = in(reg) $place.index_offset,
+            len = in(reg) $place.len,
+            stride = in(reg) $place.stride,
+            base = in(reg) $place.base,
+            slot = out(reg) _,
+            cs_offset = const rseq_sys::RSEQ_CS_OFFSET,
+            aborts = sym crate::counters::ABORTS,
+            sig = const rseq_sys::RSEQ_SIG,
+            options(nostack),
+        );
+        #[cfg(feature = "fault-injection")]
+        core::arch::asm!(
+            concat!("lea ", $arm, ", [rip + 4f]\n"),
+            concat!("mov qword ptr fs:[{area} + {cs_offset}], ", $arm, "\n"),
+            "2:", $entry, indexed_slot!($leave), $body, delay!(), $commit, "3:", $end,
+            tables!(on_abort: $on_abort, exit: $exit),
+            $($operands)*
+            area = in(reg) $place.area,
+            index_offset = in(reg) $place.index_offset,
+            len = in(reg) $place.len,
+            stride = in(reg) $place.stride,
+            base = in(reg) $place.base,
+            slot = out(reg) _,
+            cs_offset = const rseq_sys::RSEQ_CS_OFFSET,
+            aborts = sym crate::counters::ABORTS,
+            sig = const rseq_sys::RSEQ_SIG,
+            delay = inout(reg) crate::fault::delay_spins() => _,
+            options(nostack),
+        );
+    };
+}
+
+/// The indexed frame's first step: read the index, leave if it lies beyond the
+/// region (an unregistered `cpu_id` of -1 or -2 does too), find the slot's offset.
+macro_rules! indexed_slot {
+    ($leave:literal) => {
+        concat!(
+            "mov {slot:e}, dword ptr fs:[{area} + {index_offset}]\n",
+            "cmp {slot:e}, {len:e}\n",
+            "jae ",
+            $leave,
+            "\n",
+            "imul {slot}, {stride}\n",
+        )
+    };
+}
+
+macro_rules! stack_try_pop_fn {
+    ($name:ident, $restart_to:literal) => {
+        /// One attempt at popping the top item of the stack of the CPU the section
+        /// runs on; null on anything but success (empty, stopped, beyond the
+        /// region, aborted).
+        ///
+        /// # Safety
+        /// `place` is the calling thread's registered area and a region whose
+        /// slots below `len` are valid stacks with valid slot arrays.
+        #[inline(always)]
+        pub(crate) unsafe fn $name(place: Place) -> *mut u8 {
+            let item: *mut u8;
+            // SAFETY: the caller guarantees the area and the region; the section
+            // finds its slot from the index it reads, reads the header, then one
+            // slot below `top`, and commits `top - 1`. Every exit but the commit
+            // leaves `item` null.
+            unsafe {
+                indexed_section!(
+                    place: place,
+                    arm_with: "{item}",
+                    entry: "xor {item:e}, {item:e}\n",
+                    leave: "9f",
+                    body: concat!(
+                        "mov {top:e}, dword ptr [{slot} + {base}]\n",
+                        "sub {top:e}, 1\n",
+                        "cmp {top:e}, dword ptr [{slot} + {base} + {capacity}]\n",
+                        "jae 9f\n",
+                        "mov {item}, qword ptr [{slot} + {base} + {slots_offset}]\n",
+                        "mov {item}, qword ptr [{item} + {top} * 8]\n",
+                    ),
+                    commit: "mov dword ptr [{slot} + {base}], {top:e}\n",
+                    end: "9:\n",
+                    on_abort: concat!("xor {item:e}, {item:e}\n", "jmp ", $restart_to, "\n"),
+                    exit: "9b",
+                    item = out(reg) item,
+                    top = out(reg) _,
+                    capacity = const CAPACITY_OFFSET,
+                    slots_offset = const SLOTS_OFFSET,
+                );
+            }
+            item
+        }
+    };
+}
+
+macro_rules! stack_try_push_fn {
+    ($name:ident, $restart_to:literal) => {
+        /// One attempt at pushing `item` onto the stack of the CPU the section runs
+        /// on; false on anything but success (full, stopped, the top item already,
+        /// beyond the region, aborted).
+        ///
+        /// # Safety
+        /// As for `stack_try_pop`.
+        #[inline(always)]
+        pub(crate) unsafe fn $name(place: Place, item: *mut u8) -> bool {
+            // SAFETY: the caller guarantees the area and the region; the section
+            // finds its slot from the index it reads, stores the item into the free
+            // slot at `top` (invisible until the commit) and commits `top + 1`.
+            unsafe {
+                indexed_section!(
+                    place: place,
+                    arm_with: "{top}",
+                    entry: "",
+                    leave: "{miss}",
+                    body: concat!(
+                        "mov {top:e}, dword ptr [{slot} + {base}]\n",
+                        "cmp {top:e}, dword ptr [{slot} + {base} + {capacity}]\n",
+                        "jae {miss}\n",
+                        "mov {slots}, qword ptr [{slot} + {base} + {slots_offset}]\n",
+                        "test {top:e}, {top:e}\n",
+                        "jz 6f\n",
+                        "cmp {item}, qword ptr [{slots} + {top} * 8 - 8]\n",
+                        "je {miss}\n",
+                        "6:\n",
+                        "mov qword ptr [{slots} + {top} * 8], {item}\n",
+                        "add {top:e}, 1\n",
+                    ),
+                    commit: "mov dword ptr [{slot} + {base}], {top:e}\n",
+                    end: "",
+                    on_abort: concat!("jmp ", $restart_to, "\n"),
+                    exit: "{miss}",
+                    item = in(reg) item,
+                    top = out(reg) _,
+                    slots = out(reg) _,
+                    capacity = const CAPACITY_OFFSET,
+                    slots_offset = const SLOTS_OFFSET,
+                    miss = label {
+                        return false;
+                    },
+                );
+            }
+            true
+        }
+    };
+}
+
+stack_try_pop_fn!(stack_try_pop, "9b");
+stack_try_push_fn!(stack_try_push, "{miss}");
+#[cfg(feature = "fault-injection")]
+stack_try_pop_fn!(stack_try_pop_broken, "2b");
+#[cfg(feature = "fault-injection")]
+stack_try_push_fn!(stack_try_push_broken, "2b");
 
 stack_pop_fn!(stack_pop, "9b");
 stack_push_fn!(stack_push, "9b");
