@@ -16,12 +16,11 @@
 //! batch operations: one commit per batch). The slow paths live here; the fast
 //! path is in `global.rs`.
 
-use core::cell::UnsafeCell;
-use core::mem::{size_of, MaybeUninit};
+use core::mem::size_of;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use rseq_core::{OpError, PerCpu, Stack};
+use rseq_core::{OpError, PerCpu, PublishedPerCpu, Stack};
 
 use crate::depot::{self, MAX_BATCH};
 use crate::os;
@@ -86,27 +85,25 @@ const DISABLED: u8 = 3;
 
 struct Caches {
     state: AtomicU8,
-    region: UnsafeCell<MaybeUninit<PerCpu<Block>>>,
+    region: PublishedPerCpu<Block>,
 }
-
-// SAFETY: `region` is written once, before `state` becomes READY (release), and
-// only read after observing READY (acquire).
-unsafe impl Sync for Caches {}
 
 static CACHES: Caches = Caches {
     state: AtomicU8::new(UNINIT),
-    region: UnsafeCell::new(MaybeUninit::uninit()),
+    region: PublishedPerCpu::new(),
 };
 
 /// The per-CPU region, once it exists.
 #[inline(always)]
 pub(crate) fn region() -> Option<PerCpu<Block>> {
-    if CACHES.state.load(Ordering::Acquire) == READY {
-        // SAFETY: READY is published after the region was written, never changed.
-        Some(unsafe { (*CACHES.region.get()).assume_init() })
-    } else {
-        None
-    }
+    CACHES.region.is_published().then(|| CACHES.region.get())
+}
+
+/// The per-CPU region for the fast path: no check, an empty region until it
+/// exists (every operation on it fails, and the slow path creates it).
+#[inline(always)]
+pub(crate) fn fast_region() -> PerCpu<Block> {
+    CACHES.region.get()
 }
 
 /// The stacks of `class` in every block.
@@ -139,8 +136,7 @@ fn init() -> bool {
     // SAFETY: the mapping holds `len` zeroed blocks of 1 << BLOCK_SHIFT bytes,
     // lives forever, and zeroed memory is a valid (inert) stack header.
     let region = unsafe { PerCpu::new(base.cast::<Block>(), BLOCK_SHIFT, len, index) };
-    // SAFETY: only the initializing thread writes, before publishing READY.
-    unsafe { (*CACHES.region.get()).write(region) };
+    CACHES.region.publish(region);
     CACHES.state.store(READY, Ordering::Release);
     crate::fork::register_handlers();
     true

@@ -10,7 +10,7 @@ use core::ptr;
 use crate::cpu_cache;
 use crate::heap::{self, Owner};
 use crate::report;
-use crate::size_class::{class_of, Class, MIN_ALIGN};
+use crate::size_class::{class_of, class_of_layout, Class, MIN_ALIGN};
 
 /// The allocator: `#[global_allocator] static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;`
 #[derive(Clone, Copy, Debug, Default)]
@@ -18,10 +18,9 @@ pub struct CpuSlab;
 
 #[inline(always)]
 fn alloc_small(class: Class) -> *mut u8 {
-    if let Some(region) = cpu_cache::region() {
-        if let Some(object) = cpu_cache::stacks(region, class).try_pop() {
-            return object;
-        }
+    let region = cpu_cache::fast_region();
+    if let Some(object) = cpu_cache::stacks(region, class).try_pop() {
+        return object;
     }
     cpu_cache::alloc_miss(class)
 }
@@ -30,10 +29,9 @@ fn alloc_small(class: Class) -> *mut u8 {
 /// `object` is a live object of `class` that nobody uses after this call.
 #[inline(always)]
 unsafe fn dealloc_small(class: Class, object: *mut u8) {
-    if let Some(region) = cpu_cache::region() {
-        if cpu_cache::stacks(region, class).try_push(object) {
-            return;
-        }
+    let region = cpu_cache::fast_region();
+    if cpu_cache::stacks(region, class).try_push(object) {
+        return;
     }
     // SAFETY: forwarded contract.
     unsafe { cpu_cache::dealloc_miss(class, object) }
@@ -46,7 +44,7 @@ unsafe fn dealloc_small(class: Class, object: *mut u8) {
 unsafe impl GlobalAlloc for CpuSlab {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match class_of(layout.size(), layout.align()) {
+        match class_of_layout(layout.size(), layout.align()) {
             Some(class) => alloc_small(class),
             None => heap::alloc_large_uninit(layout.size(), layout.align()),
         }
@@ -54,7 +52,7 @@ unsafe impl GlobalAlloc for CpuSlab {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match class_of(layout.size(), layout.align()) {
+        match class_of_layout(layout.size(), layout.align()) {
             // SAFETY: the caller frees a block it got for this layout, hence of
             // the class computed the same way on alloc.
             Some(class) => unsafe { dealloc_small(class, ptr) },
@@ -65,7 +63,7 @@ unsafe impl GlobalAlloc for CpuSlab {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match class_of(layout.size(), layout.align()) {
+        match class_of_layout(layout.size(), layout.align()) {
             Some(class) => {
                 let object = alloc_small(class);
                 if !object.is_null() {
@@ -80,8 +78,8 @@ unsafe impl GlobalAlloc for CpuSlab {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old = class_of(layout.size(), layout.align());
-        match (old, class_of(new_size, layout.align())) {
+        let old = class_of_layout(layout.size(), layout.align());
+        match (old, class_of_layout(new_size, layout.align())) {
             (Some(old), Some(new)) if old == new => return ptr,
             (None, None) => {
                 // SAFETY: the caller owns the large block; on success it uses only

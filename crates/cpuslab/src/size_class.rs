@@ -143,6 +143,32 @@ pub const fn class_of(size: usize, align: usize) -> Option<Class> {
     Some(Class(index_of_size(size) as u8))
 }
 
+/// Requests up to this size (at alignments up to `MIN_ALIGN`) find their class in
+/// [`SMALL_CLASS`] with one load: the common case, on every alloc and sized free.
+const TABLE_LIMIT: usize = 1024;
+
+/// Class index of every size up to `TABLE_LIMIT`, by `size.div_ceil(MIN_ALIGN)`.
+static SMALL_CLASS: [u8; TABLE_LIMIT / MIN_ALIGN + 1] = {
+    let mut table = [0; TABLE_LIMIT / MIN_ALIGN + 1];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = index_of_size(i * MIN_ALIGN) as u8;
+        i += 1;
+    }
+    table
+};
+
+/// [`class_of`] for a `Layout`'s size and alignment (a power of two, which `Layout`
+/// guarantees): small requests take one table load.
+#[inline(always)]
+pub fn class_of_layout(size: usize, align: usize) -> Option<Class> {
+    debug_assert!(align.is_power_of_two());
+    if size <= TABLE_LIMIT && align <= MIN_ALIGN {
+        return Some(Class(SMALL_CLASS[size.div_ceil(MIN_ALIGN)]));
+    }
+    class_of(size, align)
+}
+
 /// Class index of `size` (<= MAX_SMALL) ignoring alignment.
 #[inline]
 const fn index_of_size(size: usize) -> usize {
@@ -309,6 +335,20 @@ mod tests {
             let align = 1usize << shift;
             for size in (0..=MAX_SMALL).step_by(7).chain([MAX_SMALL - 1, MAX_SMALL]) {
                 check(size, align);
+            }
+        }
+    }
+
+    #[test]
+    fn the_layout_table_agrees_with_the_arithmetic() {
+        for shift in 0..=13 {
+            let align = 1usize << shift;
+            for size in (0..=4 * TABLE_LIMIT).chain([MAX_SMALL, MAX_SMALL + 1]) {
+                assert_eq!(
+                    class_of_layout(size, align),
+                    class_of(size, align),
+                    "{size} at {align}"
+                );
             }
         }
     }
