@@ -103,10 +103,13 @@ pub(crate) fn this_thread_registered() -> Option<Area> {
     let offset = GLIBC_FAST_OFFSET.load(Ordering::Relaxed);
     let area = if offset != NO_OFFSET {
         Area { tp_offset: offset }
-    } else if crate::mode::decided() == Some(Mode::Own) {
-        own_area_unregistered()
     } else {
-        return None;
+        // Keep glibc's mode, the common one, on the straight line.
+        core::hint::cold_path();
+        if crate::mode::decided() != Some(Mode::Own) {
+            return None;
+        }
+        own_area_unregistered()
     };
     area.is_registered().then_some(area)
 }

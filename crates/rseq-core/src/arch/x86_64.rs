@@ -289,6 +289,9 @@ macro_rules! stack_push_fn {
 ///         ...body, commit...
 /// 3:      <end>
 /// ```
+///
+/// `{stride}` is dead after the `imul`: bodies may use it as a scratch register
+/// (one register fewer keeps the callers free of callee-saved spills).
 macro_rules! indexed_section {
     (
         place: $place:expr,
@@ -312,7 +315,7 @@ macro_rules! indexed_section {
             area = in(reg) $place.area,
             index_offset = in(reg) $place.index_offset,
             len = in(reg) $place.len,
-            stride = in(reg) $place.stride,
+            stride = inout(reg) $place.stride => _,
             base = in(reg) $place.base,
             slot = out(reg) _,
             cs_offset = const rseq_sys::RSEQ_CS_OFFSET,
@@ -330,7 +333,7 @@ macro_rules! indexed_section {
             area = in(reg) $place.area,
             index_offset = in(reg) $place.index_offset,
             len = in(reg) $place.len,
-            stride = in(reg) $place.stride,
+            stride = inout(reg) $place.stride => _,
             base = in(reg) $place.base,
             slot = out(reg) _,
             cs_offset = const rseq_sys::RSEQ_CS_OFFSET,
@@ -403,7 +406,7 @@ macro_rules! stack_try_pop_fn {
 }
 
 macro_rules! stack_try_push_fn {
-    ($name:ident, $restart_to:literal) => {
+    ($name:ident, $restart_to:literal, slots: $slots:literal, $($scratch:tt)*) => {
         /// One attempt at pushing `item` onto the stack of the CPU the section runs
         /// on; false on anything but success (full, stopped, the top item already,
         /// beyond the region, aborted).
@@ -425,13 +428,13 @@ macro_rules! stack_try_push_fn {
                         "mov {top:e}, dword ptr [{slot} + {base}]\n",
                         "cmp {top:e}, dword ptr [{slot} + {base} + {capacity}]\n",
                         "jae {miss}\n",
-                        "mov {slots}, qword ptr [{slot} + {base} + {slots_offset}]\n",
+                        "mov ", $slots, ", qword ptr [{slot} + {base} + {slots_offset}]\n",
                         "test {top:e}, {top:e}\n",
                         "jz 6f\n",
-                        "cmp {item}, qword ptr [{slots} + {top} * 8 - 8]\n",
+                        "cmp {item}, qword ptr [", $slots, " + {top} * 8 - 8]\n",
                         "je {miss}\n",
                         "6:\n",
-                        "mov qword ptr [{slots} + {top} * 8], {item}\n",
+                        "mov qword ptr [", $slots, " + {top} * 8], {item}\n",
                         "add {top:e}, 1\n",
                     ),
                     commit: "mov dword ptr [{slot} + {base}], {top:e}\n",
@@ -440,9 +443,9 @@ macro_rules! stack_try_push_fn {
                     exit: "{miss}",
                     item = in(reg) item,
                     top = out(reg) _,
-                    slots = out(reg) _,
                     capacity = const CAPACITY_OFFSET,
                     slots_offset = const SLOTS_OFFSET,
+                    $($scratch)*
                     miss = label {
                         return false;
                     },
@@ -454,11 +457,14 @@ macro_rules! stack_try_push_fn {
 }
 
 stack_try_pop_fn!(stack_try_pop, "9b");
-stack_try_push_fn!(stack_try_push, "{miss}");
+// The slot array goes into {stride}, dead by then.
+stack_try_push_fn!(stack_try_push, "{miss}", slots: "{stride}",);
 #[cfg(feature = "fault-injection")]
 stack_try_pop_fn!(stack_try_pop_broken, "2b");
 #[cfg(feature = "fault-injection")]
-stack_try_push_fn!(stack_try_push_broken, "2b");
+// The broken restart re-runs the section from the index read, which needs
+// {stride} intact: the slot array gets its own register.
+stack_try_push_fn!(stack_try_push_broken, "2b", slots: "{slots}", slots = out(reg) _,);
 
 stack_pop_fn!(stack_pop, "9b");
 stack_push_fn!(stack_push, "9b");
