@@ -91,19 +91,56 @@ pub fn alloc_batch(class: Class, out: &mut [*mut u8]) -> usize {
         if n >= out.len() {
             return n;
         }
-        // No partial span left: carve a new one without holding the class lock
-        // (frees of this class proceed meanwhile).
-        let Some(span) = page_heap::alloc_span(class.span_pages()) else {
+        // No partial span left: carve a new one.
+        if !carve(list, class) {
             return n;
-        };
-        list.with_partial(|partial| {
-            span.init_small(class);
-            partial.push_front(span);
-            list.spans.fetch_add(1, Ordering::Relaxed);
-            list.free
-                .fetch_add(class.objects_per_span(), Ordering::Relaxed);
-        });
+        }
     }
+}
+
+/// One free object of `class`, and whether it reads as zero (never handed out
+/// since its span was carved from zeroed pages: `calloc` need not clear it).
+/// Null when out of memory.
+pub fn alloc_one(class: Class) -> (*mut u8, bool) {
+    let Some(list) = CENTRAL.get(class.index()) else {
+        return (core::ptr::null_mut(), false);
+    };
+    loop {
+        let taken = list.with_partial(|partial| {
+            let span = partial.first()?;
+            let taken = span.take_one();
+            if taken.is_none() || span.free_count() == 0 {
+                partial.remove(span);
+            }
+            if taken.is_some() {
+                list.in_use.fetch_add(1, Ordering::Relaxed);
+                list.free.fetch_sub(1, Ordering::Relaxed);
+            }
+            taken
+        });
+        if let Some(taken) = taken {
+            return taken;
+        }
+        if !carve(list, class) {
+            return (core::ptr::null_mut(), false);
+        }
+    }
+}
+
+/// Carves a new span of `class` from the page heap into the partial list
+/// (without holding the class lock meanwhile); false when out of memory.
+fn carve(list: &CentralFreeList, class: Class) -> bool {
+    let Some(span) = page_heap::alloc_span(class.span_pages()) else {
+        return false;
+    };
+    list.with_partial(|partial| {
+        span.init_small(class);
+        partial.push_front(span);
+        list.spans.fetch_add(1, Ordering::Relaxed);
+        list.free
+            .fetch_add(class.objects_per_span(), Ordering::Relaxed);
+    });
+    true
 }
 
 /// Takes objects from partial spans into `out`; returns how many.

@@ -18,11 +18,12 @@
 
 use core::mem::size_of;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use rseq_core::{OpError, PerCpu, PublishedPerCpu, Stack};
 
 use crate::depot::{self, MAX_BATCH};
+use crate::heap;
 use crate::os;
 use crate::report;
 use crate::size_class::{Class, NUM_CLASSES};
@@ -206,6 +207,50 @@ pub(crate) fn alloc_miss(class: Class) -> *mut u8 {
         unsafe { depot::push_batch(class, home, &rest[kept..]) };
     }
     batch[last]
+}
+
+/// Classes from this size up serve a zeroed allocation that misses the per-CPU
+/// cache from never-used span memory when they can, without clearing it.
+const FRESH_ZEROED_MIN_SIZE: usize = os::PAGE_SIZE;
+
+/// Zeroed allocations served from never-used memory without clearing it.
+static FRESH_ZEROED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many zeroed allocations needed no clearing (for `Stats`).
+pub(crate) fn fresh_zeroed() -> usize {
+    FRESH_ZEROED.load(Ordering::Relaxed)
+}
+
+/// `alloc_zeroed` after the per-CPU cache missed, returning `size` zero bytes.
+/// Small classes refill as `alloc` does and clear the object. Page-sized and
+/// bigger ones take an object cached nearby (used before: cleared) or else one
+/// straight from the spans, cleared only if it was ever handed out: a fresh
+/// span's memory already reads as zero. Null when out of memory.
+#[cold]
+#[inline(never)]
+pub(crate) fn alloc_zeroed_miss(class: Class, size: usize) -> *mut u8 {
+    let object = if class.size() < FRESH_ZEROED_MIN_SIZE {
+        alloc_miss(class)
+    } else if let Some(object) = region().and_then(|region| stacks(region, class).pop().ok()) {
+        object
+    } else {
+        let mut one = [core::ptr::null_mut()];
+        if depot::take_cached(class, home(), &mut one) == 1 {
+            one[0]
+        } else {
+            let (object, clean) = heap::alloc_one(class);
+            if clean {
+                FRESH_ZEROED.fetch_add(1, Ordering::Relaxed);
+                return object;
+            }
+            object
+        }
+    };
+    if !object.is_null() {
+        // SAFETY: a free object of `class`, at least `size` bytes, now ours.
+        unsafe { core::ptr::write_bytes(object, 0, size) };
+    }
+    object
 }
 
 /// Free overflow: move a batch from this CPU's stack of `class` to the depot to

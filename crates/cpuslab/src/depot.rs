@@ -161,6 +161,15 @@ impl ShardState {
 /// else by stealing from the others, else fresh from the central lists. Returns
 /// how many; 0 only when out of memory.
 pub(crate) fn pop_batch(class: Class, home: usize, out: &mut [*mut u8]) -> usize {
+    match take_cached(class, home, out) {
+        0 => heap::alloc_batch(class, out),
+        n => n,
+    }
+}
+
+/// Takes up to `out.len()` objects of `class` from the depot alone (the home
+/// shard, else the others); 0 when it holds none.
+pub(crate) fn take_cached(class: Class, home: usize, out: &mut [*mut u8]) -> usize {
     for step in 0..SHARDS {
         let shard = shard(class, home + step);
         if shard.objects.load(Ordering::Relaxed) == 0 {
@@ -175,7 +184,7 @@ pub(crate) fn pop_batch(class: Class, home: usize, out: &mut [*mut u8]) -> usize
             return n;
         }
     }
-    heap::alloc_batch(class, out)
+    0
 }
 
 /// Takes one object of `class` (null when out of memory).

@@ -65,11 +65,13 @@ unsafe impl GlobalAlloc for CpuSlab {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         match class_of_layout(layout.size(), layout.align()) {
             Some(class) => {
-                let object = alloc_small(class);
-                if !object.is_null() {
-                    // SAFETY: a fresh block of at least layout.size() bytes.
-                    unsafe { ptr::write_bytes(object, 0, layout.size()) };
-                }
+                let region = cpu_cache::fast_region();
+                let Some(object) = cpu_cache::stacks(region, class).try_pop() else {
+                    // The miss path knows which memory is fresh (no memset).
+                    return cpu_cache::alloc_zeroed_miss(class, layout.size());
+                };
+                // SAFETY: a free block of at least layout.size() bytes, now ours.
+                unsafe { ptr::write_bytes(object, 0, layout.size()) };
                 object
             }
             // A fresh mapping is zero already: no memset (a reused one is cleared).

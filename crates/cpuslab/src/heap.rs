@@ -129,6 +129,13 @@ pub fn alloc_batch(class: Class, out: &mut [*mut u8]) -> usize {
     central::alloc_batch(class, out)
 }
 
+/// One free object of `class` from its spans, and whether it reads as zero
+/// (fresh memory never handed out). Null when out of memory.
+#[inline]
+pub fn alloc_one(class: Class) -> (*mut u8, bool) {
+    central::alloc_one(class)
+}
+
 /// Returns objects of `class`. Pointers that are not live objects of `class`
 /// are ignored and counted (`ClassStats::invalid_frees`).
 ///

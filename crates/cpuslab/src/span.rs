@@ -97,6 +97,10 @@ pub struct Span {
     free_count: Cell<u32>,
     /// Small span: no free bit below this bitmap word.
     first_free_word: Cell<u32>,
+    /// Small span: objects from this index up were never handed out of a span
+    /// carved from zeroed pages, so they read as zero (objects leave lowest index
+    /// first). The object count when the pages were not zeroed.
+    clean_from: Cell<u32>,
     /// Small span: bit i set = object i is free.
     free_bits: [Cell<u64>; BITMAP_WORDS],
     /// Large span: the requested alignment.
@@ -133,6 +137,7 @@ impl Span {
             in_use: Cell::new(0),
             free_count: Cell::new(0),
             first_free_word: Cell::new(0),
+            clean_from: Cell::new(0),
             free_bits: [const { Cell::new(0) }; BITMAP_WORDS],
             large_align: Cell::new(0),
         }
@@ -222,6 +227,8 @@ impl Span {
         self.in_use.set(0);
         self.free_count.set(objects as u32);
         self.first_free_word.set(0);
+        self.clean_from
+            .set(if self.zeroed() { 0 } else { objects as u32 });
         self.class.store(class.index() as u8, Ordering::Relaxed);
         self.set_kind(SpanKind::Small);
     }
@@ -243,6 +250,7 @@ impl Span {
         let size = class.size();
         let start = self.start();
         let mut n = 0;
+        let mut end = 0;
         let first = self.first_free_word.get() as usize;
         for (w, word) in self.free_bits.iter().enumerate().skip(first) {
             let mut bits = word.get();
@@ -253,6 +261,7 @@ impl Span {
                 // index < MAX_OBJECTS_PER_SPAN and index * size < span bytes.
                 *slot = (start + index * size) as *mut u8;
                 n += 1;
+                end = index + 1;
             }
             word.set(bits);
             self.first_free_word.set(w as u32);
@@ -260,12 +269,30 @@ impl Span {
                 break;
             }
         }
+        // Taken in increasing index order: `end` is past the highest.
+        if end as u32 > self.clean_from.get() {
+            self.clean_from.set(end as u32);
+        }
         // n <= MAX_OBJECTS_PER_SPAN; wrapping ops keep a corrupted count from
         // turning into a panic.
         self.in_use.set(self.in_use.get().wrapping_add(n as u32));
         self.free_count
             .set(self.free_count.get().wrapping_sub(n as u32));
         n
+    }
+
+    /// Takes the lowest free object, and says whether it reads as zero (never
+    /// handed out of this span, which was carved from zeroed pages).
+    pub fn take_one(&self) -> Option<(*mut u8, bool)> {
+        let clean_from = self.clean_from.get() as usize;
+        let mut out = [core::ptr::null_mut()];
+        if self.take_objects(&mut out) == 0 {
+            return None;
+        }
+        let class = self.class()?;
+        let clean = object_index(self.start(), class, out[0] as usize)
+            .is_some_and(|index| index >= clean_from);
+        Some((out[0], clean))
     }
 
     /// Returns the object at `addr` to this small span.

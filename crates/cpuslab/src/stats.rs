@@ -53,6 +53,8 @@ pub struct Stats {
     pub large_cached_bytes: usize,
     /// Bytes of metadata (span records, page map, batch records).
     pub metadata_bytes: usize,
+    /// Zeroed allocations served from never-used memory, with no clearing.
+    pub zeroed_without_clearing: usize,
     /// Per size class.
     pub classes: [ClassStats; NUM_CLASSES],
     /// The rseq mode of this process.
@@ -79,6 +81,7 @@ pub fn stats() -> Stats {
         large_count: lower.large.count,
         large_cached_bytes: lower.large.cached,
         metadata_bytes: lower.metadata_mapped,
+        zeroed_without_clearing: cpu_cache::fresh_zeroed(),
         classes: [ClassStats::default(); NUM_CLASSES],
         mode: rseq_core::mode(),
         index: cpu_cache::region().map_or(crate::config::cache_index().effective(), |r| r.index()),
@@ -157,8 +160,8 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  rseq: {} aborts, {} CPU moves, {} gave up",
-            self.rseq.aborts, self.rseq.cpu_moved, self.rseq.gave_up
+            "  rseq: {} aborts, {} CPU moves, {} gave up; {} zeroed allocations needed no clearing",
+            self.rseq.aborts, self.rseq.cpu_moved, self.rseq.gave_up, self.zeroed_without_clearing
         )?;
         writeln!(
             f,
