@@ -163,10 +163,17 @@ static SMALL_CLASS: [u8; TABLE_LIMIT / MIN_ALIGN + 1] = {
 #[inline(always)]
 pub fn class_of_layout(size: usize, align: usize) -> Option<Class> {
     debug_assert!(align.is_power_of_two());
-    if size <= TABLE_LIMIT && align <= MIN_ALIGN {
-        return Some(Class(SMALL_CLASS[size.div_ceil(MIN_ALIGN)]));
+    if align > MIN_ALIGN {
+        return class_of(size, align);
     }
-    class_of(size, align)
+    // Every class is a multiple of MIN_ALIGN: no rounding to the alignment.
+    if size <= TABLE_LIMIT {
+        Some(Class(SMALL_CLASS[size.div_ceil(MIN_ALIGN)]))
+    } else if size <= MAX_SMALL {
+        Some(Class(index_of_size(size) as u8))
+    } else {
+        None
+    }
 }
 
 /// Class index of `size` (<= MAX_SMALL) ignoring alignment.
