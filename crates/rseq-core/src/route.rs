@@ -74,7 +74,8 @@ fn attempt<T, R>(
 /// Everything but a first attempt that ran: the mode decision and registration,
 /// the restarts up to [`MAX_RESTARTS`], and the fallback.
 /// `first` is how the inline attempt ended, if it ran a section.
-#[inline]
+#[cold]
+#[inline(never)]
 pub(crate) fn run_slow<T, R>(
     region: PerCpu<T>,
     mut section: impl FnMut(Site, *mut T) -> (Status, R),

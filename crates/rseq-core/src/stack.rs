@@ -147,10 +147,19 @@ impl PerCpu<Stack> {
     /// Pops the top item of the calling thread's CPU's stack.
     #[inline(always)]
     pub fn pop(&self) -> Result<*mut u8, OpError> {
-        match self.try_pop() {
-            Some(item) => Ok(item),
-            None => self.pop_slow(),
+        if let Some(item) = self.try_pop() {
+            return Ok(item);
         }
+        // Restarts, registration, the fallback: out of line.
+        route::run_slow(
+            *self,
+            // SAFETY: `run_slow` passes the registered area, the index it read and
+            // that index's slot, which `PerCpu::new` guarantees valid.
+            |site, stack| unsafe { pop_section(site, stack) },
+            Stack::pop_locked,
+            |_| OpError::Empty,
+            None,
+        )
     }
 
     /// Pushes `item` onto the calling thread's CPU's stack. An item equal to the
@@ -163,7 +172,21 @@ impl PerCpu<Stack> {
         if self.try_push(item) {
             return Ok(());
         }
-        self.push_slow(item)
+        route::run_slow(
+            *self,
+            // SAFETY: as in `pop`.
+            |site, stack| unsafe { push_section(site, stack, item) },
+            |stack| stack.push_locked(item).map(|()| false),
+            |duplicate| {
+                if duplicate {
+                    OpError::Duplicate
+                } else {
+                    OpError::Full
+                }
+            },
+            None,
+        )
+        .map(drop)
     }
 
     /// One attempt at [`pop`](Self::pop), as one indexed section (it reads the
@@ -191,42 +214,6 @@ impl PerCpu<Stack> {
         };
         // SAFETY: as in `try_pop`.
         unsafe { try_push_section(self.place(area.tp_offset()), item) }
-    }
-
-    /// `pop` after its inline attempt failed: restarts, registration, the fallback.
-    #[cold]
-    #[inline(never)]
-    fn pop_slow(&self) -> Result<*mut u8, OpError> {
-        route::run_slow(
-            *self,
-            // SAFETY: `run_slow` passes the registered area, the index it read and
-            // that index's slot, which `PerCpu::new` guarantees valid.
-            |site, stack| unsafe { pop_section(site, stack) },
-            Stack::pop_locked,
-            |_| OpError::Empty,
-            None,
-        )
-    }
-
-    /// `push` after its inline attempt failed.
-    #[cold]
-    #[inline(never)]
-    fn push_slow(&self, item: *mut u8) -> Result<(), OpError> {
-        route::run_slow(
-            *self,
-            // SAFETY: as in `pop_slow`.
-            |site, stack| unsafe { push_section(site, stack, item) },
-            |stack| stack.push_locked(item).map(|()| false),
-            |duplicate| {
-                if duplicate {
-                    OpError::Duplicate
-                } else {
-                    OpError::Full
-                }
-            },
-            None,
-        )
-        .map(drop)
     }
 
     /// Pops up to `out.len()` items into `out[..n]` with one commit; returns n >= 1
