@@ -96,21 +96,18 @@ impl Area {
     }
 }
 
-/// The calling thread's area if the mode is decided and the thread registered
-/// already: the fast path's test, which never decides or registers anything.
+/// The calling thread's area if glibc registered it (the mode is decided as
+/// `Glibc`): the inline first attempt's test, which never decides or registers
+/// anything. Own mode answers None here and runs out of line: its area is a
+/// thread-local, which in a shared object is a call to `__tls_get_addr`, and one
+/// call on an inlined path makes every caller save registers on every operation.
 #[inline(always)]
-pub(crate) fn this_thread_registered() -> Option<Area> {
+pub(crate) fn glibc_registered() -> Option<Area> {
     let offset = GLIBC_FAST_OFFSET.load(Ordering::Relaxed);
-    let area = if offset != NO_OFFSET {
-        Area { tp_offset: offset }
-    } else {
-        // Keep glibc's mode, the common one, on the straight line.
-        core::hint::cold_path();
-        if crate::mode::decided() != Some(Mode::Own) {
-            return None;
-        }
-        own_area_unregistered()
-    };
+    if offset == NO_OFFSET {
+        return None;
+    }
+    let area = Area { tp_offset: offset };
     area.is_registered().then_some(area)
 }
 

@@ -191,12 +191,12 @@ impl PerCpu<Stack> {
 
     /// One attempt at [`pop`](Self::pop), as one indexed section (it reads the
     /// index itself: see the arch module): `None` on anything but success (also
-    /// when `pop` would succeed after a restart, in fallback mode, and for a null
-    /// item). For a fast path that falls back to its own slow path, which calls
+    /// when `pop` would succeed after a restart, in own and fallback mode, and for a
+    /// null item). For a fast path that falls back to its own slow path, which calls
     /// `pop`.
     #[inline(always)]
     pub fn try_pop(&self) -> Option<*mut u8> {
-        let area = area::this_thread_registered()?;
+        let area = area::glibc_registered()?;
         // SAFETY: a registered area of this thread, and a region whose slots below
         // `len` are valid stacks (`PerCpu::new`).
         let item = unsafe { try_pop_section(self.place(area.tp_offset())) };
@@ -209,7 +209,7 @@ impl PerCpu<Stack> {
     #[allow(clippy::not_unsafe_ptr_arg_deref)]
     #[inline(always)]
     pub fn try_push(&self, item: *mut u8) -> bool {
-        let Some(area) = area::this_thread_registered() else {
+        let Some(area) = area::glibc_registered() else {
             return false;
         };
         // SAFETY: as in `try_pop`.
