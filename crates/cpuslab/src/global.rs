@@ -115,15 +115,34 @@ unsafe impl GlobalAlloc for CpuSlab {
 ///
 /// # Safety
 /// `ptr` is null or a live block from this allocator that nobody uses after this.
+#[inline]
 pub unsafe fn free(ptr: *mut u8) {
+    match heap::small_class(ptr) {
+        // SAFETY: the page map says `ptr` starts an object of this class.
+        Some(class) => unsafe { dealloc_small(class, ptr) },
+        // SAFETY: forwarded contract.
+        None => unsafe { free_not_small(ptr) },
+    }
+}
+
+/// [`free`] of anything but a small object: null, a large block, or a pointer
+/// that is not ours (reported).
+///
+/// # Safety
+/// As for [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_not_small(ptr: *mut u8) {
     if ptr.is_null() {
         return;
     }
     match heap::lookup(ptr) {
-        // SAFETY: the page map says `ptr` starts an object of this class.
-        Some(Owner::Small(class)) => unsafe { dealloc_small(class, ptr) },
         // SAFETY: `ptr` starts a live large block.
         Some(Owner::Large { .. }) => unsafe { heap::dealloc_large(ptr) },
+        // Not seen for a live block (its span stays small while it lives), but
+        // the page map is the authority: free it as the class it names.
+        // SAFETY: the page map says `ptr` starts an object of this class.
+        Some(Owner::Small(class)) => unsafe { dealloc_small(class, ptr) },
         None => report::invalid_pointer("free", ptr),
     }
 }

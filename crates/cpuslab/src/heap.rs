@@ -193,14 +193,35 @@ pub unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
 /// a free object from a live one (free objects sit in upper-tier caches).
 #[inline]
 pub fn lookup(ptr: *const u8) -> Option<Owner> {
+    if let Some(class) = small_class(ptr) {
+        return Some(Owner::Small(class));
+    }
+    lookup_large(ptr)
+}
+
+/// The class of the small object `ptr` is the start of, or `None` (null,
+/// foreign, interior, large, free run...): the part of [`lookup`] on C `free`'s
+/// fast path. Safe on any pointer value; never faults.
+#[inline]
+pub fn small_class(ptr: *const u8) -> Option<Class> {
+    let addr = ptr as usize;
+    let span = pagemap::get(addr)?;
+    if span.kind() != SpanKind::Small {
+        return None;
+    }
+    let class = span.class()?;
+    object_index(span.start(), class, addr)?;
+    Some(class)
+}
+
+/// [`lookup`] for anything but small objects: out of line, so that the small
+/// case stays short.
+#[cold]
+#[inline(never)]
+fn lookup_large(ptr: *const u8) -> Option<Owner> {
     let addr = ptr as usize;
     let span = pagemap::get(addr)?;
     match span.kind() {
-        SpanKind::Small => {
-            let class = span.class()?;
-            object_index(span.start(), class, addr)?;
-            Some(Owner::Small(class))
-        }
         SpanKind::Large if span.start() == addr => Some(Owner::Large {
             usable_size: span.bytes(),
         }),

@@ -92,7 +92,8 @@ impl Class {
     /// Objects per span of this class (1..=MAX_OBJECTS_PER_SPAN).
     #[inline]
     pub const fn objects_per_span(self) -> usize {
-        self.span_pages() * PAGE_SIZE / self.size()
+        // A table, not a division: free by address checks it on every call.
+        OBJECTS_PER_SPAN[self.0 as usize] as usize
     }
 
     /// Objects moved per batch between the per-CPU tier, the depot and the
@@ -253,6 +254,16 @@ const fn build_span_pages() -> [u16; TABLE_LEN] {
     t
 }
 
+const fn build_objects_per_span() -> [u16; TABLE_LEN] {
+    let mut t = [0u16; TABLE_LEN];
+    let mut i = 0;
+    while i < TABLE_LEN {
+        t[i] = (SPAN_PAGES[i] as usize * PAGE_SIZE / CLASS_SIZE[i] as usize) as u16;
+        i += 1;
+    }
+    t
+}
+
 /// Shift of the reciprocals: exact division for every offset below
 /// 2^SPAN_OFFSET_BITS (a span is at most 512 pages, 2 MiB = 2^21 bytes) by every
 /// class size up to 2^18: the error of `offset * ceil(2^42 / size) >> 42` is below
@@ -277,9 +288,11 @@ const fn build_reciprocals() -> [u64; TABLE_LEN] {
 static CLASS_SIZE: [u32; TABLE_LEN] = build_sizes();
 static SPAN_PAGES: [u16; TABLE_LEN] = build_span_pages();
 static RECIPROCAL: [u64; TABLE_LEN] = build_reciprocals();
+static OBJECTS_PER_SPAN: [u16; TABLE_LEN] = build_objects_per_span();
 
 // Compile-time checks of the table's shape.
 const _: () = assert!(NUM_CLASSES <= u8::MAX as usize);
+const _: () = assert!(MAX_OBJECTS_PER_SPAN <= u16::MAX as usize);
 const _: () = assert!(size_of_index(NUM_CLASSES - 1) == MAX_SMALL);
 const _: () = assert!(index_of_size(MAX_SMALL) == NUM_CLASSES - 1);
 
