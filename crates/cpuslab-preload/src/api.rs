@@ -14,12 +14,22 @@ fn set_errno(value: c_int) {
     unsafe { *libc::__errno_location() = value };
 }
 
+/// Sets errno to ENOMEM and returns null: the failure tail of the allocating
+/// calls, out of line so that their fast paths make no call.
+#[cold]
+#[inline(never)]
+fn out_of_memory() -> *mut c_void {
+    set_errno(libc::ENOMEM);
+    ptr::null_mut()
+}
+
 /// A block of `size` bytes (at least 1: `malloc(0)` is a unique pointer) aligned to
 /// `align` (a power of two); null with errno ENOMEM when impossible or out of memory.
+/// Inlined, so that `malloc`'s constant alignment folds its checks away.
+#[inline(always)]
 fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
     let Ok(layout) = Layout::from_size_align(size.max(1), align) else {
-        set_errno(libc::ENOMEM);
-        return ptr::null_mut();
+        return out_of_memory();
     };
     // SAFETY: a valid layout of non-zero size.
     let block = unsafe {
@@ -30,7 +40,7 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
         }
     };
     if block.is_null() {
-        set_errno(libc::ENOMEM);
+        return out_of_memory();
     }
     block.cast()
 }
