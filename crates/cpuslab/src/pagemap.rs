@@ -1,9 +1,12 @@
 //! The page map: address -> owning `Span`, in O(1), for any address.
 //!
-//! A three-level radix tree over the 47-bit user address space, indexed by
-//! page number (addr >> 12, 35 bits): a static root of 2^11 entries, then
-//! interior and leaf nodes of 2^12 entries each, mmap'ed (zeroed) on demand.
-//! Nodes are installed with a compare-and-swap and never freed, so `get` is
+//! A two-level radix tree over the 47-bit user address space, indexed by page
+//! number (addr >> 12, 35 bits): a static root of 2^17 leaf pointers (1 MiB of
+//! zero-fill .bss, of which only the pages covering used address space are ever
+//! touched), then leaves of 2^18 entries (one span pointer per page, 1 GiB of
+//! address space each), mmap'ed (zeroed) on demand. C `free` walks it on every
+//! call, so it has two levels rather than three: one dependent load less.
+//! Leaves are installed with a compare-and-swap and never freed, so `get` is
 //! lock-free, works on any address (null, garbage, kernel addresses) and never
 //! faults: unmapped parts of the tree simply read as null.
 //!
@@ -22,41 +25,30 @@ use crate::span::Span;
 const ADDRESS_BITS: u32 = 47;
 /// Bits of page number.
 const PAGE_NUMBER_BITS: u32 = ADDRESS_BITS - PAGE_SHIFT;
-/// Index bits per tree level (root gets the rest).
-const LEAF_BITS: u32 = 12;
-const INTERIOR_BITS: u32 = 12;
-const ROOT_BITS: u32 = PAGE_NUMBER_BITS - LEAF_BITS - INTERIOR_BITS;
+/// Index bits of a leaf (the root gets the rest).
+const LEAF_BITS: u32 = 18;
+const ROOT_BITS: u32 = PAGE_NUMBER_BITS - LEAF_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
-const INTERIOR_LEN: usize = 1 << INTERIOR_BITS;
 const ROOT_LEN: usize = 1 << ROOT_BITS;
 
-/// A leaf: one span pointer per page (covers 16 MiB of address space).
+/// A leaf: one span pointer per page (covers 1 GiB of address space).
 struct Leaf {
     spans: [AtomicPtr<Span>; LEAF_LEN],
 }
 
-/// An interior node: one leaf pointer per 16 MiB (covers 64 GiB).
-struct Interior {
-    leaves: [AtomicPtr<Leaf>; INTERIOR_LEN],
-}
-
-static ROOT: [AtomicPtr<Interior>; ROOT_LEN] =
-    [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN];
-/// Bytes mapped for tree nodes (statistics).
+static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN];
+/// Bytes mapped for leaves (statistics).
 static NODE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Splits an address into (root, interior, leaf) indices; `None` outside the
-/// 47-bit user address space.
+/// Splits an address into (root, leaf) indices; `None` outside the 47-bit user
+/// address space.
 #[inline]
-fn split(addr: usize) -> Option<(usize, usize, usize)> {
+fn split(addr: usize) -> Option<(usize, usize)> {
     if addr >> ADDRESS_BITS != 0 {
         return None;
     }
     let page = addr >> PAGE_SHIFT;
-    let leaf = page & (LEAF_LEN - 1);
-    let interior = (page >> LEAF_BITS) & (INTERIOR_LEN - 1);
-    let root = page >> (LEAF_BITS + INTERIOR_BITS);
-    Some((root, interior, leaf))
+    Some((page >> LEAF_BITS, page & (LEAF_LEN - 1)))
 }
 
 /// The span registered for the page holding `addr`, if any. Safe on any
@@ -141,28 +133,26 @@ pub fn clear_if(addr: usize, span: &'static Span) -> bool {
     }
 }
 
-/// Bytes mapped for page-map nodes.
+/// Bytes mapped for page-map leaves (address space; only touched pages are
+/// resident).
 pub fn node_bytes() -> usize {
     NODE_BYTES.load(Ordering::Relaxed)
 }
 
-/// The entry for `addr`, creating missing nodes when `create` is set.
+/// The entry for `addr`, creating a missing leaf when `create` is set.
 #[inline]
 fn leaf_entry(addr: usize, create: bool) -> Option<&'static AtomicPtr<Span>> {
-    let (_, _, l) = split(addr)?;
+    let (_, l) = split(addr)?;
     leaf(addr, create)?.spans.get(l)
 }
 
-/// The leaf covering `addr`, creating missing nodes when `create` is set.
+/// The leaf covering `addr`, creating it if missing and `create` is set.
 #[inline]
 fn leaf(addr: usize, create: bool) -> Option<&'static Leaf> {
-    let (r, i, _) = split(addr)?;
-    let interior = node(ROOT.get(r)?, create)?;
-    // SAFETY: nodes are mapped zeroed (a valid array of null atomics) and
-    // never unmapped, so a shared 'static reference is sound.
-    let leaf_slot = unsafe { (*interior).leaves.get(i)? };
-    let leaf = node(leaf_slot, create)?;
-    // SAFETY: as above, for leaves.
+    let (r, _) = split(addr)?;
+    let leaf = node(ROOT.get(r)?, create)?;
+    // SAFETY: leaves are mapped zeroed (a valid array of null atomics) and never
+    // unmapped, so a shared 'static reference is sound.
     unsafe { leaf.as_ref() }
 }
 
