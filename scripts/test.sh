@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Every test: the workspace suite (whose stress tests re-run themselves in each
-# rseq mode), then the single-threaded operation tests of rseq-core in the two
+# rseq mode), then rseq-core alone, without the `shared-object` feature that the
+# preload library turns on for the whole workspace build (so own mode's inline
+# first attempt runs too), with its single-threaded operation tests in the two
 # other modes of the whole process (own registration, no rseq).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo test --workspace
+echo "== rseq-core alone, as a Rust program links it (no shared-object feature)"
+cargo test -p rseq-core --test ops --test stress
 echo "== rseq-core operations with our own registration (GLIBC_TUNABLES=glibc.pthread.rseq=0)"
 GLIBC_TUNABLES=glibc.pthread.rseq=0 cargo test -p rseq-core --test ops --test elf_tables
 echo "== rseq-core operations without rseq (CPUSLAB_RSEQ=0)"

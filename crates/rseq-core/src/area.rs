@@ -96,18 +96,37 @@ impl Area {
     }
 }
 
-/// The calling thread's area if glibc registered it (the mode is decided as
-/// `Glibc`): the inline first attempt's test, which never decides or registers
-/// anything. Own mode answers None here and runs out of line: its area is a
-/// thread-local, which in a shared object is a call to `__tls_get_addr`, and one
-/// call on an inlined path makes every caller save registers on every operation.
+/// The calling thread's area if the mode is decided and the thread registered
+/// already: the inline first attempt's test, which never decides or registers
+/// anything. With the `shared-object` feature own mode answers None here: its
+/// area is a thread-local, which in a shared object is a call to
+/// `__tls_get_addr`, and one call on an inlined path makes every caller save
+/// registers on every operation, in every mode. [`this_thread_registered_any`]
+/// answers for own mode too, for the full operations.
 #[inline(always)]
-pub(crate) fn glibc_registered() -> Option<Area> {
+pub(crate) fn this_thread_registered() -> Option<Area> {
+    registered(!cfg!(feature = "shared-object"))
+}
+
+/// [`this_thread_registered`], own mode included whatever the build.
+#[inline(always)]
+pub(crate) fn this_thread_registered_any() -> Option<Area> {
+    registered(true)
+}
+
+#[inline(always)]
+fn registered(own_mode: bool) -> Option<Area> {
     let offset = GLIBC_FAST_OFFSET.load(Ordering::Relaxed);
-    if offset == NO_OFFSET {
-        return None;
-    }
-    let area = Area { tp_offset: offset };
+    let area = if offset != NO_OFFSET {
+        Area { tp_offset: offset }
+    } else {
+        // Keep glibc's mode, the common one, on the straight line.
+        core::hint::cold_path();
+        if !own_mode || crate::mode::decided() != Some(Mode::Own) {
+            return None;
+        }
+        own_area_unregistered()
+    };
     area.is_registered().then_some(area)
 }
 

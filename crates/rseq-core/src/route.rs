@@ -28,9 +28,9 @@ pub(crate) fn uses_rseq() -> bool {
 ///
 /// `section` runs it as a critical section; `locked` runs it under the slot's
 /// per-CPU lock (fallback mode); `refused` turns a refusal's value into the error.
-/// The first attempt is inline and lean (a thread glibc registered, its index
-/// inside the region); everything else (deciding the mode, registering, own mode,
-/// restarting, the fallback) is out of line.
+/// The first attempt is inline and lean (a registered thread, its index inside the
+/// region); everything else (deciding the mode, registering, restarting, the
+/// fallback) is out of line.
 #[inline(always)]
 pub(crate) fn run<T, R>(
     region: &PerCpu<T>,
@@ -39,7 +39,9 @@ pub(crate) fn run<T, R>(
     refused: impl FnOnce(R) -> OpError,
 ) -> Result<R, OpError> {
     let mut first = None;
-    if let Some(area) = area::glibc_registered() {
+    // Batch, list and word operations are never on an inlined fast path: own
+    // mode's thread-local lookup may run here even in a shared object.
+    if let Some(area) = area::this_thread_registered_any() {
         match attempt(region, area, &mut section) {
             Some((Status::DONE, value)) => return Ok(value),
             Some((Status::REFUSED, value)) => return Err(refused(value)),

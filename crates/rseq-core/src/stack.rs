@@ -10,7 +10,8 @@ use core::mem::offset_of;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use crate::arch;
-use crate::{area, route};
+use crate::area::{self, Area};
+use crate::route;
 use crate::{fallback, fence, FenceError, OpError, PerCpu};
 
 /// The header of one CPU's stack.
@@ -147,7 +148,7 @@ impl PerCpu<Stack> {
     /// Pops the top item of the calling thread's CPU's stack.
     #[inline(always)]
     pub fn pop(&self) -> Result<*mut u8, OpError> {
-        if let Some(item) = self.try_pop() {
+        if let Some(item) = area::this_thread_registered_any().and_then(|a| self.attempt_pop(a)) {
             return Ok(item);
         }
         // Restarts, registration, the fallback: out of line.
@@ -169,7 +170,7 @@ impl PerCpu<Stack> {
     #[allow(clippy::not_unsafe_ptr_arg_deref)]
     #[inline(always)]
     pub fn push(&self, item: *mut u8) -> Result<(), OpError> {
-        if self.try_push(item) {
+        if area::this_thread_registered_any().is_some_and(|a| self.attempt_push(a, item)) {
             return Ok(());
         }
         route::run_slow(
@@ -191,16 +192,12 @@ impl PerCpu<Stack> {
 
     /// One attempt at [`pop`](Self::pop), as one indexed section (it reads the
     /// index itself: see the arch module): `None` on anything but success (also
-    /// when `pop` would succeed after a restart, in own and fallback mode, and for a
-    /// null item). For a fast path that falls back to its own slow path, which calls
-    /// `pop`.
+    /// when `pop` would succeed after a restart, in fallback mode, in own mode
+    /// with the `shared-object` feature, and for a null item). For a fast path
+    /// that falls back to its own slow path, which calls `pop`.
     #[inline(always)]
     pub fn try_pop(&self) -> Option<*mut u8> {
-        let area = area::glibc_registered()?;
-        // SAFETY: a registered area of this thread, and a region whose slots below
-        // `len` are valid stacks (`PerCpu::new`).
-        let item = unsafe { try_pop_section(self.place(area.tp_offset())) };
-        (!item.is_null()).then_some(item)
+        self.attempt_pop(area::this_thread_registered()?)
     }
 
     /// One attempt at [`push`](Self::push), as one indexed section: false on
@@ -209,10 +206,22 @@ impl PerCpu<Stack> {
     #[allow(clippy::not_unsafe_ptr_arg_deref)]
     #[inline(always)]
     pub fn try_push(&self, item: *mut u8) -> bool {
-        let Some(area) = area::glibc_registered() else {
-            return false;
-        };
-        // SAFETY: as in `try_pop`.
+        area::this_thread_registered().is_some_and(|area| self.attempt_push(area, item))
+    }
+
+    /// One indexed pop section on `area`, the calling thread's registered area.
+    #[inline(always)]
+    fn attempt_pop(&self, area: Area) -> Option<*mut u8> {
+        // SAFETY: a registered area of this thread, and a region whose slots below
+        // `len` are valid stacks (`PerCpu::new`).
+        let item = unsafe { try_pop_section(self.place(area.tp_offset())) };
+        (!item.is_null()).then_some(item)
+    }
+
+    /// One indexed push section on `area`, the calling thread's registered area.
+    #[inline(always)]
+    fn attempt_push(&self, area: Area, item: *mut u8) -> bool {
+        // SAFETY: as in `attempt_pop`.
         unsafe { try_push_section(self.place(area.tp_offset()), item) }
     }
 
