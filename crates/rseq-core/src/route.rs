@@ -120,7 +120,7 @@ fn note_restart(status: Status) {
 
 /// The fallback: the operation under the per-CPU lock of the CPU we run on.
 #[inline]
-fn run_locked<T, R>(
+pub(crate) fn run_locked<T, R>(
     region: &PerCpu<T>,
     locked: impl FnOnce(&T) -> Result<R, OpError>,
 ) -> Result<R, OpError> {

@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use crate::arch;
 use crate::area::{self, Area};
+use crate::mode::{self, Mode};
 use crate::route;
 use crate::{fallback, fence, FenceError, OpError, PerCpu};
 
@@ -151,16 +152,7 @@ impl PerCpu<Stack> {
         if let Some(item) = area::this_thread_registered_any().and_then(|a| self.attempt_pop(a)) {
             return Ok(item);
         }
-        // Restarts, registration, the fallback: out of line.
-        route::run_slow(
-            *self,
-            // SAFETY: `run_slow` passes the registered area, the index it read and
-            // that index's slot, which `PerCpu::new` guarantees valid.
-            |site, stack| unsafe { pop_section(site, stack) },
-            Stack::pop_locked,
-            |_| OpError::Empty,
-            None,
-        )
+        self.pop_slow()
     }
 
     /// Pushes `item` onto the calling thread's CPU's stack. An item equal to the
@@ -173,9 +165,38 @@ impl PerCpu<Stack> {
         if area::this_thread_registered_any().is_some_and(|a| self.attempt_push(a, item)) {
             return Ok(());
         }
+        self.push_slow(item)
+    }
+
+    /// [`pop`](Self::pop) after its inline attempt: the fallback's lock, or the
+    /// restarts and registration. One out-of-line call, so that `pop` stays short.
+    #[cold]
+    #[inline(never)]
+    fn pop_slow(&self) -> Result<*mut u8, OpError> {
+        if mode::decided() == Some(Mode::Fallback) {
+            return route::run_locked(self, Stack::pop_locked);
+        }
         route::run_slow(
             *self,
-            // SAFETY: as in `pop`.
+            // SAFETY: `run_slow` passes the registered area, the index it read and
+            // that index's slot, which `PerCpu::new` guarantees valid.
+            |site, stack| unsafe { pop_section(site, stack) },
+            Stack::pop_locked,
+            |_| OpError::Empty,
+            None,
+        )
+    }
+
+    /// [`push`](Self::push) after its inline attempt, as [`pop_slow`](Self::pop_slow).
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&self, item: *mut u8) -> Result<(), OpError> {
+        if mode::decided() == Some(Mode::Fallback) {
+            return route::run_locked(self, |stack| stack.push_locked(item));
+        }
+        route::run_slow(
+            *self,
+            // SAFETY: as in `pop_slow`.
             |site, stack| unsafe { push_section(site, stack, item) },
             |stack| stack.push_locked(item).map(|()| false),
             |duplicate| {
