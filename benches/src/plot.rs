@@ -126,18 +126,31 @@ pub fn ratio_bars(
         [(1.0, -0.5), (1.0, n as f64 - 0.5)],
         BLACK.stroke_width(2),
     ))?;
+    draw_legend(&mut chart, legend)?;
+    root.present()?;
+    Ok(())
+}
+
+/// The series legend, drawn the same way in every plot.
+fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> PlotResult
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+{
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font((FONT, 13))
-        .position(legend)
+        .position(position)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
-/// Ticks of a ratio axis: powers of 2 (and 1.5x steps when the range is narrow).
 /// The label of a categorical axis at `x`: category `i` sits at x = i; positions
 /// between categories (and past the last) get no label.
 fn category_label(x: f64, name: impl Fn(usize) -> Option<String>) -> String {
@@ -149,6 +162,7 @@ fn category_label(x: f64, name: impl Fn(usize) -> Option<String>) -> String {
     }
 }
 
+/// Ticks of a ratio axis: powers of 2 (and 1.5x steps when the range is narrow).
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let narrow = hi / lo < 8.0;
     let mut ticks = Vec::new();
@@ -223,13 +237,7 @@ fn threads(report: &Report, path: &Path) -> PlotResult {
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
         chart.draw_series(line.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(())
 }
@@ -312,13 +320,7 @@ fn memory_view(report: &Report, w: usize, path: &Path) -> PlotResult {
             Text::new("n/a", (x + bar * 0.1, max * 0.04), (FONT, 11))
         }))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::large_cache;
 use crate::page_heap::{self, PageHeapStats};
 use crate::pagemap;
 use crate::size_class::{Class, NUM_CLASSES};
-use crate::span::{self, SpanKind};
+use crate::span::{self, Span, SpanKind};
 use crate::{meta, span::object_index};
 
 /// Who owns a pointer, as far as the lower tiers know.
@@ -193,10 +193,15 @@ pub unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
 /// a free object from a live one (free objects sit in upper-tier caches).
 #[inline]
 pub fn lookup(ptr: *const u8) -> Option<Owner> {
-    if let Some(class) = small_class(ptr) {
-        return Some(Owner::Small(class));
+    let addr = ptr as usize;
+    let span = pagemap::get(addr)?;
+    match span.kind() {
+        SpanKind::Small => small_class_in(span, addr).map(Owner::Small),
+        SpanKind::Large if span.start() == addr => Some(Owner::Large {
+            usable_size: span.bytes(),
+        }),
+        _ => None,
     }
-    lookup_large(ptr)
 }
 
 /// The class of the small object `ptr` is the start of, or `None` (null,
@@ -209,24 +214,15 @@ pub fn small_class(ptr: *const u8) -> Option<Class> {
     if span.kind() != SpanKind::Small {
         return None;
     }
+    small_class_in(span, addr)
+}
+
+/// The class of the small span `span` if `addr` starts one of its objects.
+#[inline]
+fn small_class_in(span: &Span, addr: usize) -> Option<Class> {
     let class = span.class()?;
     object_index(span.start(), class, addr)?;
     Some(class)
-}
-
-/// [`lookup`] for anything but small objects: out of line, so that the small
-/// case stays short.
-#[cold]
-#[inline(never)]
-fn lookup_large(ptr: *const u8) -> Option<Owner> {
-    let addr = ptr as usize;
-    let span = pagemap::get(addr)?;
-    match span.kind() {
-        SpanKind::Large if span.start() == addr => Some(Owner::Large {
-            usable_size: span.bytes(),
-        }),
-        _ => None,
-    }
 }
 
 /// Returns every free page-heap run's memory to the OS now.

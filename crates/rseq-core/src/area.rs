@@ -115,14 +115,14 @@ pub(crate) fn this_thread_registered_any() -> Option<Area> {
 }
 
 #[inline(always)]
-fn registered(own_mode: bool) -> Option<Area> {
+fn registered(include_own: bool) -> Option<Area> {
     let offset = GLIBC_FAST_OFFSET.load(Ordering::Relaxed);
     let area = if offset != NO_OFFSET {
         Area { tp_offset: offset }
     } else {
         // Keep glibc's mode, the common one, on the straight line.
         core::hint::cold_path();
-        if !own_mode || crate::mode::decided() != Some(Mode::Own) {
+        if !include_own || crate::mode::decided() != Some(Mode::Own) {
             return None;
         }
         own_area_unregistered()
