@@ -2,16 +2,38 @@
 //!
 //! * a delay spun inside every critical section, between the CPU check and the
 //!   commit, so that preemption, signals and migrations land inside sections;
-//! * a deliberately broken restart for stack pop/push (the abort handler jumps back
-//!   into the section without storing `rseq_cs` again), to prove the stress test
-//!   catches that bug class;
+//! * a second delay between the loads of two words that a remote operation
+//!   writes (the stack header's `capacity` and `top`), counted each time it runs,
+//!   so that a remote stop, drain and resume lands between them;
+//! * deliberately broken stack sections, to prove that the stress test catches
+//!   each bug class: a restart that does not re-arm `rseq_cs`, and the header
+//!   loaded `top` first (the remote-race bug);
 //! * a switch that pretends membarrier is missing, to exercise the fence's fallback.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 static DELAY_SPINS: AtomicU32 = AtomicU32::new(0);
-static BROKEN_RESTART: AtomicBool = AtomicBool::new(false);
-static NO_MEMBARRIER: AtomicBool = AtomicBool::new(false);
+static HEADER_DELAY_SPINS: AtomicU32 = AtomicU32::new(0);
+static BROKEN: AtomicU8 = AtomicU8::new(Broken::Nothing as u8);
+static NO_MEMBARRIER: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Header delays that ran (incremented by the sections themselves).
+pub(crate) static HEADER_DELAYS: AtomicU64 = AtomicU64::new(0);
+
+/// Which bug the stack sections carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Broken {
+    /// None: the shipped sections.
+    Nothing = 0,
+    /// The abort handler jumps back into the section without storing `rseq_cs`
+    /// again.
+    Restart = 1,
+    /// The header is loaded `top` first, then `capacity`: a section that starts
+    /// after a remote stop's fence can pair the pre-drain `top` with the resumed
+    /// `capacity`.
+    LoadOrder = 2,
+}
 
 /// Spin `spins` `pause` instructions inside every section (0: none).
 pub fn set_delay_spins(spins: u32) {
@@ -22,13 +44,33 @@ pub(crate) fn delay_spins() -> u32 {
     DELAY_SPINS.load(Ordering::Relaxed)
 }
 
-/// Make stack pop/push restart without re-arming `rseq_cs` (a real bug class).
-pub fn set_broken_restart(on: bool) {
-    BROKEN_RESTART.store(on, Ordering::Relaxed);
+/// Spin `spins` `pause` instructions between the two loads of the stack header
+/// (after the single load, in one-word sections) (0: none).
+pub fn set_header_delay_spins(spins: u32) {
+    HEADER_DELAY_SPINS.store(spins, Ordering::Relaxed);
 }
 
-pub(crate) fn broken_restart() -> bool {
-    BROKEN_RESTART.load(Ordering::Relaxed)
+pub(crate) fn header_delay_spins() -> u32 {
+    HEADER_DELAY_SPINS.load(Ordering::Relaxed)
+}
+
+/// How many times a section spun the header delay: proof that it ran.
+pub fn header_delays() -> u64 {
+    HEADER_DELAYS.load(Ordering::Relaxed)
+}
+
+/// Make the stack sections carry `bug` (single pop and push; the batch sections
+/// stay correct).
+pub fn set_broken(bug: Broken) {
+    BROKEN.store(bug as u8, Ordering::Relaxed);
+}
+
+pub(crate) fn broken() -> Broken {
+    match BROKEN.load(Ordering::Relaxed) {
+        1 => Broken::Restart,
+        2 => Broken::LoadOrder,
+        _ => Broken::Nothing,
+    }
 }
 
 /// Pretend the kernel has no membarrier RSEQ command.

@@ -1,10 +1,12 @@
 //! A per-CPU bounded pointer stack: a 16-byte header (top, capacity, slots) whose
 //! items live in a slot array the caller provides.
 //!
-//! The sections read `top` and `capacity` and commit by storing `top` alone, so a
-//! remote thread can stop the stack by storing a zero `capacity` without racing a
-//! local commit. Zeroed memory is an inert stack:
-//! empty and full at once, until [`PerCpu::with_stopped`] installs slots.
+//! The sections read `capacity`, then `top`, then `slots`, and commit by storing
+//! `top` alone, so a remote thread can stop the stack by storing a zero
+//! `capacity` without racing a local commit, and resume it by storing `capacity`
+//! last (why this order, and no other, is correct: the arch module's "Load order"
+//! and docs/rseq.md, "Remote access"). Zeroed memory is an inert stack: empty and
+//! full at once, until [`PerCpu::with_stopped`] installs slots.
 
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
@@ -310,9 +312,12 @@ impl PerCpu<Stack> {
     /// modes store a zero capacity (every section on that slot now refuses), then
     /// [`crate::fence`] it (a section that read the old header is aborted or done);
     /// then `f` reads and changes the parts; last, store the new header with the
-    /// capacity written after `top` and `slots`, which resumes the stack. In fallback
-    /// mode the lock alone excludes the slot's users. Local operations meanwhile see
-    /// an empty and full stack. `f` must not operate on this region itself.
+    /// capacity written after `top` and `slots`, which resumes the stack. The
+    /// sections load `capacity` before `top` and `slots`, so no section can pair
+    /// a word from before the resume with one from after it: no second fence is
+    /// needed. In fallback mode the lock alone excludes the slot's users. Local
+    /// operations meanwhile see an empty and full stack. `f` must not operate on
+    /// this region itself.
     pub fn with_stopped<R>(
         &self,
         index: u32,
@@ -349,52 +354,65 @@ impl PerCpu<Stack> {
     }
 }
 
-/// The indexed pop section, or its broken twin when a test asked for it.
+/// Chooses between a shipped section and its broken twins: in test builds, the
+/// twin of the bug a test asked for ([`crate::fault::set_broken`]).
+macro_rules! section_or_twin {
+    ($shipped:ident, $broken_restart:ident, $top_first:ident, ($($arg:expr),*)) => {{
+        #[cfg(feature = "fault-injection")]
+        match crate::fault::broken() {
+            crate::fault::Broken::Nothing => {}
+            // SAFETY: forwarded caller contract.
+            crate::fault::Broken::Restart => return unsafe { arch::$broken_restart($($arg),*) },
+            // SAFETY: forwarded caller contract.
+            crate::fault::Broken::LoadOrder => return unsafe { arch::$top_first($($arg),*) },
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { arch::$shipped($($arg),*) }
+    }};
+}
+
+/// The indexed pop section (or a broken twin when a test asked for one).
 #[inline(always)]
 unsafe fn try_pop_section(place: arch::Place) -> *mut u8 {
-    #[cfg(feature = "fault-injection")]
-    if crate::fault::broken_restart() {
-        // SAFETY: forwarded caller contract.
-        return unsafe { arch::stack_try_pop_broken(place) };
-    }
-    // SAFETY: forwarded caller contract.
-    unsafe { arch::stack_try_pop(place) }
+    section_or_twin!(
+        stack_try_pop,
+        stack_try_pop_broken_restart,
+        stack_try_pop_top_first,
+        (place)
+    )
 }
 
-/// The indexed push section, or its broken twin when a test asked for it.
+/// The indexed push section (or a broken twin when a test asked for one).
 #[inline(always)]
 unsafe fn try_push_section(place: arch::Place, item: *mut u8) -> bool {
-    #[cfg(feature = "fault-injection")]
-    if crate::fault::broken_restart() {
-        // SAFETY: forwarded caller contract.
-        return unsafe { arch::stack_try_push_broken(place, item) };
-    }
-    // SAFETY: forwarded caller contract.
-    unsafe { arch::stack_try_push(place, item) }
+    section_or_twin!(
+        stack_try_push,
+        stack_try_push_broken_restart,
+        stack_try_push_top_first,
+        (place, item)
+    )
 }
 
-/// The pop section, or its broken twin when a test asked for it.
+/// The pop section (or a broken twin when a test asked for one).
 #[inline(always)]
 unsafe fn pop_section(site: arch::Site, stack: *mut Stack) -> (arch::Status, *mut u8) {
-    #[cfg(feature = "fault-injection")]
-    if crate::fault::broken_restart() {
-        // SAFETY: forwarded caller contract.
-        return unsafe { arch::stack_pop_broken(site, stack) };
-    }
-    // SAFETY: forwarded caller contract.
-    unsafe { arch::stack_pop(site, stack) }
+    section_or_twin!(
+        stack_pop,
+        stack_pop_broken_restart,
+        stack_pop_top_first,
+        (site, stack)
+    )
 }
 
-/// The push section, or its broken twin when a test asked for it.
+/// The push section (or a broken twin when a test asked for one).
 #[inline(always)]
 unsafe fn push_section(site: arch::Site, stack: *mut Stack, item: *mut u8) -> (arch::Status, bool) {
-    #[cfg(feature = "fault-injection")]
-    if crate::fault::broken_restart() {
-        // SAFETY: forwarded caller contract.
-        return unsafe { arch::stack_push_broken(site, stack, item) };
-    }
-    // SAFETY: forwarded caller contract.
-    unsafe { arch::stack_push(site, stack, item) }
+    section_or_twin!(
+        stack_push,
+        stack_push_broken_restart,
+        stack_push_top_first,
+        (site, stack, item)
+    )
 }
 
 /// The fallback's pop, callable in any mode (for benchmarks and tests).

@@ -5,21 +5,31 @@
 //! injected: a delay spun inside every critical section, SIGPROF at a high rate
 //! (whose handler itself runs list operations), `sched_yield`, and migrations with
 //! `sched_setaffinity`. A drainer thread meanwhile stops random CPUs' stacks
-//! remotely, rearranges them, and moves items between CPUs. After each round a
-//! single-threaded check finds every item exactly once and the counters summing to
-//! exactly what the threads counted.
+//! remotely, in a tight loop, rearranges them, and moves items between CPUs. After
+//! each round a single-threaded check finds every item exactly once and the
+//! counters summing to exactly what the threads counted.
+//!
+//! The remote race is forced, not left to luck: the drainer holds each stack
+//! stopped for `HOLD` after its fence, so that the sections its fence aborted
+//! restart while the stack is stopped; and every stack section spins
+//! `HEADER_DELAY` (longer than the hold) between its two header loads, so that the
+//! resume lands between them. Sections that load the header in the wrong order
+//! then pair a pre-drain `top` with the resumed `capacity`, on every stop of a busy
+//! CPU.
 //!
 //! Each scenario runs in a child process (this binary, re-run on the `child` test)
 //! so that it can pick its rseq mode through the environment: glibc's area, our own
-//! registration, the fallback, the fence without membarrier, and a deliberately
-//! broken restart path that the check must catch.
+//! registration, the fallback, the fence without membarrier, and two deliberately
+//! broken variants that the check must catch: a restart that does not re-arm
+//! `rseq_cs`, and the header loaded `top` first.
 
 use std::process::Command;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rseq_core::{fault, Index, ListHead, ListNode, Mode, OpError, PerCpu, Stack};
+use rseq_core::fault::{self, Broken};
+use rseq_core::{Index, ListHead, ListNode, Mode, OpError, PerCpu, Stack};
 
 const CHILD_ENV: &str = "RSEQ_STRESS_SCENARIO";
 /// Exit status of a child whose check found lost, duplicated or foreign items.
@@ -85,18 +95,43 @@ fn stress_with_the_fence_by_migration() {
 
 #[test]
 fn the_stress_test_catches_a_restart_that_does_not_rearm() {
-    let (code, text) = run_scenario("broken", &[], &["GLIBC_TUNABLES", "CPUSLAB_RSEQ"]);
+    let (code, text) = run_scenario("broken-restart", &[], &["GLIBC_TUNABLES", "CPUSLAB_RSEQ"]);
     assert_eq!(
         code, CORRUPTION_EXIT,
         "the broken restart path went unnoticed; the stress test cannot catch its bug class:\n{text}"
     );
 }
 
+#[test]
+fn the_stress_test_catches_a_header_loaded_top_first() {
+    let (code, text) = run_scenario(
+        "broken-load-order",
+        &[],
+        &["GLIBC_TUNABLES", "CPUSLAB_RSEQ"],
+    );
+    assert_eq!(
+        code, CORRUPTION_EXIT,
+        "sections that load `top` before `capacity` went unnoticed; the stress test \
+         cannot catch the remote race:\n{text}"
+    );
+    assert!(
+        header_delays_reported(&text) > 0,
+        "the header delay point did not run:\n{text}"
+    );
+}
+
+/// The count a child's round line reports as "N header delays" (the last one).
+fn header_delays_reported(text: &str) -> u64 {
+    text.rsplit_once(" header delays")
+        .and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 // ---- the child side --------------------------------------------------------------
 
 struct Scenario {
     mode: Mode,
-    broken: bool,
+    broken: Broken,
     no_membarrier: bool,
     rounds: u32,
     round: Duration,
@@ -104,10 +139,17 @@ struct Scenario {
     delay: u32,
 }
 
+/// How long the drainer keeps a stack stopped after its fence, before it changes
+/// anything: the sections the fence aborted restart within it.
+const HOLD: Duration = Duration::from_micros(20);
+/// The delay between a stack section's two header loads: long enough that a stop
+/// which began as the section started ends (resumes) before its second load.
+const HEADER_DELAY: Duration = Duration::from_micros(60);
+
 fn scenario(name: &str) -> Scenario {
     let normal = |mode| Scenario {
         mode,
-        broken: false,
+        broken: Broken::Nothing,
         no_membarrier: false,
         rounds: 2,
         round: Duration::from_millis(900),
@@ -121,8 +163,8 @@ fn scenario(name: &str) -> Scenario {
             no_membarrier: true,
             ..normal(Mode::Glibc)
         },
-        "broken" => Scenario {
-            broken: true,
+        "broken-restart" => Scenario {
+            broken: Broken::Restart,
             rounds: 20,
             round: Duration::from_millis(500),
             // A window long enough that a preemption often lands in an unprotected
@@ -130,8 +172,30 @@ fn scenario(name: &str) -> Scenario {
             delay: 1000,
             ..normal(Mode::Glibc)
         },
+        "broken-load-order" => Scenario {
+            broken: Broken::LoadOrder,
+            ..normal(Mode::Glibc)
+        },
         other => panic!("unknown scenario {other}"),
     }
+}
+
+/// `pause` instructions spun in `duration` on this machine (measured: a pause
+/// takes from a few to over a hundred cycles, depending on the processor). The
+/// fastest of several samples, so that a preemption while measuring (a loaded
+/// machine) does not shorten the delay.
+fn pauses_in(duration: Duration) -> u32 {
+    const SAMPLE: u32 = 20_000;
+    let per_pause = (0..10)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..SAMPLE {
+                std::hint::spin_loop();
+            }
+            start.elapsed().as_secs_f64() / f64::from(SAMPLE)
+        })
+        .fold(f64::INFINITY, f64::min);
+    (duration.as_secs_f64() / per_pause.max(1e-10)).clamp(1.0, 10_000_000.0) as u32
 }
 
 #[test]
@@ -146,12 +210,16 @@ fn child() {
         "the environment did not select the mode"
     );
     fault::set_delay_spins(scenario.delay);
-    fault::set_broken_restart(scenario.broken);
+    let header_delay = pauses_in(HEADER_DELAY);
+    fault::set_header_delay_spins(header_delay);
+    fault::set_broken(scenario.broken);
     let world = World::new();
     world.seed();
     install_signal_handler(world);
     println!(
-        "mode {:?}; mm_cid {}; {} threads on {} CPUs ({} possible); delay {} pauses",
+        "mode {:?}; mm_cid {}; {} threads on {} CPUs ({} possible); delay {} pauses; \
+         header delay {header_delay} pauses ({HEADER_DELAY:?}); drainer hold {HOLD:?}; \
+         broken: {:?}",
         rseq_core::mode(),
         if rseq_core::mm_cid_available() {
             "available"
@@ -161,7 +229,8 @@ fn child() {
         worker_count(),
         online_cpus(),
         rseq_core::possible_cpus(),
-        scenario.delay
+        scenario.delay,
+        scenario.broken
     );
     for round in 1..=scenario.rounds {
         fault::set_membarrier_disabled(scenario.no_membarrier);
@@ -171,7 +240,7 @@ fn child() {
         let c = rseq_core::counters();
         println!(
             "round {round}: {} ops, {} remote stops ({} refused), {} migrations, {} signals \
-             ({} handler ops); aborts {}, cpu moved {}, gave up {}; {check}",
+             ({} handler ops); aborts {}, cpu moved {}, gave up {}; {} header delays; {check}",
             tally.ops,
             tally.stops,
             tally.stop_errors,
@@ -180,7 +249,8 @@ fn child() {
             HANDLER_OPS.load(Ordering::Relaxed),
             c.aborts,
             c.cpu_moved,
-            c.gave_up
+            c.gave_up,
+            fault::header_delays()
         );
         if !check.is_clean() {
             println!("CORRUPTION DETECTED in round {round}");
@@ -197,6 +267,10 @@ fn child() {
         assert!(
             HANDLER_OPS.load(Ordering::Relaxed) > 0,
             "no signal handler ran a section"
+        );
+        assert!(
+            fault::header_delays() > 0,
+            "no section spun the delay between its header loads"
         );
     }
     println!("CLEAN");
@@ -458,8 +532,9 @@ impl World {
         tally
     }
 
-    /// Stops random CPUs' stacks from afar: reverses a stack in place, or moves all
-    /// of one CPU's items onto another's stack.
+    /// Stops random CPUs' stacks from afar, in a tight loop: reverses a stack in
+    /// place, or moves all of one CPU's items onto another's stack. Each stop is
+    /// held for [`HOLD`] before anything changes.
     fn drainer(&self, stop: &AtomicBool) -> Tally {
         let mut rng = Rng(0xD1B5_4A32_D192_ED03);
         let mut tally = Tally::default();
@@ -470,6 +545,7 @@ impl World {
             let from = (rng.next() % u64::from(cpus)) as u32;
             let to = (rng.next() % u64::from(cpus)) as u32;
             let reversed = self.stacks[r].with_stopped(from, |parts| {
+                hold();
                 // SAFETY: the stack is stopped: slots[..top] are ours to read and move.
                 let items =
                     unsafe { std::slice::from_raw_parts_mut(parts.slots, parts.top as usize) };
@@ -495,6 +571,7 @@ impl World {
                 }
                 let target = (to + attempts) % cpus;
                 let moved = self.stacks[r].with_stopped(target, |parts| {
+                    hold();
                     let room = parts.capacity.saturating_sub(parts.top) as usize;
                     let n = room.min(moving.len());
                     // SAFETY: stopped; [top, top + n) are free slots below capacity.
@@ -515,7 +592,7 @@ impl World {
                     std::thread::yield_now();
                 }
             }
-            std::thread::sleep(Duration::from_micros(200));
+            // No pause between stops: the next one starts at once.
         }
         tally
     }
@@ -582,6 +659,14 @@ impl World {
         check.swaps_off = sum(&self.swaps).abs_diff(tally.total_swaps());
         check.overflowed = OVERFLOWS.swap(0, Ordering::Relaxed);
         check
+    }
+}
+
+/// Keeps a stopped stack stopped for [`HOLD`].
+fn hold() {
+    let start = Instant::now();
+    while start.elapsed() < HOLD {
+        std::hint::spin_loop();
     }
 }
 

@@ -76,6 +76,34 @@ macro_rules! delay {
     };
 }
 
+/// Between the loads of two words a remote operation writes (the stack header's
+/// `capacity` and `top`): test builds spin `header_delay` pauses there and count
+/// that they did, so that a remote stop, drain and resume lands between the two
+/// loads (see "Load order" below). The one-word sections (list, word) mark the
+/// same point after their load, with a delay of 0: no remote writes their word.
+#[cfg(feature = "fault-injection")]
+macro_rules! between_loads {
+    () => {
+        concat!(
+            "test {header_delay:e}, {header_delay:e}\n",
+            "jz 28f\n",
+            "lock inc qword ptr [rip + {header_delays}]\n",
+            "27:\n",
+            "pause\n",
+            "sub {header_delay:e}, 1\n",
+            "jnz 27b\n",
+            "28:\n",
+        )
+    };
+}
+
+#[cfg(not(feature = "fault-injection"))]
+macro_rules! between_loads {
+    () => {
+        ""
+    };
+}
+
 /// The abort handler (after the signature) and the three tables. `on_abort` runs
 /// after the abort is counted and must leave through an exit; `exit` names the
 /// section's exit point for the exit-point table.
@@ -125,6 +153,7 @@ macro_rules! critical_section {
         site: $site:expr,
         status: $status:ident,
         restart_to: $restart_to:literal,
+        header_delay: $header_delay:expr,
         body: $body:expr,
         commit: $commit:expr,
         $($operands:tt)*
@@ -162,6 +191,8 @@ macro_rules! critical_section {
             aborts = sym crate::counters::ABORTS,
             sig = const rseq_sys::RSEQ_SIG,
             delay = inout(reg) crate::fault::delay_spins() => _,
+            header_delay = inout(reg) $header_delay => _,
+            header_delays = sym crate::fault::HEADER_DELAYS,
             options(nostack),
         );
     };
@@ -173,9 +204,58 @@ macro_rules! critical_section {
 // read with two 32-bit loads: one 64-bit load right after the previous operation's
 // 32-bit commit to `top` would miss store-to-load forwarding and stall (that cost
 // 7 ns per operation).
+//
+// Load order. A remote thread stops a stack by storing capacity = 0 and fencing,
+// and resumes it by storing `slots`, then `top`, then `capacity` (stack.rs,
+// `with_stopped`). A section that starts after the fence may still be running when
+// the resume lands: the fence only covers sections that started before it, and a
+// vCPU descheduled by the host between two loads aborts nothing. So every section
+// loads `capacity` first, then `top`, then `slots` and the slot array. x86-64 keeps
+// loads in order with loads, and stores with stores (TSO); hence if the `capacity`
+// load sees the resumed value, every later load sees the resume's `top` and
+// `slots` (or newer: a later change needs another stop and fence, which aborts
+// this section); and if it sees 0, the section refuses. The opposite order can
+// pair a pre-drain `top` with a resumed `capacity` and hand out an object the
+// drainer took (`top_first` below keeps that bug alive for the stress test).
+
+/// Loads the stack header at `[$at]` into the 32-bit registers `$capacity` and
+/// `$top`, in the order named: `capacity_first` is the only correct one;
+/// `top_first` is the broken twin the stress test must catch.
+macro_rules! load_header {
+    (capacity_first, $at:expr, $capacity:expr, $top:expr) => {
+        concat!(
+            "mov ",
+            $capacity,
+            ", dword ptr [",
+            $at,
+            " + {capacity}]\n",
+            between_loads!(),
+            "mov ",
+            $top,
+            ", dword ptr [",
+            $at,
+            "]\n",
+        )
+    };
+    (top_first, $at:expr, $capacity:expr, $top:expr) => {
+        concat!(
+            "mov ",
+            $top,
+            ", dword ptr [",
+            $at,
+            "]\n",
+            between_loads!(),
+            "mov ",
+            $capacity,
+            ", dword ptr [",
+            $at,
+            " + {capacity}]\n",
+        )
+    };
+}
 
 macro_rules! stack_pop_fn {
-    ($name:ident, $restart_to:literal) => {
+    ($name:ident, restart_to: $restart_to:literal, order: $order:ident) => {
         /// Pops the top item of this CPU's stack.
         ///
         /// # Safety
@@ -187,17 +267,19 @@ macro_rules! stack_pop_fn {
             let status: usize;
             let item: *mut u8;
             // SAFETY: the caller guarantees the area and the slot; the section reads
-            // the header, then one slot below `top`, and commits `top - 1`.
+            // the header (capacity first), then one slot below `top`, and commits
+            // `top - 1`. The capacity passes through the item register.
             unsafe {
                 critical_section!(
                     site: site,
                     status: status,
                     restart_to: $restart_to,
+                    header_delay: crate::fault::header_delay_spins(),
                     body: concat!(
                         "mov {status:e}, {refused}\n",
-                        "mov {top:e}, dword ptr [{stack}]\n",
+                        load_header!($order, "{stack}", "{item:e}", "{top:e}"),
                         "sub {top:e}, 1\n",
-                        "cmp {top:e}, dword ptr [{stack} + {capacity}]\n",
+                        "cmp {top:e}, {item:e}\n",
                         "jae 9f\n",
                         "mov {item}, qword ptr [{stack} + {slots_offset}]\n",
                         "mov {item}, qword ptr [{item} + {top} * 8]\n",
@@ -221,7 +303,7 @@ macro_rules! stack_pop_fn {
 pub(crate) const PUSH_DUPLICATE: u32 = u32::MAX;
 
 macro_rules! stack_push_fn {
-    ($name:ident, $restart_to:literal) => {
+    ($name:ident, restart_to: $restart_to:literal, order: $order:ident) => {
         /// Pushes `item` onto this CPU's stack; refuses it if it is the top item
         /// already (then the second value is true).
         ///
@@ -232,17 +314,19 @@ macro_rules! stack_push_fn {
             let status: usize;
             let top: usize;
             // SAFETY: the caller guarantees the area and the slot; the section reads
-            // the top item (when there is one), stores the new item into the free
-            // slot at `top` (invisible until the commit) and commits `top + 1`.
+            // the header (capacity first, through the slots register), the top item
+            // (when there is one), stores the new item into the free slot at `top`
+            // (invisible until the commit) and commits `top + 1`.
             unsafe {
                 critical_section!(
                     site: site,
                     status: status,
                     restart_to: $restart_to,
+                    header_delay: crate::fault::header_delay_spins(),
                     body: concat!(
                         "mov {status:e}, {refused}\n",
-                        "mov {top:e}, dword ptr [{stack}]\n",
-                        "cmp {top:e}, dword ptr [{stack} + {capacity}]\n",
+                        load_header!($order, "{stack}", "{slots:e}", "{top:e}"),
+                        "cmp {top:e}, {slots:e}\n",
                         "jae 9f\n",
                         "mov {slots}, qword ptr [{stack} + {slots_offset}]\n",
                         "test {top:e}, {top:e}\n",
@@ -340,6 +424,8 @@ macro_rules! indexed_section {
             aborts = sym crate::counters::ABORTS,
             sig = const rseq_sys::RSEQ_SIG,
             delay = inout(reg) crate::fault::delay_spins() => _,
+            header_delay = inout(reg) crate::fault::header_delay_spins() => _,
+            header_delays = sym crate::fault::HEADER_DELAYS,
             options(nostack),
         );
     };
@@ -361,7 +447,13 @@ macro_rules! indexed_slot {
 }
 
 macro_rules! stack_try_pop_fn {
-    ($name:ident, $restart_to:literal) => {
+    (
+        $name:ident,
+        restart_to: $restart_to:literal,
+        order: $order:ident,
+        capacity_in: $cap:literal,
+        $($scratch:tt)*
+    ) => {
         /// One attempt at popping the top item of the stack of the CPU the section
         /// runs on; null on anything but success (empty, stopped, beyond the
         /// region, aborted).
@@ -373,9 +465,9 @@ macro_rules! stack_try_pop_fn {
         pub(crate) unsafe fn $name(place: Place) -> *mut u8 {
             let item: *mut u8;
             // SAFETY: the caller guarantees the area and the region; the section
-            // finds its slot from the index it reads, reads the header, then one
-            // slot below `top`, and commits `top - 1`. Every exit but the commit
-            // leaves `item` null.
+            // finds its slot from the index it reads, reads the header (capacity
+            // first), then one slot below `top`, and commits `top - 1`. Every exit
+            // but the commit leaves `item` null.
             unsafe {
                 indexed_section!(
                     place: place,
@@ -383,9 +475,9 @@ macro_rules! stack_try_pop_fn {
                     entry: "xor {item:e}, {item:e}\n",
                     leave: "9f",
                     body: concat!(
-                        "mov {top:e}, dword ptr [{slot} + {base}]\n",
+                        load_header!($order, "{slot} + {base}", concat!("{", $cap, ":e}"), "{top:e}"),
                         "sub {top:e}, 1\n",
-                        "cmp {top:e}, dword ptr [{slot} + {base} + {capacity}]\n",
+                        "cmp {top:e}, {", $cap, ":e}\n",
                         "jae 9f\n",
                         "mov {item}, qword ptr [{slot} + {base} + {slots_offset}]\n",
                         "mov {item}, qword ptr [{item} + {top} * 8]\n",
@@ -398,6 +490,7 @@ macro_rules! stack_try_pop_fn {
                     top = out(reg) _,
                     capacity = const CAPACITY_OFFSET,
                     slots_offset = const SLOTS_OFFSET,
+                    $($scratch)*
                 );
             }
             item
@@ -406,7 +499,13 @@ macro_rules! stack_try_pop_fn {
 }
 
 macro_rules! stack_try_push_fn {
-    ($name:ident, $restart_to:literal, slots: $slots:literal, $($scratch:tt)*) => {
+    (
+        $name:ident,
+        restart_to: $restart_to:literal,
+        order: $order:ident,
+        slots_in: $slots:literal,
+        $($scratch:tt)*
+    ) => {
         /// One attempt at pushing `item` onto the stack of the CPU the section runs
         /// on; false on anything but success (full, stopped, the top item already,
         /// beyond the region, aborted).
@@ -416,7 +515,8 @@ macro_rules! stack_try_push_fn {
         #[inline(always)]
         pub(crate) unsafe fn $name(place: Place, item: *mut u8) -> bool {
             // SAFETY: the caller guarantees the area and the region; the section
-            // finds its slot from the index it reads, stores the item into the free
+            // finds its slot from the index it reads, reads the header (capacity
+            // first, through the slots register), stores the item into the free
             // slot at `top` (invisible until the commit) and commits `top + 1`.
             unsafe {
                 indexed_section!(
@@ -425,16 +525,16 @@ macro_rules! stack_try_push_fn {
                     entry: "",
                     leave: "{miss}",
                     body: concat!(
-                        "mov {top:e}, dword ptr [{slot} + {base}]\n",
-                        "cmp {top:e}, dword ptr [{slot} + {base} + {capacity}]\n",
+                        load_header!($order, "{slot} + {base}", concat!("{", $slots, ":e}"), "{top:e}"),
+                        "cmp {top:e}, {", $slots, ":e}\n",
                         "jae {miss}\n",
-                        "mov ", $slots, ", qword ptr [{slot} + {base} + {slots_offset}]\n",
+                        "mov {", $slots, "}, qword ptr [{slot} + {base} + {slots_offset}]\n",
                         "test {top:e}, {top:e}\n",
                         "jz 6f\n",
-                        "cmp {item}, qword ptr [", $slots, " + {top} * 8 - 8]\n",
+                        "cmp {item}, qword ptr [{", $slots, "} + {top} * 8 - 8]\n",
                         "je {miss}\n",
                         "6:\n",
-                        "mov qword ptr [", $slots, " + {top} * 8], {item}\n",
+                        "mov qword ptr [{", $slots, "} + {top} * 8], {item}\n",
                         "add {top:e}, 1\n",
                     ),
                     commit: "mov dword ptr [{slot} + {base}], {top:e}\n",
@@ -456,22 +556,44 @@ macro_rules! stack_try_push_fn {
     };
 }
 
-stack_try_pop_fn!(stack_try_pop, "9b");
-// The slot array goes into {stride}, dead by then.
-stack_try_push_fn!(stack_try_push, "{miss}", slots: "{stride}",);
-#[cfg(feature = "fault-injection")]
-stack_try_pop_fn!(stack_try_pop_broken, "2b");
-#[cfg(feature = "fault-injection")]
-// The broken restart re-runs the section from the index read, which needs
-// {stride} intact: the slot array gets its own register.
-stack_try_push_fn!(stack_try_push_broken, "2b", slots: "{slots}", slots = out(reg) _,);
+// The shipped sections. After the `imul`, {stride} is dead: the pop keeps the
+// capacity there, the push the capacity and then the slot array.
+stack_try_pop_fn!(stack_try_pop, restart_to: "9b", order: capacity_first, capacity_in: "stride",);
+stack_try_push_fn!(stack_try_push, restart_to: "{miss}", order: capacity_first, slots_in: "stride",);
+stack_pop_fn!(stack_pop, restart_to: "9b", order: capacity_first);
+stack_push_fn!(stack_push, restart_to: "9b", order: capacity_first);
 
-stack_pop_fn!(stack_pop, "9b");
-stack_push_fn!(stack_push, "9b");
+// The broken twins (test builds only). A broken restart re-runs the section from
+// the index read, which needs {stride} intact: they keep the capacity and the slot
+// array in registers of their own.
 #[cfg(feature = "fault-injection")]
-stack_pop_fn!(stack_pop_broken, "2b");
+stack_try_pop_fn!(
+    stack_try_pop_broken_restart,
+    restart_to: "2b",
+    order: capacity_first,
+    capacity_in: "spare",
+    spare = out(reg) _,
+);
 #[cfg(feature = "fault-injection")]
-stack_push_fn!(stack_push_broken, "2b");
+stack_try_push_fn!(
+    stack_try_push_broken_restart,
+    restart_to: "2b",
+    order: capacity_first,
+    slots_in: "spare",
+    spare = out(reg) _,
+);
+#[cfg(feature = "fault-injection")]
+stack_pop_fn!(stack_pop_broken_restart, restart_to: "2b", order: capacity_first);
+#[cfg(feature = "fault-injection")]
+stack_push_fn!(stack_push_broken_restart, restart_to: "2b", order: capacity_first);
+#[cfg(feature = "fault-injection")]
+stack_try_pop_fn!(stack_try_pop_top_first, restart_to: "9b", order: top_first, capacity_in: "stride",);
+#[cfg(feature = "fault-injection")]
+stack_try_push_fn!(stack_try_push_top_first, restart_to: "{miss}", order: top_first, slots_in: "stride",);
+#[cfg(feature = "fault-injection")]
+stack_pop_fn!(stack_pop_top_first, restart_to: "9b", order: top_first);
+#[cfg(feature = "fault-injection")]
+stack_push_fn!(stack_push_top_first, restart_to: "9b", order: top_first);
 
 /// Pops up to `want` (>= 1) items into `out[..n]`, the deepest first; returns n.
 ///
@@ -487,7 +609,7 @@ pub(crate) unsafe fn stack_pop_batch(
     let status: usize;
     let out_end: *mut *mut u8;
     // SAFETY: the caller guarantees the area, the slot and the buffer; the section
-    // copies n = min(want, top) items from slots[top - n .. top] into the private
+    // reads the header (capacity first), copies n = min(want, top) items from slots[top - n .. top] into the private
     // buffer and commits `top - n`. An abort leaves the buffer partly written, which
     // the caller ignores.
     unsafe {
@@ -495,11 +617,12 @@ pub(crate) unsafe fn stack_pop_batch(
             site: site,
             status: status,
             restart_to: "9b",
+            header_delay: crate::fault::header_delay_spins(),
             body: concat!(
                 "mov {status:e}, {refused}\n",
-                "mov {top:e}, dword ptr [{stack}]\n",
+                load_header!(capacity_first, "{stack}", "{word:e}", "{top:e}"),
                 "lea {scratch:e}, [{top} - 1]\n",
-                "cmp {scratch:e}, dword ptr [{stack} + {capacity}]\n",
+                "cmp {scratch:e}, {word:e}\n",
                 "jae 9f\n",
                 "cmp {top}, {count}\n",
                 "cmovb {count}, {top}\n",
@@ -544,17 +667,17 @@ pub(crate) unsafe fn stack_push_batch(
     let status: usize;
     let items_end: *const *mut u8;
     // SAFETY: the caller guarantees the area, the slot and the items; the section
-    // copies n = min(count, capacity - top) items into the free slots from `top` up
+    // reads the header (capacity first), copies n = min(count, capacity - top) items into the free slots from `top` up
     // (invisible until the commit) and commits `top + n`.
     unsafe {
         critical_section!(
             site: site,
             status: status,
             restart_to: "9b",
+            header_delay: crate::fault::header_delay_spins(),
             body: concat!(
                 "mov {status:e}, {refused}\n",
-                "mov {top:e}, dword ptr [{stack}]\n",
-                "mov {word:e}, dword ptr [{stack} + {capacity}]\n",
+                load_header!(capacity_first, "{stack}", "{word:e}", "{top:e}"),
                 "cmp {top:e}, {word:e}\n",
                 "jae 9f\n",
                 "sub {word}, {top}\n",
@@ -603,9 +726,11 @@ pub(crate) unsafe fn list_pop(site: Site, head: *mut ListHead) -> (Status, *mut 
             site: site,
             status: status,
             restart_to: "9b",
+            header_delay: 0u32, // one word: nothing to pair
             body: concat!(
                 "mov {status:e}, {refused}\n",
                 "mov {node}, qword ptr [{head}]\n",
+                between_loads!(),
                 "test {node}, {node}\n",
                 "jz 9f\n",
                 "mov {next}, qword ptr [{node}]\n",
@@ -635,8 +760,10 @@ pub(crate) unsafe fn list_push(site: Site, head: *mut ListHead, node: *mut ListN
             site: site,
             status: status,
             restart_to: "9b",
+            header_delay: 0u32, // one word: nothing to pair
             body: concat!(
                 "mov {next}, qword ptr [{head}]\n",
+                between_loads!(),
                 "mov qword ptr [{node}], {next}\n",
             ),
             commit: "mov qword ptr [{head}], {node}\n",
@@ -668,9 +795,11 @@ pub(crate) unsafe fn word_compare_and_store(
             site: site,
             status: status,
             restart_to: "9b",
+            header_delay: 0u32, // one word: nothing to pair
             body: concat!(
                 "mov {status:e}, {refused}\n",
                 "mov {current}, qword ptr [{word}]\n",
+                between_loads!(),
                 "cmp {current}, {expected}\n",
                 "jne 9f\n",
             ),
@@ -700,8 +829,10 @@ pub(crate) unsafe fn word_add(site: Site, word: *mut AtomicUsize, delta: usize) 
             site: site,
             status: status,
             restart_to: "9b",
+            header_delay: 0u32, // one word: nothing to pair
             body: concat!(
                 "mov {before}, qword ptr [{word}]\n",
+                between_loads!(),
                 "lea {sum}, [{before} + {delta}]\n",
             ),
             commit: "mov qword ptr [{word}], {sum}\n",
