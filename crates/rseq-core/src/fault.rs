@@ -8,12 +8,15 @@
 //! * deliberately broken stack sections, to prove that the stress test catches
 //!   each bug class: a restart that does not re-arm `rseq_cs`, and the header
 //!   loaded `top` first (the remote-race bug);
+//! * a hold: a remote stop keeps the stack stopped for a while after its fence,
+//!   so that the sections the fence aborted restart while it is stopped;
 //! * a switch that pretends membarrier is missing, to exercise the fence's fallback.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 static DELAY_SPINS: AtomicU32 = AtomicU32::new(0);
 static HEADER_DELAY_SPINS: AtomicU32 = AtomicU32::new(0);
+static STOP_HOLD_SPINS: AtomicU32 = AtomicU32::new(0);
 static BROKEN: AtomicU8 = AtomicU8::new(Broken::Nothing as u8);
 static NO_MEMBARRIER: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
@@ -52,6 +55,19 @@ pub fn set_header_delay_spins(spins: u32) {
 
 pub(crate) fn header_delay_spins() -> u32 {
     HEADER_DELAY_SPINS.load(Ordering::Relaxed)
+}
+
+/// Spin `spins` `pause` instructions in every remote stop, after its fence and
+/// before the caller's closure runs (0: none).
+pub fn set_stop_hold_spins(spins: u32) {
+    STOP_HOLD_SPINS.store(spins, Ordering::Relaxed);
+}
+
+/// The hold of a remote stop (see [`set_stop_hold_spins`]).
+pub(crate) fn hold_stopped() {
+    for _ in 0..STOP_HOLD_SPINS.load(Ordering::Relaxed) {
+        core::hint::spin_loop();
+    }
 }
 
 /// How many times a section spun the header delay: proof that it ran.

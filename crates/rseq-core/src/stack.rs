@@ -335,6 +335,8 @@ impl PerCpu<Stack> {
                 return Err(error);
             }
         }
+        #[cfg(feature = "fault-injection")]
+        crate::fault::hold_stopped();
         let mut parts = StackParts {
             slots: stack.slots.load(Ordering::Acquire),
             top: stack.top.load(Ordering::Acquire),

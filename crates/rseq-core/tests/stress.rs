@@ -139,8 +139,8 @@ struct Scenario {
     delay: u32,
 }
 
-/// How long the drainer keeps a stack stopped after its fence, before it changes
-/// anything: the sections the fence aborted restart within it.
+/// How long every remote stop keeps its stack stopped after the fence, before the
+/// drainer changes anything: the sections the fence aborted restart within it.
 const HOLD: Duration = Duration::from_micros(20);
 /// The delay between a stack section's two header loads: long enough that a stop
 /// which began as the section started ends (resumes) before its second load.
@@ -212,6 +212,7 @@ fn child() {
     fault::set_delay_spins(scenario.delay);
     let header_delay = pauses_in(HEADER_DELAY);
     fault::set_header_delay_spins(header_delay);
+    fault::set_stop_hold_spins(pauses_in(HOLD));
     fault::set_broken(scenario.broken);
     let world = World::new();
     world.seed();
@@ -534,7 +535,7 @@ impl World {
 
     /// Stops random CPUs' stacks from afar, in a tight loop: reverses a stack in
     /// place, or moves all of one CPU's items onto another's stack. Each stop is
-    /// held for [`HOLD`] before anything changes.
+    /// held for [`HOLD`] (rseq-core's fault injection) before anything changes.
     fn drainer(&self, stop: &AtomicBool) -> Tally {
         let mut rng = Rng(0xD1B5_4A32_D192_ED03);
         let mut tally = Tally::default();
@@ -545,7 +546,6 @@ impl World {
             let from = (rng.next() % u64::from(cpus)) as u32;
             let to = (rng.next() % u64::from(cpus)) as u32;
             let reversed = self.stacks[r].with_stopped(from, |parts| {
-                hold();
                 // SAFETY: the stack is stopped: slots[..top] are ours to read and move.
                 let items =
                     unsafe { std::slice::from_raw_parts_mut(parts.slots, parts.top as usize) };
@@ -571,7 +571,6 @@ impl World {
                 }
                 let target = (to + attempts) % cpus;
                 let moved = self.stacks[r].with_stopped(target, |parts| {
-                    hold();
                     let room = parts.capacity.saturating_sub(parts.top) as usize;
                     let n = room.min(moving.len());
                     // SAFETY: stopped; [top, top + n) are free slots below capacity.
@@ -659,14 +658,6 @@ impl World {
         check.swaps_off = sum(&self.swaps).abs_diff(tally.total_swaps());
         check.overflowed = OVERFLOWS.swap(0, Ordering::Relaxed);
         check
-    }
-}
-
-/// Keeps a stopped stack stopped for [`HOLD`].
-fn hold() {
-    let start = Instant::now();
-    while start.elapsed() < HOLD {
-        std::hint::spin_loop();
     }
 }
 
