@@ -3,13 +3,16 @@
 //! Our own area is a `thread_local!` with a constant initializer and no destructor
 //! (a plain TLS block: nothing is registered at thread exit, nothing allocates). Its
 //! `cpu_id` starts as `RSEQ_CPU_ID_UNINITIALIZED`, which is how a thread knows it has
-//! not registered yet; the kernel owns the field once registration succeeds.
+//! not registered yet. We write that field only in the constant initializer: the
+//! kernel owns it, and a failed registration is remembered in a word of our own
+//! beside the area, never in `cpu_id` (Linux 7.0 kills a process that changes a
+//! read-only field of a registered area, and with EBUSY the area may be registered).
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
-use rseq_sys::{rseq, RSEQ_CPU_ID_OFFSET, RSEQ_CPU_ID_REGISTRATION_FAILED};
+use rseq_sys::{rseq, RSEQ_CPU_ID_OFFSET};
 use rseq_sys::{RSEQ_CPU_ID_UNINITIALIZED, RSEQ_MM_CID_OFFSET};
 
 use crate::mode::{mode, Mode};
@@ -149,7 +152,10 @@ pub(crate) fn this_thread() -> Option<Area> {
 static GLIBC_OFFSET: AtomicIsize = AtomicIsize::new(0);
 
 /// glibc's offset once the mode is decided as `Glibc`, else `NO_OFFSET`: the fast
-/// path's one load (instead of dispatching on the mode).
+/// path's one load (instead of dispatching on the mode). The value is the whole
+/// message (no other data is read because of it), so relaxed suffices: a reader
+/// sees `NO_OFFSET` (and takes the slow path, which reads the mode with acquire)
+/// or the offset itself.
 static GLIBC_FAST_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
 const NO_OFFSET: isize = isize::MIN;
 
@@ -172,6 +178,8 @@ pub(crate) fn adopt_glibc_area() -> bool {
 }
 
 /// glibc's area: at the same offset from the thread pointer in every thread.
+/// Called once the mode reads `Glibc`: that acquire load orders this one after
+/// the offset's store.
 #[inline(always)]
 fn glibc_area() -> Area {
     Area {
@@ -187,16 +195,26 @@ const OWN_AREA_BYTES: usize = 256;
 const OWN_AREA_ALIGN: usize = 64;
 
 #[repr(C, align(64))]
-struct OwnArea(UnsafeCell<[u32; OWN_AREA_BYTES / 4]>);
+struct OwnArea {
+    /// What the kernel sees: registered with at most `OWN_AREA_BYTES`.
+    area: UnsafeCell<[u32; OWN_AREA_BYTES / 4]>,
+    /// Ours alone, beyond any registered length: this thread's registration
+    /// failed, so that it is not retried on every operation.
+    failed: Cell<bool>,
+}
 
 const _: () = assert!(core::mem::align_of::<OwnArea>() == OWN_AREA_ALIGN);
-const _: () = assert!(core::mem::size_of::<OwnArea>() >= core::mem::size_of::<rseq>());
+const _: () = assert!(core::mem::offset_of!(OwnArea, area) == 0);
+const _: () = assert!(OWN_AREA_BYTES >= core::mem::size_of::<rseq>());
 
 impl OwnArea {
     const fn new() -> Self {
         let mut words = [0u32; OWN_AREA_BYTES / 4];
         words[RSEQ_CPU_ID_OFFSET / 4] = RSEQ_CPU_ID_UNINITIALIZED as u32;
-        OwnArea(UnsafeCell::new(words))
+        OwnArea {
+            area: UnsafeCell::new(words),
+            failed: Cell::new(false),
+        }
     }
 }
 
@@ -207,7 +225,7 @@ std::thread_local! {
 /// The address of this thread's own area.
 #[inline(always)]
 fn own_area_address() -> NonNull<rseq> {
-    let area = OWN_AREA.with(|own| own.0.get().cast::<rseq>());
+    let area = OWN_AREA.with(|own| own.area.get().cast::<rseq>());
     // SAFETY: a thread-local's address is never null.
     unsafe { NonNull::new_unchecked(area) }
 }
@@ -231,7 +249,7 @@ fn own_area_unregistered() -> Area {
 #[inline(always)]
 fn own_area() -> Option<Area> {
     let area = own_area_unregistered();
-    if area.cpu_id() == RSEQ_CPU_ID_UNINITIALIZED as u32 && !register(own_area_address()) {
+    if !area.is_registered() && !register_this_thread() {
         return None;
     }
     Some(area)
@@ -239,44 +257,80 @@ fn own_area() -> Option<Area> {
 
 /// Registers this thread's own area now (used to probe the mode); true on success.
 pub(crate) fn register_own_area() -> bool {
+    own_area_unregistered().is_registered() || register_this_thread()
+}
+
+/// The raw `cpu_id` of this thread's own area (for tests: it must never read
+/// anything we wrote but the initial -1).
+pub(crate) fn own_area_cpu_id() -> i32 {
     let area = own_area_address();
-    // SAFETY: our own TLS area, read before registration or after it (then the
-    // kernel writes it only on our return to user space).
-    let cpu = unsafe { core::ptr::addr_of!((*area.as_ptr()).cpu_id).read_volatile() };
-    match cpu {
-        cpu if cpu == RSEQ_CPU_ID_UNINITIALIZED as u32 => register(area),
-        cpu => (cpu as i32) >= 0,
+    // SAFETY: our own TLS area; the kernel writes the field only on our return
+    // to user space, and a volatile read sees whole values.
+    unsafe { core::ptr::addr_of!((*area.as_ptr()).cpu_id).read_volatile() as i32 }
+}
+
+/// Registers this thread's own area, once: a thread whose registration failed
+/// does not try again. Every signal is blocked meanwhile: a handler that ran an
+/// operation between our check and the syscall would register the area first,
+/// and ours would then fail with EBUSY on an area that is registered.
+#[cold]
+#[inline(never)]
+fn register_this_thread() -> bool {
+    if OWN_AREA.with(|own| own.failed.get()) {
+        return false;
+    }
+    let _blocked = SignalsBlocked::now();
+    let registered = own_area_cpu_id() >= 0 || {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::signal_during_registration();
+        let area = own_area_address();
+        let len = own_registration_len();
+        // SAFETY: the area is this thread's TLS block, aligned and at least `len`
+        // bytes, alive until the thread exits (when the kernel drops the
+        // registration).
+        let result = unsafe {
+            libc::syscall(
+                rseq_sys::SYS_RSEQ,
+                area.as_ptr(),
+                len as u32,
+                0,
+                rseq_sys::RSEQ_SIG,
+            )
+        };
+        // EBUSY with our area registered: someone registered it for us (it
+        // cannot be a handler of ours, with signals blocked, but the area is
+        // good all the same).
+        result == 0 || own_area_cpu_id() >= 0
+    };
+    if !registered {
+        OWN_AREA.with(|own| own.failed.set(true));
+    }
+    registered
+}
+
+/// Every signal blocked for this thread until dropped (the mask before is
+/// restored). `pthread_sigmask` neither allocates nor fails with valid arguments.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn now() -> SignalsBlocked {
+        // SAFETY: sigset_t is plain data that sigfillset initialises; the mask
+        // calls only read and write the sets we pass, for this thread.
+        unsafe {
+            let mut all: libc::sigset_t = core::mem::zeroed();
+            let mut before: libc::sigset_t = core::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut before);
+            SignalsBlocked(before)
+        }
     }
 }
 
-#[cold]
-#[inline(never)]
-fn register(area: NonNull<rseq>) -> bool {
-    let len = own_registration_len();
-    // SAFETY: the area is this thread's TLS block, aligned and at least `len` bytes,
-    // alive until the thread exits (when the kernel drops the registration).
-    let result = unsafe {
-        libc::syscall(
-            rseq_sys::SYS_RSEQ,
-            area.as_ptr(),
-            len as u32,
-            0,
-            rseq_sys::RSEQ_SIG,
-        )
-    };
-    if result == 0 {
-        return true;
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `now`, for this thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
     }
-    // Remember the failure so we do not retry on every operation. The area is not
-    // registered, so this word is still ours to write.
-    let cpu_id = area
-        .as_ptr()
-        .cast::<u8>()
-        .wrapping_add(RSEQ_CPU_ID_OFFSET)
-        .cast::<u32>();
-    // SAFETY: inside our own unregistered TLS area; no one else writes it.
-    unsafe { cpu_id.write_volatile(RSEQ_CPU_ID_REGISTRATION_FAILED as u32) };
-    false
 }
 
 /// The length to register: the original 32 bytes, or the kernel's feature size

@@ -33,9 +33,14 @@ const FALLBACK: u8 = 3;
 static MODE: AtomicU8 = AtomicU8::new(UNDECIDED);
 
 /// The mode of this process, deciding it on the first call.
+///
+/// The mode is published with release (the decision's compare-exchange) and read
+/// with acquire, so a thread that sees `Glibc` also sees glibc's offset, stored
+/// before the decision (`area::adopt_glibc_area`), and never arms `fs:[8]` with
+/// an offset of 0. (On x86-64 both are plain moves.)
 #[inline(always)]
 pub fn mode() -> Mode {
-    match MODE.load(Ordering::Relaxed) {
+    match MODE.load(Ordering::Acquire) {
         GLIBC => Mode::Glibc,
         OWN => Mode::Own,
         FALLBACK => Mode::Fallback,
@@ -46,7 +51,7 @@ pub fn mode() -> Mode {
 /// The mode if it is decided already (never decides it).
 #[inline(always)]
 pub(crate) fn decided() -> Option<Mode> {
-    match MODE.load(Ordering::Relaxed) {
+    match MODE.load(Ordering::Acquire) {
         GLIBC => Some(Mode::Glibc),
         OWN => Some(Mode::Own),
         FALLBACK => Some(Mode::Fallback),
