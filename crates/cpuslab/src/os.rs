@@ -118,6 +118,31 @@ pub unsafe fn remap_into(old: *mut u8, old_len: usize, new_len: usize, new_addr:
     p != libc::MAP_FAILED
 }
 
+/// A non-zero word unique to the calling thread while it lives: its thread
+/// pointer (the `fs` base on x86-64, one load), or `pthread_self()` elsewhere.
+#[inline(always)]
+pub fn thread_word() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tp: usize;
+        // SAFETY: on x86-64 Linux, fs:0 holds the thread control block's own
+        // address (the TLS ABI's self pointer); reading it has no side effects.
+        unsafe {
+            core::arch::asm!(
+                "mov {tp}, qword ptr fs:[0]",
+                tp = out(reg) tp,
+                options(nostack, pure, readonly, preserves_flags),
+            )
+        };
+        tp
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: pthread_self has no preconditions.
+    unsafe {
+        libc::pthread_self() as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

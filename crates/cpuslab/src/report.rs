@@ -20,6 +20,22 @@ pub(crate) fn double_free(what: &str, ptr: *const u8) -> ! {
     abort_with(what, "double free of", ptr, "the block is free already")
 }
 
+/// Reports that the allocator was entered from a signal handler that
+/// interrupted it in the same thread, while it held a lock, and aborts: the
+/// alternative is a deadlock.
+#[cold]
+#[inline(never)]
+pub(crate) fn reentered() -> ! {
+    let line: &[u8] = b"cpuslab: the allocator was entered from a signal handler that \
+interrupted it in the same thread (malloc is not async-signal-safe); aborting instead of \
+deadlocking\n";
+    // SAFETY: writing a static buffer to stderr, then abort (never returns).
+    unsafe {
+        libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len());
+        libc::abort()
+    }
+}
+
 /// Writes `cpuslab: what(): problem 0x... (why)` to stderr and aborts.
 fn abort_with(what: &str, problem: &str, ptr: *const u8, why: &str) -> ! {
     let mut line = [0u8; 160];

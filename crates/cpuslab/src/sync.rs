@@ -6,10 +6,19 @@
 //! `UNLOCKED`, `LOCKED` (no waiters), `CONTENDED` (someone may sleep in
 //! `FUTEX_WAIT`). A contended `lock()` spins briefly before sleeping, because
 //! the critical sections it guards are short. Nothing here allocates or panics.
+//!
+//! Beside the state word the lock keeps its holder's thread word. A thread that
+//! waits for a lock it holds itself runs in a signal handler that interrupted it
+//! inside the allocator (malloc is not async-signal-safe): instead of a deadlock,
+//! the allocator reports it and aborts (`report::reentered`). (Only the one
+//! instruction between taking the state and storing the holder escapes this.)
 
 use core::hint;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use crate::os::thread_word;
+use crate::report;
 
 /// Nobody holds the lock.
 const UNLOCKED: u32 = 0;
@@ -20,10 +29,12 @@ const CONTENDED: u32 = 2;
 /// Spin iterations before a contended `lock()` goes to sleep.
 const SPIN_LIMIT: u32 = 100;
 
-/// A futex-based lock; `const`-constructible, `Sync`, one word.
+/// A futex-based lock; `const`-constructible, `Sync`, a state word and a holder.
 #[derive(Debug)]
 pub struct Lock {
     state: AtomicU32,
+    /// The holder's thread word (0 while unlocked or unknown).
+    holder: AtomicUsize,
 }
 
 impl Lock {
@@ -31,10 +42,13 @@ impl Lock {
     pub const fn new() -> Self {
         Lock {
             state: AtomicU32::new(UNLOCKED),
+            holder: AtomicUsize::new(0),
         }
     }
 
-    /// Takes the lock, sleeping if another thread holds it.
+    /// Takes the lock, sleeping if another thread holds it. Aborts with a
+    /// report if the calling thread holds it (a signal handler that interrupted
+    /// the holder).
     #[inline]
     pub fn lock(&self) {
         if self
@@ -44,10 +58,14 @@ impl Lock {
         {
             self.lock_contended();
         }
+        self.holder.store(thread_word(), Ordering::Relaxed);
     }
 
     #[cold]
     fn lock_contended(&self) {
+        if self.holder.load(Ordering::Relaxed) == thread_word() {
+            report::reentered();
+        }
         for _ in 0..SPIN_LIMIT {
             if self.state.load(Ordering::Relaxed) == UNLOCKED
                 && self
@@ -69,9 +87,14 @@ impl Lock {
     /// Takes the lock if it is free; never blocks.
     #[inline]
     pub fn try_lock(&self) -> bool {
-        self.state
+        let taken = self
+            .state
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+            .is_ok();
+        if taken {
+            self.holder.store(thread_word(), Ordering::Relaxed);
+        }
+        taken
     }
 
     /// Releases the lock.
@@ -83,6 +106,7 @@ impl Lock {
     /// for exclusion from now on.
     #[inline]
     pub unsafe fn unlock(&self) {
+        self.holder.store(0, Ordering::Relaxed);
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             futex_wake_one(&self.state);
         }

@@ -16,7 +16,9 @@ pub enum OpError {
     /// signal or migration storms): take the slow path.
     Restarted,
     /// This thread cannot run per-CPU operations now (its rseq registration failed,
-    /// or its CPU index lies beyond the region): take the slow path.
+    /// its CPU index lies beyond the region, or, in fallback mode, it runs in a
+    /// signal handler that interrupted its own operation on this CPU): take the
+    /// slow path.
     Unavailable,
 }
 
@@ -28,4 +30,7 @@ pub enum FenceError {
     Unsupported,
     /// The index lies beyond the region.
     NoSuchSlot,
+    /// The calling thread holds that slot's lock already: it runs in a signal
+    /// handler that interrupted its own operation on the slot.
+    Reentered,
 }

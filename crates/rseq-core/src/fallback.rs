@@ -5,45 +5,67 @@
 //! (correct, merely contended). Holders never block on anything else, so a waiter
 //! spins briefly and then yields the CPU to a preempted holder.
 //!
+//! A lock word holds its holder's thread pointer (0 when free). A thread that
+//! finds its own thread pointer there was interrupted by a signal while holding
+//! the lock, and runs in the handler: waiting would deadlock, so it is told
+//! instead ([`lock`] returns None, and the operation reports `Unavailable`).
+//!
 //! [`pop`] and [`push`] are public only so that benchmarks can measure the fallback
 //! beside the rseq engine in one process.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::stack::{self, Stack};
 use crate::{OpError, PerCpu};
 
 const LOCK_COUNT: usize = 256;
 const SPINS_BEFORE_YIELD: u32 = 64;
+const FREE: usize = 0;
 
 #[repr(align(64))]
-struct CpuLock(AtomicU32);
+struct CpuLock(AtomicUsize);
 
-static LOCKS: [CpuLock; LOCK_COUNT] = [const { CpuLock(AtomicU32::new(0)) }; LOCK_COUNT];
+static LOCKS: [CpuLock; LOCK_COUNT] = [const { CpuLock(AtomicUsize::new(FREE)) }; LOCK_COUNT];
 
 /// Holds one per-CPU lock until dropped.
 #[derive(Debug)]
-pub(crate) struct Guard(&'static AtomicU32);
+pub(crate) struct Guard(&'static AtomicUsize);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.0.store(0, Ordering::Release);
+        self.0.store(FREE, Ordering::Release);
     }
 }
 
-/// Takes the lock of `cpu` (shared by every slot of that index in every region).
-pub(crate) fn lock(cpu: u32) -> Guard {
+/// Takes the lock of `cpu` (shared by every slot of that index in every region);
+/// None if the calling thread holds it already (a signal handler that interrupted
+/// the holder).
+pub(crate) fn lock(cpu: u32) -> Option<Guard> {
     let lock = &LOCKS[cpu as usize % LOCK_COUNT].0;
-    acquire(lock);
-    Guard(lock)
+    // Lazily: a Guard built and dropped on refusal would release the holder's lock.
+    acquire(lock, this_thread()).then(|| Guard(lock))
 }
 
-fn acquire(lock: &AtomicU32) {
+/// A non-zero word unique to the calling thread while it lives.
+#[inline(always)]
+fn this_thread() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    let id = crate::glibc::thread_pointer() as usize;
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: pthread_self has no preconditions.
+    let id = unsafe { libc::pthread_self() } as usize;
+    id
+}
+
+/// Takes `lock` for `me`; false (without waiting) if `me` holds it already.
+fn acquire(lock: &AtomicUsize, me: usize) -> bool {
     let mut spins = 0;
-    while lock
-        .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
+    loop {
+        match lock.compare_exchange_weak(FREE, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(holder) if holder == me => return false,
+            Err(_) => {}
+        }
         if spins < SPINS_BEFORE_YIELD {
             spins += 1;
             core::hint::spin_loop();
@@ -58,8 +80,11 @@ fn acquire(lock: &AtomicU32) {
 /// held by a thread that does not exist there. Pair with [`fork_parent`] in the
 /// parent and [`fork_child`] in the child (pthread_atfork's three hooks).
 pub fn fork_prepare() {
+    let me = this_thread();
     for lock in &LOCKS {
-        acquire(&lock.0);
+        // A lock this thread holds already (fork from a signal handler that
+        // interrupted an operation) stays held: released after the fork.
+        acquire(&lock.0, me);
     }
 }
 
@@ -75,7 +100,7 @@ pub fn fork_child() {
 
 fn release_all() {
     for lock in &LOCKS {
-        lock.0.store(0, Ordering::Release);
+        lock.0.store(FREE, Ordering::Release);
     }
 }
 

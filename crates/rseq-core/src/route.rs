@@ -128,7 +128,10 @@ pub(crate) fn run_locked<T, R>(
     let Some(slot) = region.slot_ptr(cpu) else {
         return Err(OpError::Unavailable);
     };
-    let _guard = fallback::lock(cpu);
+    let Some(_guard) = fallback::lock(cpu) else {
+        // A signal handler that interrupted this thread's own operation here.
+        return Err(OpError::Unavailable);
+    };
     // SAFETY: slots below `len` are valid (`PerCpu::new`); the lock gives this thread
     // the slot exclusively among fallback users, and in fallback mode every user is.
     locked(unsafe { NonNull::as_ref(&slot) })

@@ -295,7 +295,9 @@ impl PerCpu<Stack> {
         let Some(stack) = self.slot(index) else {
             return false;
         };
-        let _guard = fallback::lock(index);
+        let Some(_guard) = fallback::lock(index) else {
+            return false;
+        };
         if !stack.slots.load(Ordering::Acquire).is_null() || stack.capacity() != 0 {
             return false;
         }
@@ -326,7 +328,9 @@ impl PerCpu<Stack> {
         let Some(stack) = self.slot(index) else {
             return Err(FenceError::NoSuchSlot);
         };
-        let _guard = fallback::lock(index);
+        let Some(_guard) = fallback::lock(index) else {
+            return Err(FenceError::Reentered);
+        };
         let capacity = stack.capacity.load(Ordering::Acquire);
         if route::uses_rseq() {
             stack.capacity.store(0, Ordering::SeqCst);
@@ -425,7 +429,7 @@ unsafe fn push_section(site: arch::Site, stack: *mut Stack, item: *mut u8) -> (a
 pub(crate) unsafe fn pop_locked(region: &PerCpu<Stack>) -> Result<*mut u8, OpError> {
     let cpu = crate::cpu::sched_getcpu();
     let stack = region.slot(cpu).ok_or(OpError::Unavailable)?;
-    let _guard = fallback::lock(cpu);
+    let _guard = fallback::lock(cpu).ok_or(OpError::Unavailable)?;
     stack.pop_locked()
 }
 
@@ -436,6 +440,6 @@ pub(crate) unsafe fn pop_locked(region: &PerCpu<Stack>) -> Result<*mut u8, OpErr
 pub(crate) unsafe fn push_locked(region: &PerCpu<Stack>, item: *mut u8) -> Result<(), OpError> {
     let cpu = crate::cpu::sched_getcpu();
     let stack = region.slot(cpu).ok_or(OpError::Unavailable)?;
-    let _guard = fallback::lock(cpu);
+    let _guard = fallback::lock(cpu).ok_or(OpError::Unavailable)?;
     stack.push_locked(item)
 }
