@@ -127,6 +127,7 @@ fn init() -> bool {
         Ok(_) => {}
         Err(state) => return state == READY,
     }
+    crate::fork::ensure_handlers();
     let len = rseq_core::possible_cpus();
     let index = crate::config::cache_index();
     let bytes = (len as usize).checked_mul(1 << BLOCK_SHIFT);
@@ -139,7 +140,6 @@ fn init() -> bool {
     let region = unsafe { PerCpu::new(base.cast::<Block>(), BLOCK_SHIFT, len, index) };
     CACHES.region.publish(region);
     CACHES.state.store(READY, Ordering::Release);
-    crate::fork::register_handlers();
     true
 }
 
@@ -229,6 +229,7 @@ pub(crate) fn fresh_zeroed() -> usize {
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_zeroed_miss(class: Class, size: usize) -> *mut u8 {
+    crate::fork::ensure_handlers();
     let object = if class.size() < FRESH_ZEROED_MIN_SIZE {
         alloc_miss(class)
     } else if let Some(object) = region().and_then(|region| stacks(region, class).pop().ok()) {

@@ -13,14 +13,32 @@ use crate::{depot, heap};
 
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
-/// Registers the handlers once. glibc's registration may allocate: this runs
-/// after the allocator is usable, and reentry finds it registered.
-pub(crate) fn register_handlers() {
+/// Registers the handlers on the allocator's first use, before that use takes
+/// any lock, whatever tier serves it (the per-CPU caches may never exist: their
+/// mapping can fail). Called at the top of every path that can be a process's
+/// first: the per-CPU tier's creation, a zeroed miss, a large allocation.
+#[inline]
+pub(crate) fn ensure_handlers() {
+    if !REGISTERED.load(Ordering::Acquire) {
+        register_handlers();
+    }
+}
+
+/// Registers the handlers once. glibc's registration may allocate: no lock of
+/// ours is held here, and the reentered allocator finds them registered.
+#[cold]
+#[inline(never)]
+fn register_handlers() {
     if REGISTERED.swap(true, Ordering::AcqRel) {
         return;
     }
     // SAFETY: the handlers are plain functions that never unwind.
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+/// Whether the handlers are registered (for tests).
+pub fn handlers_registered() -> bool {
+    REGISTERED.load(Ordering::Acquire)
 }
 
 extern "C" fn prepare() {

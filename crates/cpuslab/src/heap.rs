@@ -152,6 +152,7 @@ pub unsafe fn free_batch(class: Class, objects: &[*mut u8]) {
 /// reads as zero (`alloc_zeroed` need not clear it). Null when out of memory.
 #[inline]
 pub fn alloc_large(size: usize, align: usize) -> *mut u8 {
+    crate::fork::ensure_handlers();
     large::alloc_large(size, align)
 }
 
@@ -159,6 +160,7 @@ pub fn alloc_large(size: usize, align: usize) -> *mut u8 {
 /// for `alloc` and `realloc`, which need not clear it.
 #[inline]
 pub fn alloc_large_uninit(size: usize, align: usize) -> *mut u8 {
+    crate::fork::ensure_handlers();
     large::alloc_large_uninit(size, align)
 }
 

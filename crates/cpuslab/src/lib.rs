@@ -73,6 +73,7 @@ pub use stats::{stats, ClassStats, Stats};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::central::ClassStats;
+    pub use crate::fork::handlers_registered as fork_handlers_registered;
     pub use crate::heap::{
         alloc_batch, alloc_large, dealloc_large, free_batch, lock_all, lookup, realloc_large,
         set_decay_ms, stats_into, trim, unlock_all, LowerStats, Owner,
