@@ -756,7 +756,10 @@ static HANDLER_ADDS: AtomicU64 = AtomicU64::new(0);
 extern "C" fn on_sigprof(_: libc::c_int) {
     SIGNALS.fetch_add(1, Ordering::Relaxed);
     if rseq_core::mode() == Mode::Fallback {
-        return; // the fallback's locks are not async-signal-safe
+        // A handler that interrupted its own thread inside a CPU's lock gets
+        // Unavailable (tests/reentry.rs), and a node it popped could then not go
+        // back: in fallback mode the handler only counts.
+        return;
     }
     // SAFETY: both pointers are set before the timer starts and point to leaked data.
     let (list, adds) = unsafe {
