@@ -10,12 +10,15 @@
 //! Beside the state word the lock keeps its holder's thread word. A thread that
 //! waits for a lock it holds itself runs in a signal handler that interrupted it
 //! inside the allocator (malloc is not async-signal-safe): instead of a deadlock,
-//! the allocator reports it and aborts (`report::reentered`). (Only the one
-//! instruction between taking the state and storing the holder escapes this.)
+//! the allocator reports it and aborts (`report::reentered`). Two windows of
+//! one instruction each escape this (a signal there still deadlocks its
+//! handler): between taking the state and storing the holder, and between
+//! clearing the holder and releasing the state. Compiler fences keep both at
+//! one instruction.
 
 use core::hint;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicU32, AtomicUsize, Ordering};
 
 use crate::os::thread_word;
 use crate::report;
@@ -58,6 +61,13 @@ impl Lock {
         {
             self.lock_contended();
         }
+        self.note_holder();
+    }
+
+    /// Records the calling thread as the holder, right after taking the state.
+    #[inline(always)]
+    fn note_holder(&self) {
+        compiler_fence(Ordering::SeqCst);
         self.holder.store(thread_word(), Ordering::Relaxed);
     }
 
@@ -92,7 +102,7 @@ impl Lock {
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_ok();
         if taken {
-            self.holder.store(thread_word(), Ordering::Relaxed);
+            self.note_holder();
         }
         taken
     }
@@ -107,6 +117,7 @@ impl Lock {
     #[inline]
     pub unsafe fn unlock(&self) {
         self.holder.store(0, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             futex_wake_one(&self.state);
         }

@@ -12,9 +12,10 @@
 //! out twice shows as a broken tag (or as the allocator's double-free report,
 //! which aborts the child).
 //!
-//! Each mode runs in a child process (this binary, re-run on its `child` test).
-//! A last child runs the sections with the header loaded in the wrong order
-//! (`top` first, the bug this test exists for) and must fail.
+//! Each mode runs in a child process (this binary, re-run on its `child` test),
+//! two rounds. A last child runs the sections with the header loaded in the
+//! wrong order (`top` first, the bug this test exists for) and must fail within
+//! six rounds (it stops at the first broken tag).
 
 mod support;
 
@@ -31,7 +32,12 @@ static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 
 /// How long the threads run, in milliseconds (override for longer soaks).
 const DURATION_ENV: &str = "CPUSLAB_TRIM_RACE_MS";
-const DEFAULT_DURATION_MS: u64 = 1500;
+const DEFAULT_DURATION_MS: u64 = 1000;
+/// Rounds of that duration a correct allocator must pass.
+const ROUNDS: u32 = 2;
+/// Rounds the broken child gets to show its bug (it stops at the first broken
+/// tag): on a loaded machine a round can pass without the window opening.
+const BROKEN_ROUNDS: u32 = 6;
 /// Live blocks a thread keeps at most.
 const MAX_LIVE: usize = 64;
 const MIN_SIZE: usize = 16;
@@ -44,8 +50,9 @@ const SECTION_DELAY_SPINS: u32 = 50;
 /// trim drains it: the sections the fence aborted restart within it.
 const STOP_HOLD: Duration = Duration::from_micros(10);
 /// The delay between a stack section's two header loads: longer than a hold and
-/// the drain after it, so that the resume lands between the two loads.
-const HEADER_DELAY: Duration = Duration::from_micros(40);
+/// the drain of a full stack after it, so that the resume lands between the two
+/// loads.
+const HEADER_DELAY: Duration = Duration::from_micros(100);
 
 // ---- the parent side: one test per mode ------------------------------------------
 
@@ -110,9 +117,40 @@ fn child() {
         duration.as_millis()
     );
 
+    let rounds = if broken == Broken::Nothing {
+        ROUNDS
+    } else {
+        BROKEN_ROUNDS
+    };
+    for round in 1..=rounds {
+        let (ops, trims) = run_round(threads, duration);
+        let broken_tags = BROKEN_TAGS.load(Ordering::Relaxed);
+        let c = rseq_core::counters();
+        println!(
+            "round {round}: {ops} ops, {trims} trims; aborts {}, gave up {}; {} header \
+             delays; {broken_tags} broken tags",
+            c.aborts,
+            c.gave_up,
+            fault::header_delays()
+        );
+        if broken_tags > 0 {
+            println!("CORRUPTION DETECTED");
+            std::process::exit(BROKEN_TAG_EXIT);
+        }
+        assert!(trims > 0, "trim() never ran");
+    }
+    if mode != Mode::Fallback {
+        assert!(fault::header_delays() > 0, "the header delay never ran");
+    }
+    println!("TRIM RACE CLEAN");
+}
+
+/// One round: the workers and the trimming thread for `duration`; returns the
+/// operations and the trims.
+fn run_round(threads: usize, duration: Duration) -> (u64, u64) {
     let done = AtomicBool::new(false);
     let deadline = Instant::now() + duration;
-    let (ops, trims) = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| scope.spawn(move || worker(t as u64, deadline)))
             .collect();
@@ -127,26 +165,7 @@ fn child() {
         let ops: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
         done.store(true, Ordering::Relaxed);
         (ops, trimmer.join().unwrap())
-    });
-
-    let broken_tags = BROKEN_TAGS.load(Ordering::Relaxed);
-    let c = rseq_core::counters();
-    println!(
-        "{ops} ops, {trims} trims; aborts {}, gave up {}; {} header delays; {broken_tags} \
-         broken tags",
-        c.aborts,
-        c.gave_up,
-        fault::header_delays()
-    );
-    if broken_tags > 0 {
-        println!("CORRUPTION DETECTED");
-        std::process::exit(BROKEN_TAG_EXIT);
-    }
-    assert!(trims > 0, "trim() never ran");
-    if mode != Mode::Fallback {
-        assert!(fault::header_delays() > 0, "the header delay never ran");
-    }
-    println!("TRIM RACE CLEAN");
+    })
 }
 
 /// Allocates and frees tagged blocks until `deadline`; returns its operations.

@@ -62,7 +62,8 @@ impl Area {
     }
 
     /// Whether the kernel registered this area for this thread (`cpu_id` >= 0;
-    /// -1 is "not registered", -2 "registration failed").
+    /// -1 is "not registered"; -2 is what glibc leaves in its own area when its
+    /// registration failed; we write neither).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     pub(crate) fn is_registered(self) -> bool {
@@ -142,8 +143,9 @@ pub(crate) fn this_thread() -> Option<Area> {
         Mode::Own => own_area()?,
         Mode::Fallback => return None,
     };
-    // A negative cpu_id means "not registered" (-1) or "registration failed" (-2):
-    // sections must not run, the kernel would never abort them.
+    // A negative cpu_id means "not registered" (-1, or glibc's -2 after its own
+    // registration failed): sections must not run, the kernel would never abort
+    // them.
     ((area.cpu_id() as i32) >= 0).then_some(area)
 }
 
@@ -270,9 +272,9 @@ pub(crate) fn own_area_cpu_id() -> i32 {
 }
 
 /// Registers this thread's own area, once: a thread whose registration failed
-/// does not try again. Every signal is blocked meanwhile: a handler that ran an
-/// operation between our check and the syscall would register the area first,
-/// and ours would then fail with EBUSY on an area that is registered.
+/// does not try again. Every asynchronous signal is blocked meanwhile: a handler
+/// that ran an operation between our check and the syscall would register the
+/// area first, and ours would then fail with EBUSY on an area that is registered.
 #[cold]
 #[inline(never)]
 fn register_this_thread() -> bool {
@@ -308,19 +310,37 @@ fn register_this_thread() -> bool {
     registered
 }
 
-/// Every signal blocked for this thread until dropped (the mask before is
-/// restored). `pthread_sigmask` neither allocates nor fails with valid arguments.
+/// Every asynchronous signal blocked for this thread until dropped (the mask
+/// before is restored). `pthread_sigmask` neither allocates nor fails with valid
+/// arguments.
 struct SignalsBlocked(libc::sigset_t);
+
+/// Signals the kernel raises synchronously, for the instruction the thread runs:
+/// blocking one makes the kernel kill the process when it must deliver it. SIGSYS
+/// matters most here: a seccomp filter that traps `rseq` with SECCOMP_RET_TRAP
+/// delivers it for our syscall, and its handler is how the sandbox says no (and we
+/// then run without rseq).
+const SYNCHRONOUS_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGSYS,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+];
 
 impl SignalsBlocked {
     fn now() -> SignalsBlocked {
         // SAFETY: sigset_t is plain data that sigfillset initialises; the mask
         // calls only read and write the sets we pass, for this thread.
         unsafe {
-            let mut all: libc::sigset_t = core::mem::zeroed();
+            let mut asynchronous: libc::sigset_t = core::mem::zeroed();
             let mut before: libc::sigset_t = core::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut before);
+            libc::sigfillset(&mut asynchronous);
+            for signal in SYNCHRONOUS_SIGNALS {
+                libc::sigdelset(&mut asynchronous, signal);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &asynchronous, &mut before);
             SignalsBlocked(before)
         }
     }

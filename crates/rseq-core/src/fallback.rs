@@ -13,7 +13,7 @@
 //! [`pop`] and [`push`] are public only so that benchmarks can measure the fallback
 //! beside the rseq engine in one process.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::stack::{self, Stack};
 use crate::{OpError, PerCpu};
@@ -21,6 +21,7 @@ use crate::{OpError, PerCpu};
 const LOCK_COUNT: usize = 256;
 const SPINS_BEFORE_YIELD: u32 = 64;
 const FREE: usize = 0;
+const _: () = assert!(LOCK_COUNT.is_multiple_of(64));
 
 #[repr(align(64))]
 struct CpuLock(AtomicUsize);
@@ -81,26 +82,41 @@ fn acquire(lock: &AtomicUsize, me: usize) -> bool {
 /// parent and [`fork_child`] in the child (pthread_atfork's three hooks).
 pub fn fork_prepare() {
     let me = this_thread();
-    for lock in &LOCKS {
-        // A lock this thread holds already (fork from a signal handler that
-        // interrupted an operation) stays held: released after the fork.
-        acquire(&lock.0, me);
+    for (i, lock) in LOCKS.iter().enumerate() {
+        // A lock this thread holds already (a fork from a signal handler that
+        // interrupted an operation) is not taken again, and must not be released
+        // after the fork: the interrupted operation still holds it.
+        let taken = acquire(&lock.0, me);
+        let word = &TAKEN_FOR_FORK[i / 64];
+        let bit = 1u64 << (i % 64);
+        if taken {
+            word.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            word.fetch_and(!bit, Ordering::Relaxed);
+        }
     }
 }
 
 /// After `fork()`, in the parent: releases what [`fork_prepare`] took.
 pub fn fork_parent() {
-    release_all();
+    release_taken();
 }
 
 /// After `fork()`, in the child: releases what [`fork_prepare`] took.
 pub fn fork_child() {
-    release_all();
+    release_taken();
 }
 
-fn release_all() {
-    for lock in &LOCKS {
-        lock.0.store(FREE, Ordering::Release);
+/// Which locks [`fork_prepare`] took (one bit per lock), so that only those are
+/// released after the fork.
+static TAKEN_FOR_FORK: [AtomicU64; LOCK_COUNT / 64] =
+    [const { AtomicU64::new(0) }; LOCK_COUNT / 64];
+
+fn release_taken() {
+    for (i, lock) in LOCKS.iter().enumerate() {
+        if TAKEN_FOR_FORK[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0 {
+            lock.0.store(FREE, Ordering::Release);
+        }
     }
 }
 

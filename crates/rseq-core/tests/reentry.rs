@@ -1,7 +1,7 @@
 //! A signal handler that runs an operation while its own thread holds that
 //! CPU's lock (fallback mode, or a remote stop in any mode) gets an answer
 //! instead of a deadlock: `Unavailable` for an operation, `Reentered` for a
-//! remote stop.
+//! remote stop. And fork hooks run from such a handler leave that lock held.
 //!
 //! The case runs in a child process (this binary, re-run on the `child` test) in
 //! fallback mode, watched by a timeout: the old locks hung here.
@@ -72,6 +72,12 @@ extern "C" fn on_sigusr1(_: libc::c_int) {
     HANDLER.store(if expected { 1 } else { 2 }, Ordering::Relaxed);
 }
 
+/// What pthread_atfork runs around a fork, called from a signal handler.
+extern "C" fn fork_hooks_in_handler(_: libc::c_int) {
+    rseq_core::fork_prepare();
+    rseq_core::fork_parent();
+}
+
 #[test]
 fn child() {
     if std::env::var(CHILD_ENV).is_err() {
@@ -127,6 +133,28 @@ fn child() {
         1,
         "the handler did not get Unavailable / Reentered"
     );
+    // fork() from a handler that interrupted a remote stop: the fork hooks must
+    // leave the interrupted stop's lock held (the old hooks released every lock).
+    // SAFETY: a handler that only runs rseq-core's fork hooks.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = fork_hooks_in_handler as *const () as usize;
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    region
+        .with_stopped(0, |_| {
+            // SAFETY: raise only signals the calling thread.
+            unsafe { libc::raise(libc::SIGUSR2) };
+            assert_eq!(
+                region.pop(),
+                Err(OpError::Unavailable),
+                "the fork hooks released a lock that the interrupted stop still holds"
+            );
+        })
+        .unwrap();
     // Outside the handler, the same operations work.
     assert_eq!(region.pop(), Ok(0x2000 as *mut u8));
     println!("handler refused, not deadlocked; outer operations fine");
