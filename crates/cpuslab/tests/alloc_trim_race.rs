@@ -4,8 +4,8 @@
 //! 4 x online-CPU threads keep up to `MAX_LIVE` blocks of 16 B to 2 KiB (the
 //! classes the per-CPU caches serve), every byte of each block carrying its
 //! owner's tag, and check the tag before each free; the main thread calls
-//! `cpuslab::trim()` in a loop, which stops, drains and resumes every CPU's stack
-//! of every class. rseq-core's fault injection forces the race: every stop is
+//! `cpuslab::trim()` in a loop, pinned to CPU 0 while the workers run on the
+//! other CPUs, which stops, drains and resumes every CPU's stack of every class. rseq-core's fault injection forces the race: every stop is
 //! held a while after its fence (the sections it aborted restart meanwhile), and
 //! every stack section spins longer than that between its two header loads (so
 //! the resume lands between them); one more delay sits before every commit. An object handed
@@ -152,9 +152,15 @@ fn run_round(threads: usize, duration: Duration) -> (u64, u64) {
     let deadline = Instant::now() + duration;
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
-            .map(|t| scope.spawn(move || worker(t as u64, deadline)))
+            .map(|t| {
+                scope.spawn(move || {
+                    pin_to_workers_cpus();
+                    worker(t as u64, deadline)
+                })
+            })
             .collect();
         let trimmer = scope.spawn(|| {
+            pin_to_cpu(0);
             let mut trims = 0u64;
             while !done.load(Ordering::Relaxed) {
                 cpuslab::trim();
@@ -166,6 +172,33 @@ fn run_round(threads: usize, duration: Duration) -> (u64, u64) {
         done.store(true, Ordering::Relaxed);
         (ops, trimmer.join().unwrap())
     })
+}
+
+/// Keeps the trimming thread on CPU 0 and the workers on the others (where
+/// there are others): a remote stop then always comes from another CPU while a
+/// worker runs, and its fence interrupts that worker's section. Unpinned, the
+/// scheduler of a loaded machine sometimes kept them on one CPU for whole
+/// rounds, and the race never opened.
+fn pin_to_cpu(cpu: usize) {
+    pin(&[cpu]);
+}
+
+fn pin_to_workers_cpus() {
+    let cpus: Vec<usize> = (1..support::online_cpus()).collect();
+    if !cpus.is_empty() {
+        pin(&cpus);
+    }
+}
+
+fn pin(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t with the given CPUs set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+    }
 }
 
 /// Allocates and frees tagged blocks until `deadline`; returns its operations.
