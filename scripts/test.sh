@@ -12,5 +12,5 @@ echo "== rseq-core alone, as a Rust program links it (no shared-object feature)"
 cargo test -p rseq-core --test ops --test stress
 echo "== rseq-core operations with our own registration (GLIBC_TUNABLES=glibc.pthread.rseq=0)"
 GLIBC_TUNABLES=glibc.pthread.rseq=0 cargo test -p rseq-core --test ops --test elf_tables
-echo "== rseq-core operations without rseq (CPUSLAB_RSEQ=0)"
-CPUSLAB_RSEQ=0 GLIBC_TUNABLES=glibc.pthread.rseq=0 cargo test -p rseq-core --test ops --test elf_tables
+echo "== rseq-core operations without rseq (RSEQ_CORE_TEST_NO_RSEQ: the tests call rseq_core::disable_rseq)"
+RSEQ_CORE_TEST_NO_RSEQ=1 GLIBC_TUNABLES=glibc.pthread.rseq=0 cargo test -p rseq-core --test ops --test elf_tables

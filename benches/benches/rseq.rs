@@ -2,15 +2,16 @@
 //!
 //! * `rseq pop+push pair`: `PerCpu<Stack>::pop` then `push` (restartable sequences in
 //!   the glibc and own modes; the per-CPU lock when `CPUSLAB_RSEQ=0`);
-//! * `fallback pop+push pair`: the same stack operations through
-//!   `rseq_core::fallback` (per-CPU lock keyed by `sched_getcpu()`), on a separate
-//!   region, whatever the mode;
+//! * `fallback pop+push pair`: the same stack operations locked
+//!   (`PerCpu<Stack>::pop_locked`/`push_locked`: the per-CPU lock keyed by
+//!   `sched_getcpu()`), on a separate region, whatever the mode;
 //! * `lock cmpxchg pop+push pair`: a per-CPU Treiber stack written here, two
 //!   uncontended `lock cmpxchg` per pair (the cost rseq avoids);
 //! * `current_cpu()` against `libc::sched_getcpu()`.
 //!
 //! Run: `cargo bench -p cpuslab-bench --bench rseq` (about 30 s). The mode is printed
-//! first; `CPUSLAB_RSEQ=0` forces the fallback, `GLIBC_TUNABLES=glibc.pthread.rseq=0`
+//! first; `CPUSLAB_RSEQ=0` forces the fallback (this program calls
+//! `rseq_core::disable_rseq()`, as cpuslab does), `GLIBC_TUNABLES=glibc.pthread.rseq=0`
 //! makes rseq-core register its own area. Results: docs/rseq-bench.md.
 
 use std::hint::black_box;
@@ -157,12 +158,12 @@ fn stack_pairs(c: &mut Criterion) {
     group.bench_function("fallback pop+push pair", |b| {
         b.iter(|| {
             let region = black_box(&fallback_region);
-            // SAFETY: this region is used only through `rseq_core::fallback` (its
+            // SAFETY: this region is used only through the locked operations (its
             // stacks were installed through `with_stopped`, which takes the same
             // per-CPU locks), never through `PerCpu<Stack>::pop`/`push`.
             unsafe {
-                let p = rseq_core::fallback::pop(region).unwrap();
-                rseq_core::fallback::push(region, black_box(p)).unwrap();
+                let p = region.pop_locked().unwrap();
+                region.push_locked(black_box(p)).unwrap();
             }
         })
     });
@@ -202,6 +203,9 @@ criterion_group! {
 
 fn main() {
     let env = |name| std::env::var(name).unwrap_or_else(|_| "(unset)".into());
+    if matches!(env("CPUSLAB_RSEQ").as_str(), "0" | "off" | "no" | "false") {
+        rseq_core::disable_rseq();
+    }
     println!(
         "rseq_core::mode() = {:?}; possible_cpus = {}; CPUSLAB_RSEQ={}; GLIBC_TUNABLES={}",
         rseq_core::mode(),

@@ -4,22 +4,15 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::{c_int, c_void};
 use core::ptr;
 
+use cpuslab::os::{errno, set_errno, EINVAL, ENOMEM, PAGE_SIZE};
 use cpuslab::{CpuSlab, MIN_ALIGN};
-
-/// The page size for `valloc`/`pvalloc` (x86-64 Linux base pages).
-const PAGE_SIZE: usize = 4096;
-
-fn set_errno(value: c_int) {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() = value };
-}
 
 /// Sets errno to ENOMEM and returns null: the failure tail of the allocating
 /// calls, out of line so that their fast paths make no call.
 #[cold]
 #[inline(never)]
 fn out_of_memory() -> *mut c_void {
-    set_errno(libc::ENOMEM);
+    set_errno(ENOMEM);
     ptr::null_mut()
 }
 
@@ -67,7 +60,7 @@ pub extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
     match count.checked_mul(size) {
         Some(total) => allocate(total, MIN_ALIGN, true),
         None => {
-            set_errno(libc::ENOMEM);
+            set_errno(ENOMEM);
             ptr::null_mut()
         }
     }
@@ -89,13 +82,13 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         return ptr::null_mut();
     }
     if Layout::from_size_align(size, MIN_ALIGN).is_err() {
-        set_errno(libc::ENOMEM);
+        set_errno(ENOMEM);
         return ptr::null_mut();
     }
     // SAFETY: forwarded contract; the size is valid and non-zero.
     let moved = unsafe { cpuslab::realloc(ptr.cast(), size) };
     if moved.is_null() {
-        set_errno(libc::ENOMEM);
+        set_errno(ENOMEM);
     }
     moved.cast()
 }
@@ -110,7 +103,7 @@ pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, count: usize, size: usiz
         // SAFETY: forwarded contract.
         Some(total) => unsafe { realloc(ptr, total) },
         None => {
-            set_errno(libc::ENOMEM);
+            set_errno(ENOMEM);
             ptr::null_mut()
         }
     }
@@ -124,15 +117,14 @@ pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, count: usize, size: usiz
 #[no_mangle]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
     if !align.is_power_of_two() || align < core::mem::size_of::<*mut c_void>() {
-        return libc::EINVAL;
+        return EINVAL;
     }
     // posix_memalign reports through its result and leaves errno alone.
-    // SAFETY: reading and restoring this thread's errno.
-    let saved = unsafe { *libc::__errno_location() };
+    let saved = errno();
     let block = allocate(size, align.max(MIN_ALIGN), false);
     set_errno(saved);
     if block.is_null() {
-        return libc::ENOMEM;
+        return ENOMEM;
     }
     // SAFETY: the caller's out-pointer.
     unsafe { *out = block };
@@ -143,7 +135,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 #[no_mangle]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
     if !align.is_power_of_two() {
-        set_errno(libc::EINVAL);
+        set_errno(EINVAL);
         return ptr::null_mut();
     }
     allocate(size, align.max(MIN_ALIGN), false)
@@ -156,7 +148,7 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
     match align.max(MIN_ALIGN).checked_next_power_of_two() {
         Some(align) if align <= isize::MAX as usize => allocate(size, align, false),
         _ => {
-            set_errno(libc::EINVAL);
+            set_errno(EINVAL);
             ptr::null_mut()
         }
     }
@@ -174,7 +166,7 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
     match size.checked_next_multiple_of(PAGE_SIZE) {
         Some(rounded) => allocate(rounded.max(PAGE_SIZE), PAGE_SIZE, false),
         None => {
-            set_errno(libc::ENOMEM);
+            set_errno(ENOMEM);
             ptr::null_mut()
         }
     }

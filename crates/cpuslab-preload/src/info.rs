@@ -35,21 +35,7 @@ struct Stderr {
 
 impl Stderr {
     fn flush(&mut self) {
-        let mut written = 0;
-        while written < self.len {
-            // SAFETY: writing initialised bytes of our buffer to fd 2.
-            let n = unsafe {
-                libc::write(
-                    libc::STDERR_FILENO,
-                    self.buffer[written..self.len].as_ptr().cast(),
-                    self.len - written,
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            written += n as usize;
-        }
+        cpuslab::os::write_stderr(&self.buffer[..self.len]);
         self.len = 0;
     }
 }

@@ -2,31 +2,33 @@
 //!
 //! * `CPUSLAB_INDEX=cpu`: index the per-CPU caches by CPU id instead of the
 //!   concurrency id (`mm_cid`, the default where the kernel fills it).
-//! * `CPUSLAB_RSEQ=0`: no rseq at all (read by rseq-core).
+//! * `CPUSLAB_RSEQ=0` (or `off`, `no`, `false`): no rseq at all; rseq-core is
+//!   told before the allocator's first use (`first_use.rs`).
 
 use core::ffi::CStr;
 
 use rseq_core::Index;
+
+use crate::os;
 
 /// The environment variable choosing the cache index.
 pub const INDEX_SWITCH: &CStr = c"CPUSLAB_INDEX";
 
 /// What indexes the per-CPU caches.
 pub(crate) fn cache_index() -> Index {
-    match env(INDEX_SWITCH) {
+    match os::getenv(INDEX_SWITCH) {
         Some(b"cpu") | Some(b"cpu_id") => Index::Cpu,
         _ => Index::ConcurrencyId,
     }
 }
 
-/// The value of an environment variable, if set.
-fn env(name: &CStr) -> Option<&'static [u8]> {
-    // SAFETY: getenv reads the environment without allocating; the result is null
-    // or a NUL-terminated string owned by the environment, which we only read.
-    let value = unsafe { libc::getenv(name.as_ptr()) };
-    if value.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null getenv result is NUL-terminated.
-    Some(unsafe { CStr::from_ptr(value) }.to_bytes())
+/// The environment variable that turns rseq off.
+pub const RSEQ_SWITCH: &CStr = c"CPUSLAB_RSEQ";
+
+/// Whether rseq may be used: false when [`RSEQ_SWITCH`] says off.
+pub(crate) fn rseq_enabled() -> bool {
+    !matches!(
+        os::getenv(RSEQ_SWITCH),
+        Some(b"0" | b"off" | b"no" | b"false" | b"OFF" | b"NO" | b"FALSE")
+    )
 }

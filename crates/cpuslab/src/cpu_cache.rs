@@ -3,10 +3,10 @@
 //! operations. malloc is one restartable pop, sized free one restartable push;
 //! object memory holds no metadata on this path.
 //!
-//! Layout: one region reserved for every possible index, one block per index,
-//! `1 << BLOCK_SHIFT` bytes apart; a block holds the stack headers of all classes,
+//! Layout: one region reserved for every possible index, one shelf per index,
+//! `1 << SHELF_SHIFT` bytes apart; a shelf holds the stack headers of all classes,
 //! then each class's slot array. The region is mapped but not touched; a
-//! block's pages are touched, so made resident, only when a thread
+//! shelf's pages are touched, so made resident, only when a thread
 //! runs there and uses a class, whose stack is then installed (fence-free: an
 //! inert stack never commits). Slots per class are bounded by a byte budget, so
 //! the memory one CPU can cache is bounded; classes above the budget bypass this
@@ -22,8 +22,8 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use rseq_core::{OpError, PerCpu, PublishedPerCpu, Stack};
 
+use crate::central;
 use crate::depot::{self, MAX_BATCH};
-use crate::heap;
 use crate::os;
 use crate::report;
 use crate::size_class::{Class, NUM_CLASSES};
@@ -44,10 +44,10 @@ pub(crate) const fn capacity(class: Class) -> usize {
     }
 }
 
-/// Bytes of stack headers at the start of a block.
+/// Bytes of stack headers at the start of a shelf.
 const HEADER_BYTES: usize = NUM_CLASSES * size_of::<Stack>();
 
-/// Offset of each class's slot array in a block.
+/// Offset of each class's slot array in a shelf.
 const SLOT_OFFSETS: [usize; NUM_CLASSES] = {
     let mut offsets = [0; NUM_CLASSES];
     let mut offset = HEADER_BYTES;
@@ -62,8 +62,8 @@ const SLOT_OFFSETS: [usize; NUM_CLASSES] = {
     offsets
 };
 
-/// Bytes one block needs.
-const BLOCK_BYTES: usize = {
+/// Bytes one shelf needs.
+const SHELF_BYTES: usize = {
     let last = NUM_CLASSES - 1;
     match Class::from_index(last) {
         Some(class) => SLOT_OFFSETS[last] + capacity(class) * size_of::<*mut u8>(),
@@ -71,13 +71,13 @@ const BLOCK_BYTES: usize = {
     }
 };
 
-/// log2 of the distance between blocks.
-const BLOCK_SHIFT: u32 = BLOCK_BYTES.next_power_of_two().trailing_zeros();
+/// log2 of the distance between shelves.
+const SHELF_SHIFT: u32 = SHELF_BYTES.next_power_of_two().trailing_zeros();
 
-const _: () = assert!(BLOCK_BYTES <= 1 << BLOCK_SHIFT);
+const _: () = assert!(SHELF_BYTES <= 1 << SHELF_SHIFT);
 
-/// What one index's block is, to rseq-core: an opaque slot.
-pub(crate) struct Block;
+/// What one index's shelf is, to rseq-core: an opaque slot.
+pub(crate) struct Shelf;
 
 const UNINIT: u8 = 0;
 const INITIALIZING: u8 = 1;
@@ -86,7 +86,7 @@ const DISABLED: u8 = 3;
 
 struct Caches {
     state: AtomicU8,
-    region: PublishedPerCpu<Block>,
+    region: PublishedPerCpu<Shelf>,
 }
 
 static CACHES: Caches = Caches {
@@ -96,21 +96,21 @@ static CACHES: Caches = Caches {
 
 /// The per-CPU region, once it exists.
 #[inline(always)]
-pub(crate) fn region() -> Option<PerCpu<Block>> {
+pub(crate) fn region() -> Option<PerCpu<Shelf>> {
     CACHES.region.is_published().then(|| CACHES.region.get())
 }
 
 /// The per-CPU region for the fast path: no check, an empty region until it
 /// exists (every operation on it fails, and the slow path creates it).
 #[inline(always)]
-pub(crate) fn fast_region() -> PerCpu<Block> {
+pub(crate) fn fast_region() -> PerCpu<Shelf> {
     CACHES.region.get()
 }
 
-/// The stacks of `class` in every block.
+/// The stacks of `class` in every shelf.
 #[inline(always)]
-pub(crate) fn stacks(region: PerCpu<Block>, class: Class) -> PerCpu<Stack> {
-    // SAFETY: every block starts with NUM_CLASSES stack headers; the class index
+pub(crate) fn stacks(region: PerCpu<Shelf>, class: Class) -> PerCpu<Stack> {
+    // SAFETY: every shelf starts with NUM_CLASSES stack headers; the class index
     // is below NUM_CLASSES.
     unsafe { region.project(class.index() * size_of::<Stack>()) }
 }
@@ -127,17 +127,17 @@ fn init() -> bool {
         Ok(_) => {}
         Err(state) => return state == READY,
     }
-    crate::fork::ensure_handlers();
+    crate::first_use::ensure();
     let len = rseq_core::possible_cpus();
     let index = crate::config::cache_index();
-    let bytes = (len as usize).checked_mul(1 << BLOCK_SHIFT);
+    let bytes = (len as usize).checked_mul(1 << SHELF_SHIFT);
     let Some(base) = bytes.and_then(os::map) else {
         CACHES.state.store(DISABLED, Ordering::Release);
         return false;
     };
-    // SAFETY: the mapping holds `len` zeroed blocks of 1 << BLOCK_SHIFT bytes,
+    // SAFETY: the mapping holds `len` zeroed shelves of 1 << SHELF_SHIFT bytes,
     // lives forever, and zeroed memory is a valid (inert) stack header.
-    let region = unsafe { PerCpu::new(base.cast::<Block>(), BLOCK_SHIFT, len, index) };
+    let region = unsafe { PerCpu::new(base.cast::<Shelf>(), SHELF_SHIFT, len, index) };
     CACHES.region.publish(region);
     CACHES.state.store(READY, Ordering::Release);
     true
@@ -153,7 +153,7 @@ pub(crate) fn home() -> usize {
 }
 
 /// Makes sure the calling thread's stack of `class` has its slots.
-fn install(stacks: PerCpu<Stack>, region: PerCpu<Block>, class: Class) {
+fn install(stacks: PerCpu<Stack>, region: PerCpu<Shelf>, class: Class) {
     let index = stacks.current_index();
     let Some(stack) = stacks.slot(index) else {
         return;
@@ -161,13 +161,13 @@ fn install(stacks: PerCpu<Stack>, region: PerCpu<Block>, class: Class) {
     if stack.capacity() != 0 {
         return;
     }
-    let Some(block) = region.slot(index) else {
+    let Some(shelf) = region.slot(index) else {
         return;
     };
-    let slots = (block as *const Block)
+    let slots = (shelf as *const Shelf)
         .cast::<u8>()
         .wrapping_add(SLOT_OFFSETS[class.index()]);
-    // SAFETY: the slot array lies inside this index's block, reserved for this
+    // SAFETY: the slot array lies inside this index's shelf, reserved for this
     // class's stack alone, and lives forever. A stack that already has slots (or
     // is stopped by a remote) makes this a no-op.
     unsafe { stacks.install(index, slots.cast_mut().cast(), capacity(class) as u32) };
@@ -229,7 +229,7 @@ pub(crate) fn fresh_zeroed() -> usize {
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_zeroed_miss(class: Class, size: usize) -> *mut u8 {
-    crate::fork::ensure_handlers();
+    crate::first_use::ensure();
     let object = if class.size() < FRESH_ZEROED_MIN_SIZE {
         alloc_miss(class)
     } else if let Some(object) = region().and_then(|region| stacks(region, class).pop().ok()) {
@@ -239,7 +239,7 @@ pub(crate) fn alloc_zeroed_miss(class: Class, size: usize) -> *mut u8 {
         if depot::take_cached(class, home(), &mut one) == 1 {
             one[0]
         } else {
-            let (object, clean) = heap::alloc_one(class);
+            let (object, clean) = central::alloc_one(class);
             if clean {
                 FRESH_ZEROED.fetch_add(1, Ordering::Relaxed);
                 return object;
@@ -346,19 +346,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_hold_every_class_and_bound_what_a_cpu_caches() {
+    fn shelves_hold_every_class_and_bound_what_a_cpu_caches() {
         let mut cached_bytes = 0;
         for class in Class::all() {
             let end = SLOT_OFFSETS[class.index()] + capacity(class) * 8;
-            assert!(end <= BLOCK_BYTES);
+            assert!(end <= SHELF_BYTES);
             assert!(capacity(class) * class.size() <= CACHE_BYTES_PER_CLASS);
             cached_bytes += capacity(class) * class.size();
         }
         assert!(cached_bytes <= NUM_CLASSES * CACHE_BYTES_PER_CLASS);
         println!(
-            "block {} bytes (stride {}), at most {} bytes cached per CPU",
-            BLOCK_BYTES,
-            1 << BLOCK_SHIFT,
+            "shelf {} bytes (stride {}), at most {} bytes cached per CPU",
+            SHELF_BYTES,
+            1 << SHELF_SHIFT,
             cached_bytes
         );
     }

@@ -19,7 +19,7 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::heap;
+use crate::central;
 use crate::meta;
 use crate::size_class::{Class, NUM_CLASSES};
 use crate::sync::Lock;
@@ -162,7 +162,7 @@ impl ShardState {
 /// how many; 0 only when out of memory.
 pub(crate) fn pop_batch(class: Class, home: usize, out: &mut [*mut u8]) -> usize {
     match take_cached(class, home, out) {
-        0 => heap::alloc_batch(class, out),
+        0 => central::alloc_batch(class, out),
         n => n,
     }
 }
@@ -228,7 +228,7 @@ pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) 
     });
     if !kept {
         // SAFETY: forwarded contract: free objects of `class`.
-        unsafe { heap::free_batch(class, objects) };
+        unsafe { central::free_batch(class, objects) };
     }
 }
 
@@ -274,12 +274,12 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
     });
     if !kept {
         // SAFETY: forwarded contract.
-        unsafe { heap::free_batch(class, &[object]) };
+        unsafe { central::free_batch(class, &[object]) };
         return;
     }
     if spilled > 0 {
         // SAFETY: the spilled objects were free objects of `class` in the depot.
-        unsafe { heap::free_batch(class, &overflow[..spilled]) };
+        unsafe { central::free_batch(class, &overflow[..spilled]) };
     }
 }
 
@@ -299,7 +299,7 @@ pub(crate) fn flush() {
                     break;
                 }
                 // SAFETY: objects taken from the depot are free objects of `class`.
-                unsafe { heap::free_batch(class, &buffer[..n]) };
+                unsafe { central::free_batch(class, &buffer[..n]) };
             }
         }
     }
@@ -341,7 +341,7 @@ mod tests {
         let _serial = crate::test_serial();
         let class = class_of(4000, 16).unwrap();
         let mut objects = [ptr::null_mut(); 8];
-        assert_eq!(heap::alloc_batch(class, &mut objects), 8);
+        assert_eq!(central::alloc_batch(class, &mut objects), 8);
         // SAFETY: fresh objects from the central list, unused.
         unsafe { push_batch(class, 3, &objects[..5]) };
         assert_eq!(cached_objects(class), 5);
@@ -351,7 +351,7 @@ mod tests {
         assert_eq!(&out[..5], &objects[..5]);
         assert_eq!(cached_objects(class), 0);
         // SAFETY: as above.
-        unsafe { heap::free_batch(class, &objects) };
+        unsafe { central::free_batch(class, &objects) };
     }
 
     #[test]
@@ -359,7 +359,7 @@ mod tests {
         let _serial = crate::test_serial();
         let class = class_of(64, 16).unwrap();
         let mut objects = [ptr::null_mut(); 64];
-        assert_eq!(heap::alloc_batch(class, &mut objects), 64);
+        assert_eq!(central::alloc_batch(class, &mut objects), 64);
         for &object in &objects {
             // SAFETY: fresh objects, unused.
             unsafe { push_one(class, 1, object) };

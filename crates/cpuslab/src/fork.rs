@@ -5,35 +5,26 @@
 //! committed before the fork or never happened.
 //!
 //! Lock order, the same everywhere: rseq-core's per-CPU locks (remote access and
-//! the fallback), then the depot's shards, then the lower tiers (`heap::lock_all`).
+//! the fallback), then the depot's shards, then the lower tiers
+//! ([`lock_lower_tiers`]: central lists, page heap, large-mapping cache, span
+//! record pool, metadata arena).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::{depot, heap};
+use crate::{central, depot, large_cache, meta, page_heap, span};
 
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
-/// Registers the handlers on the allocator's first use, before that use takes
-/// any lock, whatever tier serves it (the per-CPU caches may never exist: their
-/// mapping can fail). Called at the top of every path that can be a process's
-/// first: the per-CPU tier's creation, a zeroed miss, a large allocation.
-#[inline]
-pub(crate) fn ensure_handlers() {
-    if !REGISTERED.load(Ordering::Acquire) {
-        register_handlers();
-    }
-}
-
-/// Registers the handlers once. glibc's registration may allocate: no lock of
-/// ours is held here, and the reentered allocator finds them registered.
+/// Registers the handlers once (`first_use` calls it before the allocator's
+/// first use takes any lock). glibc's registration may allocate: no lock of ours
+/// is held here, and the reentered allocator finds them registered.
 #[cold]
 #[inline(never)]
-fn register_handlers() {
+pub(crate) fn register_handlers() {
     if REGISTERED.swap(true, Ordering::AcqRel) {
         return;
     }
-    // SAFETY: the handlers are plain functions that never unwind.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    crate::os::atfork(prepare, parent, child);
 }
 
 /// Whether the handlers are registered (for tests).
@@ -44,13 +35,13 @@ pub fn handlers_registered() -> bool {
 extern "C" fn prepare() {
     rseq_core::fork_prepare();
     depot::lock_all();
-    heap::lock_all();
+    lock_lower_tiers();
 }
 
 extern "C" fn parent() {
     // SAFETY: `prepare` took these locks in this thread.
     unsafe {
-        heap::unlock_all();
+        unlock_lower_tiers();
         depot::unlock_all();
     }
     rseq_core::fork_parent();
@@ -60,8 +51,38 @@ extern "C" fn child() {
     // SAFETY: the parent's forking thread, which this thread continues, took
     // these locks in `prepare`.
     unsafe {
-        heap::unlock_all();
+        unlock_lower_tiers();
         depot::unlock_all();
     }
     rseq_core::fork_child();
+}
+
+/// Takes every lock of the lower tiers in lock order (central lists, page
+/// heap, large-mapping cache, span record pool, metadata arena): call from a `pthread_atfork`
+/// prepare handler, after the upper tiers' locks, so that the child never
+/// inherits a lock held by a thread that does not exist there.
+pub fn lock_lower_tiers() {
+    central::lock_all();
+    page_heap::lock();
+    large_cache::lock();
+    span::lock_pool();
+    meta::lock();
+}
+
+/// Releases what [`lock_lower_tiers`] took, in reverse order: call from both the parent
+/// and the child `pthread_atfork` handlers.
+///
+/// # Safety
+///
+/// The calling thread took the locks with [`lock_lower_tiers`] (in the child: the
+/// parent's thread that forked did).
+pub unsafe fn unlock_lower_tiers() {
+    // SAFETY: all five were taken by `lock_lower_tiers` (caller's contract).
+    unsafe {
+        meta::unlock();
+        span::unlock_pool();
+        large_cache::unlock();
+        page_heap::unlock();
+        central::unlock_all();
+    }
 }

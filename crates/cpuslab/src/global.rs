@@ -8,7 +8,9 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
 use crate::cpu_cache;
-use crate::heap::{self, Owner};
+use crate::first_use;
+use crate::large;
+use crate::owner::{self, Found, LargeAt, Owner};
 use crate::report;
 use crate::size_class::{class_of, class_of_layout, Class, MIN_ALIGN};
 
@@ -37,6 +39,19 @@ unsafe fn dealloc_small(class: Class, object: *mut u8) {
     unsafe { cpu_cache::dealloc_miss(class, object) }
 }
 
+/// A large block (above the classes, or aligned beyond them): the large tier,
+/// after the first-use steps (a large request can be a process's first).
+#[cold]
+#[inline(never)]
+fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
+    first_use::ensure();
+    if zeroed {
+        large::alloc_large(layout.size(), layout.align())
+    } else {
+        large::alloc_large_uninit(layout.size(), layout.align())
+    }
+}
+
 // SAFETY: every returned block is fresh (taken from a free list or mapped),
 // aligned as the layout asks (classes are multiples of the alignment; large
 // mappings are aligned), at least layout.size() bytes, and handed out once until
@@ -46,7 +61,7 @@ unsafe impl GlobalAlloc for CpuSlab {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class_of_layout(layout.size(), layout.align()) {
             Some(class) => alloc_small(class),
-            None => heap::alloc_large_uninit(layout.size(), layout.align()),
+            None => alloc_large(layout, false),
         }
     }
 
@@ -57,7 +72,9 @@ unsafe impl GlobalAlloc for CpuSlab {
             // the class computed the same way on alloc.
             Some(class) => unsafe { dealloc_small(class, ptr) },
             // SAFETY: as above, a large block.
-            None => unsafe { heap::dealloc_large(ptr) },
+            None => unsafe {
+                large::free_large(ptr);
+            },
         }
     }
 
@@ -75,7 +92,7 @@ unsafe impl GlobalAlloc for CpuSlab {
                 object
             }
             // A fresh mapping is zero already: no memset (a reused one is cleared).
-            None => heap::alloc_large(layout.size(), layout.align()),
+            None => alloc_large(layout, true),
         }
     }
 
@@ -86,7 +103,7 @@ unsafe impl GlobalAlloc for CpuSlab {
             (None, None) => {
                 // SAFETY: the caller owns the large block; on success it uses only
                 // the returned pointer, on failure (null) the block is untouched.
-                let moved = unsafe { heap::realloc_large(ptr, new_size) };
+                let moved = unsafe { large::realloc_large(ptr, new_size) };
                 if !moved.is_null() {
                     return moved;
                 }
@@ -117,33 +134,33 @@ unsafe impl GlobalAlloc for CpuSlab {
 /// `ptr` is null or a live block from this allocator that nobody uses after this.
 #[inline]
 pub unsafe fn free(ptr: *mut u8) {
-    match heap::small_class(ptr) {
+    match owner::find(ptr) {
         // SAFETY: the page map says `ptr` starts an object of this class.
-        Some(class) => unsafe { dealloc_small(class, ptr) },
-        // SAFETY: forwarded contract.
-        None => unsafe { free_not_small(ptr) },
+        Some(Found::Small(class)) => unsafe { dealloc_small(class, ptr) },
+        // SAFETY: `ptr` starts this live large block, given up by the caller.
+        Some(Found::Large(large)) => unsafe { free_large_found(ptr, large) },
+        None => free_nothing(ptr),
     }
 }
 
-/// [`free`] of anything but a small object: null, a large block, or a pointer
-/// that is not ours (reported).
+/// [`free`] of a large block, found already: no second lookup.
 ///
 /// # Safety
-/// As for [`free`].
+/// `ptr` starts the live large block `large`, which nobody uses after this.
 #[cold]
 #[inline(never)]
-unsafe fn free_not_small(ptr: *mut u8) {
-    if ptr.is_null() {
-        return;
-    }
-    match heap::lookup(ptr) {
-        // SAFETY: `ptr` starts a live large block.
-        Some(Owner::Large { .. }) => unsafe { heap::dealloc_large(ptr) },
-        // Not seen for a live block (its span stays small while it lives), but
-        // the page map is the authority: free it as the class it names.
-        // SAFETY: the page map says `ptr` starts an object of this class.
-        Some(Owner::Small(class)) => unsafe { dealloc_small(class, ptr) },
-        None => report::invalid_pointer("free", ptr),
+unsafe fn free_large_found(ptr: *mut u8, large: LargeAt) {
+    // SAFETY: forwarded contract.
+    unsafe { large::free_found(ptr, large) };
+}
+
+/// [`free`] of a pointer that starts no block of ours: null is a no-op, anything
+/// else is reported.
+#[cold]
+#[inline(never)]
+fn free_nothing(ptr: *mut u8) {
+    if !ptr.is_null() {
+        report::invalid_pointer("free", ptr);
     }
 }
 
@@ -157,16 +174,16 @@ unsafe fn free_not_small(ptr: *mut u8) {
 /// `ptr` is a live block from this allocator; on success the caller uses only the
 /// returned pointer.
 pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
-    let owner = match heap::lookup(ptr) {
-        Some(owner) => owner,
+    let found = match owner::find(ptr) {
+        Some(found) => found,
         None => report::invalid_pointer("realloc", ptr),
     };
     let new_class = class_of(new_size, MIN_ALIGN);
-    match owner {
-        Owner::Small(class) if new_class == Some(class) => return ptr,
-        Owner::Large { .. } if new_class.is_none() => {
-            // SAFETY: `ptr` starts a live large block the caller owns.
-            let moved = unsafe { heap::realloc_large(ptr, new_size) };
+    match found {
+        Found::Small(class) if new_class == Some(class) => return ptr,
+        Found::Large(large) if new_class.is_none() => {
+            // SAFETY: `ptr` starts this live large block, which the caller owns.
+            let moved = unsafe { large::realloc_found(ptr, large, new_size) };
             if !moved.is_null() {
                 return moved;
             }
@@ -182,8 +199,14 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
         // SAFETY: both blocks are live and distinct; the old one has at least
         // `usable_size` bytes, the new one `new_size`.
         unsafe {
-            ptr::copy_nonoverlapping(ptr, new_ptr, owner.usable_size().min(new_size));
-            free(ptr);
+            let old_size = found.owner().usable_size();
+            ptr::copy_nonoverlapping(ptr, new_ptr, old_size.min(new_size));
+            match found {
+                Found::Small(class) => dealloc_small(class, ptr),
+                Found::Large(large) => {
+                    large::free_found(ptr, large);
+                }
+            }
         }
     }
     new_ptr
@@ -192,19 +215,21 @@ pub unsafe fn realloc(ptr: *mut u8, new_size: usize) -> *mut u8 {
 /// Bytes usable at `ptr` (at least what was asked for), or None if `ptr` is not
 /// the start of one of our blocks. O(1).
 pub fn usable_size(ptr: *const u8) -> Option<usize> {
-    heap::lookup(ptr).map(Owner::usable_size)
+    owner::lookup(ptr).map(Owner::usable_size)
 }
 
 /// Whether `ptr` is the start of a block of ours (live or cached). O(1), safe on
 /// any pointer value.
 pub fn owns(ptr: *const u8) -> bool {
-    heap::lookup(ptr).is_some()
+    owner::find(ptr).is_some()
 }
 
 /// Returns free memory to the OS now: empties every CPU's cache and the depot
 /// into the spans, and decommits every free page.
 pub fn trim() {
+    first_use::ensure();
     cpu_cache::drain_all();
     crate::depot::flush();
-    heap::trim();
+    crate::page_heap::trim();
+    crate::large_cache::release();
 }

@@ -16,6 +16,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::large_cache;
 use crate::os::{self, PAGE_SIZE};
+use crate::owner::{self, Found, LargeAt};
 use crate::pagemap;
 use crate::span::{self, Span, SpanKind};
 
@@ -101,10 +102,12 @@ fn register(base: *mut u8, len: usize, align: usize) -> Option<&'static Span> {
     Some(span)
 }
 
-/// The record of the large object starting exactly at `ptr`, if any.
-pub fn span_of(ptr: *const u8) -> Option<&'static Span> {
-    let span = pagemap::get(ptr as usize)?;
-    (span.kind() == SpanKind::Large && span.start() == ptr as usize).then_some(span)
+/// The large object starting exactly at `ptr`, if any.
+pub fn find(ptr: *const u8) -> Option<LargeAt> {
+    match owner::find(ptr)? {
+        Found::Large(large) => Some(large),
+        Found::Small(_) => None,
+    }
 }
 
 /// Returns the record of a large object that is no longer published.
@@ -121,12 +124,24 @@ fn retire(span: &'static Span) {
 ///
 /// Nobody uses the object after this call.
 pub unsafe fn free_large(ptr: *mut u8) -> bool {
-    let Some(span) = span_of(ptr) else {
-        return false;
-    };
+    match find(ptr) {
+        // SAFETY: forwarded contract; `large` was found at `ptr`.
+        Some(large) => unsafe { free_found(ptr, large) },
+        None => false,
+    }
+}
+
+/// Unmaps (or caches) the large object at `ptr`, which `owner::find` found as
+/// `large`; false if another thread freed it first.
+///
+/// # Safety
+///
+/// Nobody uses the object after this call.
+pub(crate) unsafe fn free_found(ptr: *mut u8, large: LargeAt) -> bool {
+    let LargeAt { entry, span } = large;
     let len = span.bytes();
     // Only the thread that unpublishes the object may unmap it.
-    if !pagemap::clear_if(ptr as usize, span) {
+    if !entry.clear_if(span) {
         return false;
     }
     retire(span);
@@ -150,9 +165,20 @@ pub unsafe fn free_large(ptr: *mut u8) -> bool {
 /// `ptr` is a live large object owned by the caller; on success the caller
 /// uses only the returned pointer.
 pub unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
-    let Some(span) = span_of(ptr) else {
-        return ptr::null_mut();
-    };
+    match find(ptr) {
+        // SAFETY: forwarded contract; `large` was found at `ptr`.
+        Some(large) => unsafe { realloc_found(ptr, large, new_size) },
+        None => ptr::null_mut(),
+    }
+}
+
+/// [`realloc_large`] of the object at `ptr`, which `owner::find` found as `large`.
+///
+/// # Safety
+///
+/// As for [`realloc_large`].
+pub(crate) unsafe fn realloc_found(ptr: *mut u8, large: LargeAt, new_size: usize) -> *mut u8 {
+    let LargeAt { entry, span } = large;
     let Some(new_len) = os::round_up(new_size.max(1), PAGE_SIZE) else {
         return ptr::null_mut();
     };
@@ -183,14 +209,14 @@ pub unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
         // The old range is no longer mapped (another thread may already have
         // mapped and registered something there, hence the conditional
         // clear): retire the record without unmapping.
-        pagemap::clear_if(ptr as usize, span);
+        entry.clear_if(span);
         retire(span);
     } else {
         // SAFETY: both ranges are live mappings of at least `old_len` bytes
         // (old_len < new_len) and do not overlap.
         unsafe {
             ptr::copy_nonoverlapping(ptr, new, old_len);
-            free_large(ptr);
+            free_found(ptr, large);
         }
     }
     new
@@ -210,7 +236,7 @@ mod tests {
     use super::*;
 
     fn usable_size(p: *const u8) -> Option<usize> {
-        span_of(p).map(|s| s.bytes())
+        find(p).map(|large| large.span.bytes())
     }
 
     #[test]

@@ -13,7 +13,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::os;
-use crate::page_heap::now_ms;
+use crate::os::now_ms;
 use crate::sync::Lock;
 
 /// Mappings kept at most.

@@ -6,56 +6,88 @@
 //! static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 //! ```
 //!
-//! Tiers, fastest first:
-//! 1. per-CPU slabs: per CPU and size class, a stack of free object pointers
-//!    popped and pushed by restartable sequences;
-//! 2. the global depot: batches of free objects moved whole between CPUs;
+//! # Glossary
+//!
+//! One meaning per word, here and in docs/:
+//!
+//! * **block**: memory the program got from `alloc`/`malloc` (or will get);
+//! * **object**: a block of a size class, carved from a span;
+//! * **class**: a size class, with its object size and span geometry;
+//! * **span**: a run of pages carved into objects of one class (or holding one
+//!   large block), with its record (`span.rs`);
+//! * **chunk**: memory mapped from the OS in bulk (page-heap chunks, metadata
+//!   chunks), never handed out as it is;
+//! * **shelf**: one CPU's (or concurrency id's) part of the per-CPU tier: the
+//!   stack headers of every class, then each class's slot array;
+//! * **stack**: rseq-core's per-CPU pointer stack, one per shelf and class;
+//! * **batch**: objects moved together between tiers (depot <-> shelves, spans);
+//! * **owner**: what `owner::find` says a pointer is the start of;
+//! * **trim**: give free memory back to the OS now; **decay**: later, by age.
+//! * rseq words (area, mode, index, region, slot, section, fence, stop): see
+//!   rseq-core's glossary.
+//!
+//! # Tiers, fastest first
+//!
+//! 1. per-CPU caches (`cpu_cache`): per CPU and size class, a stack of free
+//!    object pointers popped and pushed by restartable sequences;
+//! 2. the depot (`depot`): batches of free objects moved whole between CPUs;
 //! 3. the span tier (`central`): per size class, spans carved into objects,
-//!    free objects tracked in a bitmap per span, empty spans returned to
+//!    free objects tracked in a bitmap per span; empty spans go back to the
+//!    page heap;
 //! 4. the page heap (`page_heap`): runs of pages from large mmap'ed chunks,
 //!    coalesced when freed and given back to the OS (madvise) on a decay;
-//! 5. large objects (`large`): above `MAX_SMALL` (256 KiB) or aligned beyond
-//!    a page, one mapping each.
+//! 5. large blocks (`large`): above `MAX_SMALL` (256 KiB) or aligned beyond a
+//!    page, one mapping each (`large_cache` keeps freed mappings for reuse).
 //!
-//! Files of the upper tiers:
+//! Each caller names the tier it uses; there is no facade in between.
+//!
+//! # Files
+//!
+//! Upper tiers and entry points:
 //! - `global`: `CpuSlab` (`GlobalAlloc`), the fast path, and the by-address
-//!   C API (`free`, `usable_size`, `owns`), `trim`;
+//!   C API (`free`, `realloc`, `usable_size`, `owns`), `trim`;
+//! - `owner`: pointer -> owner in one page-map walk, handed down (C `free`);
 //! - `cpu_cache`: tier 1 (layout, lazy install, miss and overflow paths);
 //! - `depot`: tier 2 (sharded batches);
-//! - `stats`, `config` (environment), `fork` (atfork handlers), `report`
-//!   (invalid pointers).
+//! - `first_use` (the rseq switch and the fork handlers, before any lock),
+//!   `fork` (atfork handlers and the lock order), `stats` (every tier's
+//!   counters), `config` (environment), `report` (invalid pointers).
 //!
-//! Files of the lower tiers:
-//! - `heap`: the entry points the upper tiers call (batches, large objects,
-//!   `lookup` by address, `trim`, statistics);
+//! Lower tiers:
 //! - `size_class`: size -> class, per-class span and batch geometry;
-//! - `central`, `page_heap`, `large`: the tiers above;
+//! - `central`, `page_heap`, `large`, `large_cache`: the tiers above;
 //! - `span`: the span record (page run + object bitmap) and its pool;
 //! - `pagemap`: address -> span, O(1), safe on any address;
 //! - `meta`: permanent metadata memory from mmap;
-//! - `os`: mmap / munmap / madvise / mremap;
-//! - `sync`: `Lock`, a one-word futex mutex.
+//! - `sync`: `Lock`, a futex mutex that knows its holder;
+//! - `os`: the one boundary to the OS: mmap / munmap / madvise / mremap, futex,
+//!   clock, stderr and abort, getenv, atfork, the page size, the thread word.
 //!
-//! Rules (this code runs as the process's allocator and inside a malloc
-//! shim): never allocate through the global allocator (the library is
-//! `no_std` outside tests; all memory comes from `os`); never panic (checked
-//! or wrapping arithmetic, no unchecked indexing; out of memory is null or
-//! `None`); no `thread_local!` with destructors, no `dlsym`, no std locks;
-//! every `unsafe` block says why it is sound. Lock order: central list ->
-//! page heap -> span record pool -> metadata arena.
+//! # Rules
+//!
+//! This code runs as the process's allocator and inside a malloc shim: never
+//! allocate through the global allocator (the library is `no_std` outside
+//! tests; all memory comes from `os`); never panic (checked or wrapping
+//! arithmetic, no unchecked indexing; out of memory is null or `None`); no
+//! `thread_local!` with destructors, no `dlsym`, no std locks; every `unsafe`
+//! block says why it is sound. Lock order (`fork.rs`): rseq-core's per-CPU
+//! locks -> depot shards -> central lists -> page heap -> large-mapping cache
+//! -> span record pool -> metadata arena.
 #![cfg_attr(not(test), no_std)]
 
 mod central;
 mod config;
 mod cpu_cache;
 mod depot;
+mod first_use;
 mod fork;
 mod global;
-mod heap;
 mod large;
 mod large_cache;
 mod meta;
-mod os;
+#[doc(hidden)]
+pub mod os;
+mod owner;
 mod page_heap;
 mod pagemap;
 mod report;
@@ -72,18 +104,17 @@ pub use stats::{stats, ClassStats, Stats};
 /// API.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::central::ClassStats;
+    pub use crate::central::{alloc_batch, free_batch, ClassStats};
     pub use crate::fork::handlers_registered as fork_handlers_registered;
-    pub use crate::heap::{
-        alloc_batch, alloc_large, dealloc_large, free_batch, lock_all, lookup, realloc_large,
-        set_decay_ms, stats_into, trim, unlock_all, LowerStats, Owner,
-    };
-    pub use crate::large::LargeStats;
+    pub use crate::fork::{lock_lower_tiers, unlock_lower_tiers};
+    pub use crate::large::{alloc_large, free_large, realloc_large, LargeStats};
     pub use crate::os::PAGE_SIZE;
-    pub use crate::page_heap::PageHeapStats;
+    pub use crate::owner::{lookup, Owner};
+    pub use crate::page_heap::{set_decay_ms, PageHeapStats};
     pub use crate::size_class::{
         class_of, Class, MAX_CLASS_ALIGN, MAX_SMALL, MIN_ALIGN, NUM_CLASSES,
     };
+    pub use crate::stats::{stats_into, LowerStats};
     pub use crate::sync::{Lock, LockGuard};
 }
 

@@ -1,8 +1,8 @@
-//! Permanent metadata memory: a bump allocator over mmap'ed blocks.
+//! Permanent metadata memory: a bump allocator over mmap'ed chunks.
 //!
 //! Allocator metadata (span records today; per-CPU headers and depot nodes
 //! later) must not come from the global allocator. This hands out zeroed,
-//! aligned pieces of large mmap'ed blocks and never gives them back: metadata
+//! aligned pieces of large mmap'ed chunks and never gives them back: metadata
 //! is recycled by its owners (e.g. the span record free list), and because it
 //! is never unmapped, a stale pointer to a metadata record can always be read
 //! without faulting (the page map relies on that).
@@ -14,13 +14,13 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use crate::os::{self, PAGE_SIZE};
 use crate::sync::Lock;
 
-/// Bytes mapped per metadata block.
-const BLOCK_BYTES: usize = 1 << 20;
+/// Bytes mapped per metadata chunk.
+const CHUNK_BYTES: usize = 1 << 20;
 
 struct Bump {
-    /// Next free byte of the current block.
+    /// Next free byte of the current chunk.
     next: usize,
-    /// End of the current block.
+    /// End of the current chunk.
     end: usize,
 }
 
@@ -57,14 +57,14 @@ pub fn alloc(size: usize, align: usize) -> Option<NonNull<u8>> {
         }
         _ => {}
     }
-    // Start a new block (the rest of the old one is abandoned: at most one
-    // record's worth per block).
-    let block_len = os::round_up(size, PAGE_SIZE)?.max(BLOCK_BYTES);
-    let block = os::map(block_len)?.as_ptr() as usize;
-    ARENA.mapped.fetch_add(block_len, Ordering::Relaxed);
-    bump.next = block + size;
-    bump.end = block + block_len;
-    NonNull::new(block as *mut u8)
+    // Start a new chunk (the rest of the old one is abandoned: at most one
+    // record's worth per chunk).
+    let chunk_len = os::round_up(size, PAGE_SIZE)?.max(CHUNK_BYTES);
+    let chunk = os::map(chunk_len)?.as_ptr() as usize;
+    ARENA.mapped.fetch_add(chunk_len, Ordering::Relaxed);
+    bump.next = chunk + size;
+    bump.end = chunk + chunk_len;
+    NonNull::new(chunk as *mut u8)
 }
 
 /// Takes the arena lock (for `fork`).
@@ -110,7 +110,7 @@ mod tests {
         for w in seen.windows(2) {
             assert!(w[0].0 + w[0].1 <= w[1].0);
         }
-        assert!(mapped_bytes() >= BLOCK_BYTES);
+        assert!(mapped_bytes() >= CHUNK_BYTES);
         assert!(alloc(0, 8).is_none());
         assert!(alloc(8, 3).is_none());
     }

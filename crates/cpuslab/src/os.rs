@@ -1,11 +1,23 @@
-//! Thin wrappers over the kernel's virtual-memory calls.
+//! The allocator's one boundary to the OS: every libc call of cpuslab (and of
+//! cpuslab-preload's helpers) is here, apart from the entry points themselves.
 //!
-//! Every byte of memory the allocator uses, object memory and metadata alike,
-//! comes from here. Errors come back as `None` / `false`, never as a panic.
+//! * memory: mmap / munmap / madvise / mremap (every byte of memory the
+//!   allocator uses, object memory and metadata alike, comes from here);
+//! * futex wait and wake (`sync::Lock`);
+//! * a coarse monotonic clock (the page heap's decay);
+//! * stderr and abort (`report`), getenv (`config`), atfork (`fork`), atexit;
+//! * errno, the page size, and the calling thread's word (its thread pointer).
+//!
+//! Errors come back as `None` / `false`, never as a panic. Nothing here
+//! allocates.
 //! The page size is taken to be 4096 bytes (x86-64 Linux base pages); all
 //! lengths passed to these functions are multiples of it.
 
+use core::ffi::{c_int, CStr};
 use core::ptr::{self, NonNull};
+use core::sync::atomic::AtomicU32;
+
+pub use libc::{EINVAL, ENOMEM};
 
 /// The base page size this crate assumes (x86-64 Linux).
 pub const PAGE_SIZE: usize = 4096;
@@ -141,6 +153,114 @@ pub fn thread_word() -> usize {
     unsafe {
         libc::pthread_self() as usize
     }
+}
+
+/// The value of an environment variable, if set. Reads the environment without
+/// allocating.
+pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv reads the environment without allocating; the result is null
+    // or a NUL-terminated string owned by the environment, which we only read.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null getenv result is NUL-terminated.
+    Some(unsafe { CStr::from_ptr(value) }.to_bytes())
+}
+
+/// Writes all of `bytes` to stderr (as far as the kernel takes them).
+pub fn write_stderr(bytes: &[u8]) {
+    let mut written = 0;
+    while written < bytes.len() {
+        // SAFETY: writing initialised bytes of the caller's slice to fd 2.
+        let n = unsafe {
+            libc::write(
+                libc::STDERR_FILENO,
+                bytes[written..].as_ptr().cast(),
+                bytes.len() - written,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        written += n as usize;
+    }
+}
+
+/// Ends the process with SIGABRT (never unwinds).
+pub fn abort() -> ! {
+    // SAFETY: abort has no preconditions and does not return.
+    unsafe { libc::abort() }
+}
+
+/// Registers fork handlers (`pthread_atfork`); false if glibc refused.
+pub fn atfork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) -> bool {
+    // SAFETY: the handlers are plain functions that never unwind.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
+}
+
+/// Registers `f` to run at exit; false if the C library refused.
+pub fn atexit(f: extern "C" fn()) -> bool {
+    // SAFETY: registering a plain function; atexit's own storage is static for
+    // the first 32 handlers.
+    unsafe { libc::atexit(f) == 0 }
+}
+
+/// Sets this thread's errno.
+pub fn set_errno(value: c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = value };
+}
+
+/// This thread's errno.
+pub fn errno() -> c_int {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sleeps while `*word == expected` (returns at once if it differs, on a
+/// wake-up, or spuriously: callers re-check in a loop).
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT reads the 32-bit word at a valid, aligned address
+    // that outlives the call; the timeout pointer may be null (no timeout).
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// Wakes at most one thread sleeping on `word`.
+pub(crate) fn futex_wake_one(word: &AtomicU32) {
+    const WAKE_ONE: i32 = 1;
+    // SAFETY: FUTEX_WAKE only uses the address as a key; it is valid and aligned.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            WAKE_ONE,
+        );
+    }
+}
+
+/// Milliseconds on CLOCK_MONOTONIC_COARSE (cheap: read from the vDSO).
+pub(crate) fn now_ms() -> u64 {
+    const MS_PER_SEC: u64 = 1000;
+    const NS_PER_MS: u64 = 1_000_000;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(MS_PER_SEC)
+        .wrapping_add(ts.tv_nsec as u64 / NS_PER_MS)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::os::{self, PAGE_SIZE};
+use crate::os::{self, now_ms, PAGE_SIZE};
 use crate::pagemap;
 use crate::span::{self, Span, SpanKind, SpanList};
 use crate::sync::Lock;
@@ -41,8 +41,6 @@ const NONEMPTY_WORDS: usize = EXACT_LISTS.div_ceil(BITS_PER_WORD);
 const DEFAULT_DECAY_MS: u64 = 1000;
 /// Decay is checked at most this often (unless the decay time is zero).
 const DECAY_CHECK_MS: u64 = 4;
-const MS_PER_SEC: u64 = 1000;
-const NS_PER_MS: u64 = 1_000_000;
 
 /// Free runs of one state, bucketed by length.
 struct Buckets {
@@ -439,19 +437,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Milliseconds on CLOCK_MONOTONIC_COARSE (cheap: read from the vDSO).
-pub(crate) fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(MS_PER_SEC)
-        .wrapping_add(ts.tv_nsec as u64 / NS_PER_MS)
 }
 
 #[cfg(test)]

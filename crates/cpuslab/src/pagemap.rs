@@ -51,15 +51,46 @@ fn split(addr: usize) -> Option<(usize, usize)> {
     Some((page >> LEAF_BITS, page & (LEAF_LEN - 1)))
 }
 
+/// The page map's entry for one page: found with one walk, then read and
+/// cleared without walking again.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry(&'static AtomicPtr<Span>);
+
+impl Entry {
+    /// The span registered for the page, if any; it may be stale (see the module
+    /// comment).
+    #[inline]
+    pub fn span(self) -> Option<&'static Span> {
+        let p = self.0.load(Ordering::Acquire);
+        // SAFETY: only span records are stored (`set_range` takes
+        // `&'static Span`); records are never unmapped and every field of `Span`
+        // is an atomic or an owner-only Cell, so a shared reference is sound.
+        unsafe { p.as_ref() }
+    }
+
+    /// Clears the entry if it still names `span` (so a racing owner that
+    /// re-registered the page is left alone). Returns whether this call cleared
+    /// it: of two threads clearing one entry, exactly one wins.
+    pub fn clear_if(self, span: &'static Span) -> bool {
+        let span = ptr::from_ref(span).cast_mut();
+        self.0
+            .compare_exchange(span, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// The entry for the page holding `addr`, if its leaf exists. Safe on any
+/// address.
+#[inline]
+pub fn entry(addr: usize) -> Option<Entry> {
+    leaf_entry(addr, false).map(Entry)
+}
+
 /// The span registered for the page holding `addr`, if any. Safe on any
 /// address; the result may be stale (see the module comment).
 #[inline]
 pub fn get(addr: usize) -> Option<&'static Span> {
-    let p = leaf_entry(addr, false)?.load(Ordering::Acquire);
-    // SAFETY: only span records are stored (`set_range` takes
-    // `&'static Span`); records are never unmapped and every field of `Span`
-    // is an atomic or an owner-only Cell, so a shared reference is sound.
-    unsafe { p.as_ref() }
+    entry(addr)?.span()
 }
 
 /// Makes sure tree nodes exist for every page of `[addr, addr + len)`, so that
@@ -124,13 +155,7 @@ pub fn set(addr: usize, span: &'static Span) -> bool {
 /// (so a racing owner that re-registered the page is left alone). Returns
 /// whether this call cleared it.
 pub fn clear_if(addr: usize, span: &'static Span) -> bool {
-    let span = ptr::from_ref(span).cast_mut();
-    match leaf_entry(addr, false) {
-        Some(entry) => entry
-            .compare_exchange(span, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok(),
-        None => false,
-    }
+    entry(addr).is_some_and(|entry| entry.clear_if(span))
 }
 
 /// Bytes mapped for page-map leaves (address space; only touched pages are

@@ -1,6 +1,8 @@
 //! Reporting bad input without allocating: one line on stderr naming the pointer,
 //! then abort. Never silent heap corruption, never an unwind.
 
+use crate::os;
+
 /// Reports that `what` got a pointer the allocator does not own, and aborts.
 #[cold]
 #[inline(never)]
@@ -29,11 +31,8 @@ pub(crate) fn reentered() -> ! {
     let line: &[u8] = b"cpuslab: the allocator was entered from a signal handler that \
 interrupted it in the same thread (malloc is not async-signal-safe); aborting instead of \
 deadlocking\n";
-    // SAFETY: writing a static buffer to stderr, then abort (never returns).
-    unsafe {
-        libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len());
-        libc::abort()
-    }
+    os::write_stderr(line);
+    os::abort()
 }
 
 /// Writes `cpuslab: what(): problem 0x... (why)` to stderr and aborts.
@@ -57,11 +56,8 @@ fn abort_with(what: &str, problem: &str, ptr: *const u8, why: &str) -> ! {
     put(b" (");
     put(why.as_bytes());
     put(b")\n");
-    // SAFETY: writing a stack buffer to stderr, then abort (never returns).
-    unsafe {
-        libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), len);
-        libc::abort()
-    }
+    os::write_stderr(&line[..len]);
+    os::abort()
 }
 
 /// `value` in lower-case hex, 16 digits.

@@ -5,10 +5,15 @@ use core::fmt;
 
 use rseq_core::{Counters, Index, Mode};
 
+use crate::central::{self, ClassStats as SpanClassStats};
 use crate::cpu_cache;
 use crate::depot;
-use crate::heap::{self, LowerStats};
+use crate::large::{self, LargeStats};
+use crate::meta;
+use crate::page_heap::{self, PageHeapStats};
+use crate::pagemap;
 use crate::size_class::{Class, NUM_CLASSES};
+use crate::span;
 
 /// One size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,8 +72,9 @@ pub struct Stats {
 
 /// Reads the statistics now (no allocation, no locks).
 pub fn stats() -> Stats {
+    crate::first_use::ensure();
     let mut lower = LowerStats::new();
-    heap::stats_into(&mut lower);
+    stats_into(&mut lower);
     let mut stats = Stats {
         allocated: lower.large.bytes,
         active: lower.page_heap.in_use.saturating_add(lower.large.bytes),
@@ -181,5 +187,103 @@ impl fmt::Display for Stats {
             )?;
         }
         Ok(())
+    }
+}
+
+// --- the lower tiers (spans, page heap, large objects, metadata) ---------------------
+
+/// Counters of the lower tiers; a plain value, filled without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowerStats {
+    /// Page heap: address space reserved, bytes in use / free (committed or
+    /// decommitted).
+    pub page_heap: PageHeapStats,
+    /// Large objects: bytes mapped and count.
+    pub large: LargeStats,
+    /// Bytes mapped for metadata (span records, page-map nodes).
+    pub metadata_mapped: usize,
+    /// Span records in use.
+    pub span_records: usize,
+    /// Per size class: spans, objects handed out, free objects in spans.
+    pub classes: [SpanClassStats; NUM_CLASSES],
+}
+
+impl LowerStats {
+    /// All counters zero.
+    pub const fn new() -> LowerStats {
+        const ZERO_CLASS: SpanClassStats = SpanClassStats {
+            spans: 0,
+            objects_in_use: 0,
+            objects_free: 0,
+            invalid_frees: 0,
+        };
+        LowerStats {
+            page_heap: PageHeapStats {
+                mapped: 0,
+                in_use: 0,
+                free_committed: 0,
+                free_decommitted: 0,
+                decommits: 0,
+            },
+            large: LargeStats {
+                bytes: 0,
+                count: 0,
+                cached: 0,
+            },
+            metadata_mapped: 0,
+            span_records: 0,
+            classes: [ZERO_CLASS; NUM_CLASSES],
+        }
+    }
+
+    /// Address space mapped from the OS: page-heap chunks, large objects and
+    /// metadata.
+    pub fn mapped(&self) -> usize {
+        [
+            self.page_heap.mapped,
+            self.large.bytes,
+            self.large.cached,
+            self.metadata_mapped,
+        ]
+        .into_iter()
+        .fold(0, usize::saturating_add)
+    }
+
+    /// An upper bound of resident memory: page-heap memory not decommitted,
+    /// large objects and metadata.
+    pub fn resident(&self) -> usize {
+        [
+            self.page_heap.resident(),
+            self.large.bytes,
+            self.large.cached,
+            self.metadata_mapped,
+        ]
+        .into_iter()
+        .fold(0, usize::saturating_add)
+    }
+
+    /// Bytes held free in spans of size classes.
+    pub fn free_in_spans(&self) -> usize {
+        Class::all()
+            .zip(self.classes.iter())
+            .map(|(c, s)| c.size().saturating_mul(s.objects_free))
+            .fold(0, usize::saturating_add)
+    }
+}
+
+impl Default for LowerStats {
+    fn default() -> Self {
+        LowerStats::new()
+    }
+}
+
+/// Copies the current counters into `out` (relaxed reads, no locks).
+pub fn stats_into(out: &mut LowerStats) {
+    out.page_heap = page_heap::stats();
+    out.large = large::stats();
+    out.metadata_mapped = meta::mapped_bytes() + pagemap::node_bytes();
+    out.span_records = span::live_records();
+    for (class, slot) in Class::all().zip(out.classes.iter_mut()) {
+        *slot = central::class_stats(class);
     }
 }

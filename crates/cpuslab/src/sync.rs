@@ -17,10 +17,9 @@
 //! one instruction.
 
 use core::hint;
-use core::ptr;
 use core::sync::atomic::{compiler_fence, AtomicU32, AtomicUsize, Ordering};
 
-use crate::os::thread_word;
+use crate::os::{futex_wait, futex_wake_one, thread_word};
 use crate::report;
 
 /// Nobody holds the lock.
@@ -153,36 +152,6 @@ impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: a guard exists only while its lock is held (`Lock::guard`).
         unsafe { self.lock.unlock() }
-    }
-}
-
-/// Sleeps while `*word == expected` (returns at once if it differs, on a
-/// wake-up, or spuriously: callers re-check in a loop).
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: FUTEX_WAIT reads the 32-bit word at a valid, aligned address
-    // that outlives the call; the timeout pointer may be null (no timeout).
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            ptr::null::<libc::timespec>(),
-        );
-    }
-}
-
-/// Wakes at most one thread sleeping on `word`.
-fn futex_wake_one(word: &AtomicU32) {
-    const WAKE_ONE: i32 = 1;
-    // SAFETY: FUTEX_WAKE only uses the address as a key; it is valid and aligned.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            WAKE_ONE,
-        );
     }
 }
 

@@ -1,4 +1,4 @@
-//! fork while other threads allocate: with lock_all()/unlock_all() around
+//! fork while other threads allocate: with lock_lower_tiers()/unlock_lower_tiers() around
 //! fork (as pthread_atfork handlers will do), the child can allocate and free
 //! through every lower tier.
 
@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use common::Rng;
 use cpuslab::internals::{
-    alloc_batch, alloc_large, class_of, dealloc_large, free_batch, lock_all, trim, unlock_all,
-    Class, NUM_CLASSES,
+    alloc_batch, alloc_large, class_of, free_batch, free_large, lock_lower_tiers,
+    unlock_lower_tiers, Class, NUM_CLASSES,
 };
 
 fn churn(rng: &mut Rng) {
@@ -26,7 +26,7 @@ fn churn(rng: &mut Rng) {
     let p = alloc_large(300_000 + rng.below(1 << 20), 16);
     assert!(!p.is_null());
     // SAFETY: live large object, given up.
-    unsafe { dealloc_large(p) };
+    unsafe { free_large(p) };
 }
 
 #[test]
@@ -44,21 +44,21 @@ fn fork_while_allocating_child_can_allocate() {
         })
         .collect();
     for round in 0..20 {
-        lock_all();
+        lock_lower_tiers();
         // SAFETY: fork in a multi-threaded process; the child only calls
         // async-signal-safe code and our allocator (whose locks it holds).
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         // SAFETY: this thread took the locks (in the child: as the parent's
         // forking thread).
-        unsafe { unlock_all() };
+        unsafe { unlock_lower_tiers() };
         if pid == 0 {
             let ok = std::panic::catch_unwind(|| {
                 let mut rng = Rng::new(round);
                 for _ in 0..50 {
                     churn(&mut rng);
                 }
-                trim();
+                cpuslab::trim();
                 let class = class_of(100, 16).unwrap();
                 let mut one = [std::ptr::null_mut(); 1];
                 alloc_batch(class, &mut one) == 1

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{check_stamp, stamp, Rng};
-use cpuslab::internals::{alloc_large, dealloc_large, lookup, realloc_large, Owner, PAGE_SIZE};
+use cpuslab::internals::{alloc_large, free_large, lookup, realloc_large, Owner, PAGE_SIZE};
 
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
@@ -37,7 +37,7 @@ fn sizes_up_to_64_mib_are_zeroed_and_owned() {
             );
             stamp(p, size, size as u64);
             assert!(check_stamp(p, size, size as u64));
-            dealloc_large(p);
+            free_large(p);
         }
         assert_eq!(lookup(p), None);
     }
@@ -57,7 +57,7 @@ fn alignments_up_to_1_gib() {
             unsafe {
                 p.write(1);
                 p.add(size - 1).write(2);
-                dealloc_large(p);
+                free_large(p);
             }
         }
         shift += 3;
@@ -65,7 +65,7 @@ fn alignments_up_to_1_gib() {
     let p = alloc_large(MIB, GIB);
     assert_eq!(p as usize % GIB, 0);
     // SAFETY: live large object.
-    unsafe { dealloc_large(p) };
+    unsafe { free_large(p) };
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn realloc_grows_and_shrinks_keeping_contents() {
                 p = q;
                 size = new_size;
             }
-            dealloc_large(p);
+            free_large(p);
         }
     }
 }
@@ -144,7 +144,7 @@ fn threads_allocate_large_objects_concurrently() {
                                 stamp(q, new_size, tag);
                                 live.push((q as usize, new_size, tag));
                             } else {
-                                dealloc_large(p as *mut u8);
+                                free_large(p as *mut u8);
                             }
                         }
                     }
@@ -153,7 +153,7 @@ fn threads_allocate_large_objects_concurrently() {
                     // SAFETY: our live objects.
                     unsafe {
                         assert!(check_stamp(p as *const u8, size, tag));
-                        dealloc_large(p as *mut u8);
+                        free_large(p as *mut u8);
                     }
                 }
             })
@@ -178,8 +178,8 @@ fn impossible_requests_return_null() {
         assert!(realloc_large(p, 1 << 62).is_null());
         assert_eq!(*p, 42);
         assert!(realloc_large(p.add(16), 2 * MIB).is_null());
-        dealloc_large(p);
-        // (A second dealloc_large(p) would be ignored only if no other
+        free_large(p);
+        // (A second free_large(p) would be ignored only if no other
         // thread had mapped something at p since: tests run concurrently.)
     }
 }

@@ -4,8 +4,7 @@
 mod common;
 
 use cpuslab::internals::{
-    alloc_batch, alloc_large, class_of, dealloc_large, free_batch, lookup, Class, Owner,
-    NUM_CLASSES,
+    alloc_batch, alloc_large, class_of, free_batch, free_large, lookup, Class, Owner, NUM_CLASSES,
 };
 
 #[test]
@@ -56,7 +55,7 @@ fn large_objects_only_at_their_start() {
         assert_eq!(lookup(p.wrapping_add(off)), None, "+{off}");
     }
     // SAFETY: live large object.
-    unsafe { dealloc_large(p) };
+    unsafe { free_large(p) };
     assert_eq!(lookup(p), None);
 }
 

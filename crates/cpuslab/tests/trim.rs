@@ -5,7 +5,8 @@
 mod common;
 
 use common::{rss_bytes, stats};
-use cpuslab::internals::{alloc_batch, class_of, free_batch, set_decay_ms, trim};
+use cpuslab::internals::{alloc_batch, class_of, free_batch, set_decay_ms};
+use cpuslab::trim;
 
 const MIB: usize = 1 << 20;
 const TOTAL: usize = 256 * MIB;

@@ -1,4 +1,6 @@
-//! The calling thread's rseq area: glibc's, or our own registered lazily.
+//! An rseq area ([`Area`]: where a thread's area lies, and its kernel-owned
+//! fields), and our own per-thread area, registered lazily where glibc did not
+//! register one. Which area a thread uses is the mode's business (`mode.rs`).
 //!
 //! Our own area is a `thread_local!` with a constant initializer and no destructor
 //! (a plain TLS block: nothing is registered at thread exit, nothing allocates). Its
@@ -10,12 +12,10 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use rseq_sys::{rseq, RSEQ_CPU_ID_OFFSET};
 use rseq_sys::{RSEQ_CPU_ID_UNINITIALIZED, RSEQ_MM_CID_OFFSET};
-
-use crate::mode::{mode, Mode};
 
 /// A registered rseq area of the calling thread, named by its offset from the
 /// thread pointer: the sections and the index reads address it `fs`-relative, which
@@ -27,6 +27,12 @@ pub(crate) struct Area {
 }
 
 impl Area {
+    /// The area at `tp_offset` from the thread pointer.
+    #[inline(always)]
+    pub(crate) const fn at(tp_offset: isize) -> Area {
+        Area { tp_offset }
+    }
+
     /// The area's offset from the thread pointer, for the critical sections.
     #[inline(always)]
     pub(crate) fn tp_offset(self) -> isize {
@@ -100,95 +106,6 @@ impl Area {
     }
 }
 
-/// The calling thread's area if the mode is decided and the thread registered
-/// already: the inline first attempt's test, which never decides or registers
-/// anything. With the `shared-object` feature own mode answers None here: its
-/// area is a thread-local, which in a shared object is a call to
-/// `__tls_get_addr`, and one call on an inlined path makes every caller save
-/// registers on every operation, in every mode. [`this_thread_registered_any`]
-/// answers for own mode too, for the full operations.
-#[inline(always)]
-pub(crate) fn this_thread_registered() -> Option<Area> {
-    registered(!cfg!(feature = "shared-object"))
-}
-
-/// [`this_thread_registered`], own mode included whatever the build.
-#[inline(always)]
-pub(crate) fn this_thread_registered_any() -> Option<Area> {
-    registered(true)
-}
-
-#[inline(always)]
-fn registered(include_own: bool) -> Option<Area> {
-    let offset = GLIBC_FAST_OFFSET.load(Ordering::Relaxed);
-    let area = if offset != NO_OFFSET {
-        Area { tp_offset: offset }
-    } else {
-        // Keep glibc's mode, the common one, on the straight line.
-        core::hint::cold_path();
-        if !include_own || crate::mode::decided() != Some(Mode::Own) {
-            return None;
-        }
-        own_area_unregistered()
-    };
-    area.is_registered().then_some(area)
-}
-
-/// The calling thread's registered area, or None (fallback mode, or this thread's
-/// registration failed, or rseq is off for it).
-#[inline(always)]
-pub(crate) fn this_thread() -> Option<Area> {
-    let area = match mode() {
-        Mode::Glibc => glibc_area(),
-        Mode::Own => own_area()?,
-        Mode::Fallback => return None,
-    };
-    // A negative cpu_id means "not registered" (-1, or glibc's -2 after its own
-    // registration failed): sections must not run, the kernel would never abort
-    // them.
-    ((area.cpu_id() as i32) >= 0).then_some(area)
-}
-
-// --- glibc's area -------------------------------------------------------------
-
-static GLIBC_OFFSET: AtomicIsize = AtomicIsize::new(0);
-
-/// glibc's offset once the mode is decided as `Glibc`, else `NO_OFFSET`: the fast
-/// path's one load (instead of dispatching on the mode). The value is the whole
-/// message (no other data is read because of it), so relaxed suffices: a reader
-/// sees `NO_OFFSET` (and takes the slow path, which reads the mode with acquire)
-/// or the offset itself.
-static GLIBC_FAST_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
-const NO_OFFSET: isize = isize::MIN;
-
-/// Called once the mode is decided: enables the fast path's glibc shortcut.
-pub(crate) fn mode_decided(mode: Mode) {
-    if mode == Mode::Glibc {
-        GLIBC_FAST_OFFSET.store(GLIBC_OFFSET.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-}
-
-/// Adopts glibc's registration if glibc made one; true on success.
-pub(crate) fn adopt_glibc_area() -> bool {
-    match crate::glibc::registration() {
-        Some(glibc) => {
-            GLIBC_OFFSET.store(glibc.offset, Ordering::Relaxed);
-            true
-        }
-        None => false,
-    }
-}
-
-/// glibc's area: at the same offset from the thread pointer in every thread.
-/// Called once the mode reads `Glibc`: that acquire load orders this one after
-/// the offset's store.
-#[inline(always)]
-fn glibc_area() -> Area {
-    Area {
-        tp_offset: GLIBC_OFFSET.load(Ordering::Relaxed),
-    }
-}
-
 // --- our own area ---------------------------------------------------------------
 
 /// Bytes reserved for our own area: room for kernels that grow the ABI.
@@ -235,7 +152,7 @@ fn own_area_address() -> NonNull<rseq> {
 /// This thread's own area, registered or not.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn own_area_unregistered() -> Area {
+pub(crate) fn own_area_unregistered() -> Area {
     let address = own_area_address().as_ptr() as isize;
     Area {
         tp_offset: address.wrapping_sub(crate::glibc::thread_pointer() as isize),
@@ -243,13 +160,13 @@ fn own_area_unregistered() -> Area {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn own_area_unregistered() -> Area {
+pub(crate) fn own_area_unregistered() -> Area {
     Area { tp_offset: 0 }
 }
 
 /// This thread's own area, registering it on first use; None if that failed.
 #[inline(always)]
-fn own_area() -> Option<Area> {
+pub(crate) fn own_area() -> Option<Area> {
     let area = own_area_unregistered();
     if !area.is_registered() && !register_this_thread() {
         return None;
@@ -284,7 +201,7 @@ fn register_this_thread() -> bool {
     let _blocked = SignalsBlocked::now();
     let registered = own_area_cpu_id() >= 0 || {
         #[cfg(feature = "fault-injection")]
-        crate::fault::signal_during_registration();
+        raise_injected_signal();
         let area = own_area_address();
         let len = own_registration_len();
         // SAFETY: the area is this thread's TLS block, aligned and at least `len`
@@ -308,6 +225,21 @@ fn register_this_thread() -> bool {
         OWN_AREA.with(|own| own.failed.set(true));
     }
     registered
+}
+
+/// Test builds: a signal to raise once, in the next registration, between its
+/// check and its syscall (set through `fault::raise_during_next_registration`).
+#[cfg(feature = "fault-injection")]
+pub(crate) static RAISE_DURING_REGISTRATION: core::sync::atomic::AtomicI32 =
+    core::sync::atomic::AtomicI32::new(0);
+
+#[cfg(feature = "fault-injection")]
+fn raise_injected_signal() {
+    let signal = RAISE_DURING_REGISTRATION.swap(0, Ordering::Relaxed);
+    if signal != 0 {
+        // SAFETY: raise only sends a signal to the calling thread.
+        unsafe { libc::raise(signal) };
+    }
 }
 
 /// Every asynchronous signal blocked for this thread until dropped (the mask

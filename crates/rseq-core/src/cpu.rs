@@ -11,7 +11,7 @@ use crate::mode::{mode, Mode};
 /// thread has no area.
 #[inline]
 pub fn current_cpu() -> u32 {
-    match area::this_thread() {
+    match crate::mode::this_thread() {
         Some(area) => area.cpu_id(),
         None => sched_getcpu(),
     }
@@ -33,7 +33,7 @@ pub fn mm_cid() -> Option<u32> {
     if !mm_cid_available() {
         return None;
     }
-    area::this_thread().map(area::Area::mm_cid)
+    crate::mode::this_thread().map(area::Area::mm_cid)
 }
 
 /// Whether the kernel fills `mm_cid` in this process's rseq areas: it does when its

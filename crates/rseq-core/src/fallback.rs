@@ -1,5 +1,7 @@
-//! The fallback engine's per-CPU locks (seed 000's per-CPU lock, keyed by
-//! `sched_getcpu()`), also used to serialise remote access in every mode.
+//! The fallback engine: per-CPU locks (seed 000's per-CPU lock, keyed by
+//! `sched_getcpu()`, also used to serialise remote access in every mode), and
+//! the operations' locked bodies, named as their critical sections in `arch`
+//! (`stack_pop` here is what `arch::stack_pop` does, under the lock).
 //!
 //! The locks are a static array: no allocation, and CPU ids beyond it share a lock
 //! (correct, merely contended). Holders never block on anything else, so a waiter
@@ -9,13 +11,14 @@
 //! finds its own thread pointer there was interrupted by a signal while holding
 //! the lock, and runs in the handler: waiting would deadlock, so it is told
 //! instead ([`lock`] returns None, and the operation reports `Unavailable`).
-//!
-//! [`pop`] and [`push`] are public only so that benchmarks can measure the fallback
-//! beside the rseq engine in one process.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::stack::{self, Stack};
+use core::ptr::NonNull;
+
+#[cfg(feature = "list-and-word")]
+use crate::list::{ListHead, ListNode};
+use crate::stack::Stack;
 use crate::{OpError, PerCpu};
 
 const LOCK_COUNT: usize = 256;
@@ -120,21 +123,126 @@ fn release_taken() {
     }
 }
 
-/// The fallback's pop on `region`, whatever the process mode.
-///
-/// # Safety
-/// `region` must only ever be used through this module's functions, in every thread
-/// (never through `PerCpu<Stack>::pop` and friends in an rseq mode).
-pub unsafe fn pop(region: &PerCpu<Stack>) -> Result<*mut u8, OpError> {
-    // SAFETY: forwarded contract.
-    unsafe { stack::pop_locked(region) }
+/// Runs `locked` on the calling thread's slot of `region` under the lock of the
+/// CPU it runs on (`sched_getcpu()`): the fallback mode's way to run every
+/// operation. `Unavailable` beyond the region, or when this thread holds that
+/// lock already (a signal handler that interrupted its own operation).
+#[inline]
+pub(crate) fn run_locked<T, R>(
+    region: &PerCpu<T>,
+    locked: impl FnOnce(&T) -> Result<R, OpError>,
+) -> Result<R, OpError> {
+    let cpu = crate::cpu::sched_getcpu();
+    let Some(slot) = region.slot_ptr(cpu) else {
+        return Err(OpError::Unavailable);
+    };
+    let Some(_guard) = lock(cpu) else {
+        return Err(OpError::Unavailable);
+    };
+    // SAFETY: slots below `len` are valid (`PerCpu::new`); the lock gives this thread
+    // the slot exclusively among fallback users, and in fallback mode every user is.
+    locked(unsafe { NonNull::as_ref(&slot) })
 }
 
-/// The fallback's push on `region`, whatever the process mode.
-///
-/// # Safety
-/// As for [`pop`].
-pub unsafe fn push(region: &PerCpu<Stack>, item: *mut u8) -> Result<(), OpError> {
-    // SAFETY: forwarded contract.
-    unsafe { stack::push_locked(region, item) }
+// --- the locked bodies: each runs with its slot's lock held -------------------------
+
+pub(crate) fn stack_pop(stack: &Stack) -> Result<*mut u8, OpError> {
+    let capacity = stack.capacity.load(Ordering::Relaxed);
+    let top = stack.top.load(Ordering::Relaxed);
+    if top.wrapping_sub(1) >= capacity {
+        return Err(OpError::Empty);
+    }
+    // SAFETY: top - 1 < capacity, and slots holds `capacity` pointers.
+    let item = unsafe { *stack.slots.load(Ordering::Relaxed).add(top as usize - 1) };
+    stack.top.store(top - 1, Ordering::Relaxed);
+    Ok(item)
+}
+
+pub(crate) fn stack_push(stack: &Stack, item: *mut u8) -> Result<(), OpError> {
+    let capacity = stack.capacity.load(Ordering::Relaxed);
+    let top = stack.top.load(Ordering::Relaxed);
+    if top >= capacity {
+        return Err(OpError::Full);
+    }
+    let slots = stack.slots.load(Ordering::Relaxed);
+    // SAFETY: top - 1 < top < capacity, and slots holds `capacity` pointers.
+    if top > 0 && unsafe { *slots.add(top as usize - 1) } == item {
+        return Err(OpError::Duplicate);
+    }
+    // SAFETY: top < capacity, and slots holds `capacity` pointers.
+    unsafe { *slots.add(top as usize) = item };
+    stack.top.store(top + 1, Ordering::Relaxed);
+    Ok(())
+}
+
+pub(crate) fn stack_pop_batch(stack: &Stack, out: &mut [*mut u8]) -> Result<usize, OpError> {
+    let capacity = stack.capacity.load(Ordering::Relaxed);
+    let top = stack.top.load(Ordering::Relaxed);
+    if top.wrapping_sub(1) >= capacity {
+        return Err(OpError::Empty);
+    }
+    let n = out.len().min(top as usize);
+    let first = top as usize - n;
+    // SAFETY: [first, top) lies below capacity; `out` has room for n.
+    unsafe {
+        let slots = stack.slots.load(Ordering::Relaxed).add(first);
+        core::ptr::copy_nonoverlapping(slots, out.as_mut_ptr(), n);
+    }
+    stack.top.store(first as u32, Ordering::Relaxed);
+    Ok(n)
+}
+
+pub(crate) fn stack_push_batch(stack: &Stack, items: &[*mut u8]) -> Result<usize, OpError> {
+    let capacity = stack.capacity.load(Ordering::Relaxed);
+    let top = stack.top.load(Ordering::Relaxed);
+    if top >= capacity {
+        return Err(OpError::Full);
+    }
+    let n = items.len().min((capacity - top) as usize);
+    // SAFETY: [top, top + n) lies below capacity.
+    unsafe {
+        let slots = stack.slots.load(Ordering::Relaxed).add(top as usize);
+        core::ptr::copy_nonoverlapping(items.as_ptr(), slots, n);
+    }
+    stack.top.store(top + n as u32, Ordering::Relaxed);
+    Ok(n)
+}
+
+#[cfg(feature = "list-and-word")]
+pub(crate) fn list_pop(head: &ListHead) -> Result<*mut ListNode, OpError> {
+    let first = NonNull::new(head.head.load(Ordering::Relaxed)).ok_or(OpError::Empty)?;
+    // SAFETY: nodes on the list are valid (push's contract).
+    let next = unsafe { first.as_ref().next };
+    head.head.store(next, Ordering::Relaxed);
+    Ok(first.as_ptr())
+}
+
+#[cfg(feature = "list-and-word")]
+pub(crate) fn list_push(head: &ListHead, node: NonNull<ListNode>) -> Result<(), OpError> {
+    // SAFETY: the caller owns the node (push's contract).
+    unsafe { (*node.as_ptr()).next = head.head.load(Ordering::Relaxed) };
+    head.head.store(node.as_ptr(), Ordering::Relaxed);
+    Ok(())
+}
+
+#[cfg(feature = "list-and-word")]
+pub(crate) fn word_compare_and_store(
+    word: &AtomicUsize,
+    expected: usize,
+    new: usize,
+) -> Result<usize, OpError> {
+    match word.load(Ordering::Relaxed) {
+        current if current == expected => {
+            word.store(new, Ordering::Relaxed);
+            Ok(current)
+        }
+        current => Err(OpError::Mismatch(current)),
+    }
+}
+
+#[cfg(feature = "list-and-word")]
+pub(crate) fn word_add(word: &AtomicUsize, delta: usize) -> Result<usize, OpError> {
+    let before = word.load(Ordering::Relaxed);
+    word.store(before.wrapping_add(delta), Ordering::Relaxed);
+    Ok(before)
 }

@@ -89,21 +89,10 @@ pub(crate) fn broken() -> Broken {
     }
 }
 
-static SIGNAL_DURING_REGISTRATION: core::sync::atomic::AtomicI32 =
-    core::sync::atomic::AtomicI32::new(0);
-
 /// Raise `signal` once, in the next own-mode registration, between its check and
 /// its syscall (where a handler that registers first would make it fail).
 pub fn raise_during_next_registration(signal: i32) {
-    SIGNAL_DURING_REGISTRATION.store(signal, Ordering::Relaxed);
-}
-
-pub(crate) fn signal_during_registration() {
-    let signal = SIGNAL_DURING_REGISTRATION.swap(0, Ordering::Relaxed);
-    if signal != 0 {
-        // SAFETY: raise only sends a signal to the calling thread.
-        unsafe { libc::raise(signal) };
-    }
+    crate::area::RAISE_DURING_REGISTRATION.store(signal, Ordering::Relaxed);
 }
 
 /// The raw `cpu_id` of the calling thread's own area (own mode): -1 until the

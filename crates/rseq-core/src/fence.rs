@@ -25,7 +25,7 @@ static MEMBARRIER: AtomicU8 = AtomicU8::new(UNKNOWN);
 /// Waits until no section that started before this call still runs on slot `index`
 /// of a region indexed by `kind`. A no-op in fallback mode (the locks exclude).
 pub fn fence(kind: Index, index: u32) -> Result<(), FenceError> {
-    if !crate::route::uses_rseq() {
+    if !crate::mode::uses_rseq() {
         return Ok(());
     }
     if membarrier_registered() {

@@ -5,15 +5,16 @@
 //! * **Discovery and registration** of the calling thread's rseq area, once per
 //!   process ([`mode()`]): glibc's area when glibc registered one (read through weak
 //!   symbols, never `dlsym`), else our own per-thread area registered lazily, else
-//!   no rseq at all. `CPUSLAB_RSEQ=0` forces the last for debugging.
+//!   no rseq at all. [`disable_rseq`] forces the last, for debugging: the caller
+//!   decides (rseq-core reads no environment).
 //! * **CPU indices**: [`current_cpu`], the concurrency id [`mm_cid`] where the kernel
 //!   fills it, and the number of [`possible_cpus`].
 //! * **Per-CPU data structures** laid out by the caller as a [`PerCpu`] region, with
 //!   restartable operations on them: a bounded pointer [`Stack`] (single and batch
-//!   pop/push), an intrusive [`ListHead`], and compare-and-store / add on a word.
-//!   Each operation runs as one rseq critical section with exactly one commit
-//!   store; aborts restart it at most [`MAX_RESTARTS`] times before the caller is
-//!   told to take its slow path.
+//!   pop/push), and with the `list-and-word` feature an intrusive [`ListHead`] and
+//!   compare-and-store / add on a word. Each operation runs as one rseq critical
+//!   section with exactly one commit store; aborts restart it at most
+//!   [`MAX_RESTARTS`] times before the caller is told to take its slow path.
 //! * **The fallback**: the same operations under per-CPU locks keyed by
 //!   `sched_getcpu()`, chosen process-wide when rseq is unavailable.
 //! * **Remote access** to another CPU's stack ([`PerCpu::with_stopped`]): mark it
@@ -25,9 +26,33 @@
 //! the rseq area: `cpu_id_start`, `cpu_id`, `node_id` and `mm_cid` are only read
 //! (Linux 6.19 semantics). It never allocates, never panics on its paths, and keeps
 //! no `thread_local!` with a destructor, so that an allocator can sit on top of it.
+//! `docs/rseq.md` explains the modes, the sections, the remote protocol and how to
+//! debug them.
 //!
-//! The laws it follows are in DESIGN.md ("The rseq laws"); `docs/rseq.md` explains
-//! the modes, the sections and how to debug them.
+//! # Glossary
+//!
+//! * **area**: a thread's `struct rseq`, registered with the kernel (glibc's or
+//!   our own), named by its offset from the thread pointer.
+//! * **mode**: how the whole process runs operations: glibc's areas, our own, or
+//!   the fallback's locks.
+//! * **index**: what picks a thread's slot: its CPU id, or its concurrency id
+//!   (`mm_cid`).
+//! * **region**: a [`PerCpu`]: one slot per possible index, laid out by the caller.
+//! * **slot**: one index's `T` in a region (a stack header, a list head, a word).
+//! * **section**: a restartable critical section (`arch`): armed, one commit
+//!   store, aborted by the kernel on preemption, signal or migration.
+//! * **operation**: what a caller asks for on a region, in three kinds: one attempt
+//!   (`try_*`), with restarts (plain), locked (`*_locked`) (see `ops`).
+//! * **fence**: the membarrier RSEQ call after which no section that began before
+//!   it still runs on a slot.
+//! * **stop / resume**: a remote thread's exclusive access to one stack
+//!   ([`PerCpu::with_stopped`]): capacity 0, fence, change, capacity back.
+//!
+//! # Layout (each module uses only those above it)
+//!
+//! `glibc`, `counters`, `error`, `stack`, `list` (types) - `area` - `fault` (test
+//! builds) - `mode` - `cpu` - `percpu`, `published` - `arch` (the sections) -
+//! `fallback` (locks and locked bodies) - `fence` - `route` (restarts) - `ops`.
 
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
@@ -36,18 +61,18 @@ mod area;
 mod counters;
 mod cpu;
 mod error;
-pub mod fallback;
+mod fallback;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod fence;
 mod glibc;
 mod list;
 mod mode;
+mod ops;
 mod percpu;
 mod published;
 mod route;
 mod stack;
-mod word;
 
 pub use counters::{counters, Counters};
 pub use cpu::{current_cpu, mm_cid, mm_cid_available, possible_cpus};
@@ -55,7 +80,7 @@ pub use error::{FenceError, OpError};
 pub use fallback::{fork_child, fork_parent, fork_prepare};
 pub use fence::fence;
 pub use list::{ListHead, ListNode};
-pub use mode::{mode, Mode};
+pub use mode::{disable_rseq, mode, Mode};
 pub use percpu::{Index, PerCpu};
 pub use published::PublishedPerCpu;
 pub use route::MAX_RESTARTS;

@@ -1,4 +1,5 @@
-//! A per-CPU intrusive list (LIFO): push and pop of nodes the caller owns.
+//! A per-CPU intrusive list (LIFO) of nodes the caller owns: the head and the
+//! link. The operations on a region of heads are in `ops/list.rs`.
 //!
 //! Seed 000's observation: with rseq both ends are easy. Push links the private
 //! node to the head and commits it; pop reads the head's `next` and commits that.
@@ -8,15 +9,11 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::arch;
-use crate::route;
-use crate::{OpError, PerCpu};
-
 /// A link, placed by the caller at the start of its node type.
 #[repr(C)]
 #[derive(Debug)]
 pub struct ListNode {
-    next: *mut ListNode,
+    pub(crate) next: *mut ListNode,
 }
 
 // SAFETY: a node moves between threads by design (pushed by one, popped by another);
@@ -49,7 +46,7 @@ impl Default for ListNode {
 #[repr(C)]
 #[derive(Debug)]
 pub struct ListHead {
-    head: AtomicPtr<ListNode>,
+    pub(crate) head: AtomicPtr<ListNode>,
 }
 
 const _: () = assert!(core::mem::offset_of!(ListHead, head) == 0);
@@ -71,56 +68,10 @@ impl ListHead {
     pub unsafe fn take_all(&self) -> Option<NonNull<ListNode>> {
         NonNull::new(self.head.swap(core::ptr::null_mut(), Ordering::AcqRel))
     }
-
-    fn pop_locked(&self) -> Result<NonNull<ListNode>, OpError> {
-        let head = NonNull::new(self.head.load(Ordering::Relaxed)).ok_or(OpError::Empty)?;
-        // SAFETY: nodes on the list are valid (push's contract).
-        let next = unsafe { head.as_ref().next };
-        self.head.store(next, Ordering::Relaxed);
-        Ok(head)
-    }
-
-    fn push_locked(&self, node: NonNull<ListNode>) -> Result<(), OpError> {
-        // SAFETY: the caller owns the node (push's contract).
-        unsafe { (*node.as_ptr()).next = self.head.load(Ordering::Relaxed) };
-        self.head.store(node.as_ptr(), Ordering::Relaxed);
-        Ok(())
-    }
 }
 
 impl Default for ListHead {
     fn default() -> Self {
         ListHead::new()
-    }
-}
-
-impl PerCpu<ListHead> {
-    /// Pops the first node of the calling thread's CPU's list.
-    #[inline(always)]
-    pub fn pop(&self) -> Result<NonNull<ListNode>, OpError> {
-        route::run(
-            self,
-            // SAFETY: `run` passes the registered area, its index and that slot.
-            |site, head| unsafe { arch::list_pop(site, head) },
-            |head| head.pop_locked().map(NonNull::as_ptr),
-            |_| OpError::Empty,
-        )
-        .and_then(|node| NonNull::new(node).ok_or(OpError::Empty))
-    }
-
-    /// Pushes `node` onto the calling thread's CPU's list.
-    ///
-    /// # Safety
-    /// `node` is valid, on no list, and stays valid until popped or taken; its
-    /// memory is not touched by anyone else meanwhile.
-    #[inline(always)]
-    pub unsafe fn push(&self, node: NonNull<ListNode>) -> Result<(), OpError> {
-        route::run(
-            self,
-            // SAFETY: as in `pop`; the caller owns the node.
-            |site, head| (unsafe { arch::list_push(site, head, node.as_ptr()) }, ()),
-            |head| head.push_locked(node),
-            |_| OpError::Full,
-        )
     }
 }

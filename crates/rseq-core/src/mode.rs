@@ -1,13 +1,14 @@
-//! The process-wide rseq mode, chosen once on first use and never changed.
+//! The process-wide rseq mode, chosen once on first use and never changed, and
+//! where the calling thread's area lies in it.
 //!
 //! Mixing modes would be unsound: a thread using the lock-based fallback on a
 //! CPU's data while another runs a critical section on it would race. So the mode
 //! is per process; a thread that cannot run sections in an rseq mode (its
 //! registration failed) gets [`crate::OpError::Unavailable`] and takes its slow path.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, Ordering};
 
-use crate::area;
+use crate::area::{self, Area};
 
 /// How this process runs per-CPU operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,13 +18,10 @@ pub enum Mode {
     /// glibc did not register (old glibc, musl, `GLIBC_TUNABLES=glibc.pthread.rseq=0`):
     /// each thread registers its own area on first use.
     Own,
-    /// No rseq (`CPUSLAB_RSEQ=0`, ENOSYS, seccomp, or an architecture without
+    /// No rseq ([`disable_rseq`], ENOSYS, seccomp, or an architecture without
     /// sections here): per-CPU locks keyed by `sched_getcpu()`.
     Fallback,
 }
-
-/// The environment switch that turns rseq off ("0", "off", "no", "false").
-pub const ENV_SWITCH: &core::ffi::CStr = c"CPUSLAB_RSEQ";
 
 const UNDECIDED: u8 = 0;
 const GLIBC: u8 = 1;
@@ -31,20 +29,31 @@ const OWN: u8 = 2;
 const FALLBACK: u8 = 3;
 
 static MODE: AtomicU8 = AtomicU8::new(UNDECIDED);
+/// Cleared by [`disable_rseq`]: the decision then picks `Fallback`.
+static RSEQ_ALLOWED: AtomicBool = AtomicBool::new(true);
+
+/// Runs every operation of this process under the fallback's locks, as if the
+/// kernel had no rseq (for debugging: a debugger can single-step anywhere).
+/// Takes effect only before the mode is decided (the first operation, or the
+/// first call to [`mode`]); returns whether the mode is now `Fallback`. A library
+/// on top reads its own configuration (cpuslab has an environment switch) and
+/// calls this before its first operation.
+pub fn disable_rseq() -> bool {
+    RSEQ_ALLOWED.store(false, Ordering::Release);
+    mode() == Mode::Fallback
+}
 
 /// The mode of this process, deciding it on the first call.
 ///
 /// The mode is published with release (the decision's compare-exchange) and read
 /// with acquire, so a thread that sees `Glibc` also sees glibc's offset, stored
-/// before the decision (`area::adopt_glibc_area`), and never arms `fs:[8]` with
-/// an offset of 0. (On x86-64 both are plain moves.)
+/// before the decision, and never arms `fs:[8]` with an offset of 0. (On x86-64
+/// both are plain moves.)
 #[inline(always)]
 pub fn mode() -> Mode {
-    match MODE.load(Ordering::Acquire) {
-        GLIBC => Mode::Glibc,
-        OWN => Mode::Own,
-        FALLBACK => Mode::Fallback,
-        _ => decide(),
+    match decided() {
+        Some(mode) => mode,
+        None => decide(),
     }
 }
 
@@ -59,12 +68,18 @@ pub(crate) fn decided() -> Option<Mode> {
     }
 }
 
+/// Whether this process runs per-CPU operations as rseq critical sections.
+#[inline(always)]
+pub(crate) fn uses_rseq() -> bool {
+    mode() != Mode::Fallback
+}
+
 #[cold]
 #[inline(never)]
 fn decide() -> Mode {
-    let mode = if env_disables_rseq() || !cfg!(target_arch = "x86_64") {
+    let mode = if !RSEQ_ALLOWED.load(Ordering::Acquire) || !cfg!(target_arch = "x86_64") {
         Mode::Fallback
-    } else if area::adopt_glibc_area() {
+    } else if adopt_glibc_area() {
         Mode::Glibc
     } else if area::register_own_area() {
         Mode::Own
@@ -79,26 +94,89 @@ fn decide() -> Mode {
     // Every racer computes the same answer from the same facts; the first wins.
     match MODE.compare_exchange(UNDECIDED, code, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
-            area::mode_decided(mode);
+            if mode == Mode::Glibc {
+                // The fast path's shortcut, from now on.
+                GLIBC_FAST_OFFSET.store(GLIBC_OFFSET.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
             mode
         }
         Err(_) => self::mode(),
     }
 }
 
-/// True when `CPUSLAB_RSEQ` is set to a value meaning "off".
-fn env_disables_rseq() -> bool {
-    // SAFETY: getenv reads the environment without allocating; the name is a
-    // NUL-terminated literal. The result is either null or a NUL-terminated string
-    // owned by the environment, read immediately.
-    let value = unsafe { libc::getenv(ENV_SWITCH.as_ptr()) };
-    if value.is_null() {
-        return false;
+// --- the calling thread's area ------------------------------------------------------
+
+/// The calling thread's area if the mode is decided and the thread registered
+/// already: the inline first attempt's test, which never decides or registers
+/// anything. With the `shared-object` feature own mode answers None here: its
+/// area is a thread-local, which in a shared object is a call to
+/// `__tls_get_addr`, and one call on an inlined path makes every caller save
+/// registers on every operation, in every mode. [`this_thread_registered_any`]
+/// answers for own mode too, for the full operations.
+#[inline(always)]
+pub(crate) fn this_thread_registered() -> Option<Area> {
+    registered(!cfg!(feature = "shared-object"))
+}
+
+/// [`this_thread_registered`], own mode included whatever the build.
+#[inline(always)]
+pub(crate) fn this_thread_registered_any() -> Option<Area> {
+    registered(true)
+}
+
+#[inline(always)]
+fn registered(include_own: bool) -> Option<Area> {
+    let offset = GLIBC_FAST_OFFSET.load(Ordering::Relaxed);
+    let area = if offset != NO_OFFSET {
+        Area::at(offset)
+    } else {
+        // Keep glibc's mode, the common one, on the straight line.
+        core::hint::cold_path();
+        if !include_own || decided() != Some(Mode::Own) {
+            return None;
+        }
+        area::own_area_unregistered()
+    };
+    area.is_registered().then_some(area)
+}
+
+/// The calling thread's registered area, or None (fallback mode, or this thread's
+/// registration failed).
+#[inline(always)]
+pub(crate) fn this_thread() -> Option<Area> {
+    let area = match mode() {
+        Mode::Glibc => Area::at(GLIBC_OFFSET.load(Ordering::Relaxed)),
+        Mode::Own => area::own_area()?,
+        Mode::Fallback => return None,
+    };
+    // A negative cpu_id means "not registered" (-1, or glibc's -2 after its own
+    // registration failed): sections must not run, the kernel would never abort
+    // them.
+    area.is_registered().then_some(area)
+}
+
+// --- glibc's area -----------------------------------------------------------------
+
+/// glibc's area: at this offset from the thread pointer in every thread. Stored
+/// before the decision publishes `Glibc` (release), read after reading it
+/// (acquire).
+static GLIBC_OFFSET: AtomicIsize = AtomicIsize::new(0);
+
+/// glibc's offset once the mode is decided as `Glibc`, else `NO_OFFSET`: the fast
+/// path's one load (instead of dispatching on the mode). The value is the whole
+/// message (no other data is read because of it), so relaxed suffices: a reader
+/// sees `NO_OFFSET` (and takes the slow path, which reads the mode with acquire)
+/// or the offset itself.
+static GLIBC_FAST_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
+const NO_OFFSET: isize = isize::MIN;
+
+/// Adopts glibc's registration if glibc made one; true on success.
+fn adopt_glibc_area() -> bool {
+    match crate::glibc::registration() {
+        Some(glibc) => {
+            GLIBC_OFFSET.store(glibc.offset, Ordering::Relaxed);
+            true
+        }
+        None => false,
     }
-    // SAFETY: non-null results of getenv point to NUL-terminated strings.
-    let value = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();
-    matches!(
-        value,
-        b"0" | b"off" | b"no" | b"false" | b"OFF" | b"NO" | b"FALSE"
-    )
 }

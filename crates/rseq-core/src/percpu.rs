@@ -47,7 +47,7 @@ impl Index {
     /// The calling thread's value of `self` where `self` is already effective (as a
     /// region's index is): no re-check of what the kernel fills.
     pub(crate) fn current_resolved(self) -> u32 {
-        let area = crate::area::this_thread();
+        let area = crate::mode::this_thread();
         match (self, area) {
             (Index::ConcurrencyId, Some(area)) => area.mm_cid(),
             (Index::Cpu, Some(area)) => area.cpu_id(),
@@ -200,17 +200,11 @@ impl<T> PerCpu<T> {
         self.index_offset as usize
     }
 
-    /// The region as an indexed section sees it, from the thread whose area is at
-    /// `area` (offset from the thread pointer).
+    /// Slot 0's address, the stride and the number of slots: what an indexed
+    /// section needs to find its slot by itself.
     #[inline(always)]
-    pub(crate) fn place(&self, area: isize) -> crate::arch::Place {
-        crate::arch::Place {
-            area,
-            index_offset: self.index_offset(),
-            len: self.len,
-            stride: self.stride,
-            base: self.base,
-        }
+    pub(crate) fn geometry(&self) -> (*mut u8, usize, u32) {
+        (self.base, self.stride, self.len)
     }
 
     /// Slot `i`, or None beyond the region.

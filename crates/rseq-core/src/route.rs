@@ -6,23 +6,15 @@
 //! the caller is told to take its slow path. The fallback takes the slot's per-CPU
 //! lock instead.
 
-use core::ptr::NonNull;
-
-use crate::arch::{Site, Status};
-use crate::area;
+use crate::arch::{CheckedIndex, Status};
+use crate::area::Area;
 use crate::counters;
-use crate::fallback;
-use crate::mode::{mode, Mode};
+use crate::fallback::run_locked;
+use crate::mode::{self, Mode};
 use crate::{OpError, PerCpu};
 
 /// Consecutive restarts after which an operation returns [`OpError::Restarted`].
 pub const MAX_RESTARTS: u32 = 16;
-
-/// Whether this process runs per-CPU operations as rseq critical sections.
-#[inline(always)]
-pub(crate) fn uses_rseq() -> bool {
-    mode() != Mode::Fallback
-}
 
 /// Runs an operation on the calling thread's slot of `region`.
 ///
@@ -34,21 +26,21 @@ pub(crate) fn uses_rseq() -> bool {
 #[inline(always)]
 pub(crate) fn run<T, R>(
     region: &PerCpu<T>,
-    mut section: impl FnMut(Site, *mut T) -> (Status, R),
+    mut section: impl FnMut(CheckedIndex, *mut T) -> (Status, R),
     locked: impl FnOnce(&T) -> Result<R, OpError>,
     refused: impl FnOnce(R) -> OpError,
 ) -> Result<R, OpError> {
     let mut first = None;
     // Batch, list and word operations are never on an inlined fast path: own
     // mode's thread-local lookup may run here even in a shared object.
-    if let Some(area) = area::this_thread_registered_any() {
+    if let Some(area) = mode::this_thread_registered_any() {
         match attempt(region, area, &mut section) {
             Some((Status::DONE, value)) => return Ok(value),
             Some((Status::REFUSED, value)) => return Err(refused(value)),
             Some((status, _)) => first = Some(status),
             None => {}
         }
-    } else if crate::mode::decided() == Some(Mode::Fallback) {
+    } else if mode::decided() == Some(Mode::Fallback) {
         return run_locked(region, locked);
     }
     run_slow(*region, section, locked, refused, first)
@@ -59,13 +51,13 @@ pub(crate) fn run<T, R>(
 #[inline(always)]
 fn attempt<T, R>(
     region: &PerCpu<T>,
-    area: area::Area,
-    section: &mut impl FnMut(Site, *mut T) -> (Status, R),
+    area: Area,
+    section: &mut impl FnMut(CheckedIndex, *mut T) -> (Status, R),
 ) -> Option<(Status, R)> {
     let index_offset = region.index_offset();
     let index = area.read_u32(index_offset);
     let slot = region.slot_ptr(index)?;
-    let site = Site {
+    let site = CheckedIndex {
         area: area.tp_offset(),
         index_offset,
         index,
@@ -80,12 +72,12 @@ fn attempt<T, R>(
 #[inline(never)]
 pub(crate) fn run_slow<T, R>(
     region: PerCpu<T>,
-    mut section: impl FnMut(Site, *mut T) -> (Status, R),
+    mut section: impl FnMut(CheckedIndex, *mut T) -> (Status, R),
     locked: impl FnOnce(&T) -> Result<R, OpError>,
     refused: impl FnOnce(R) -> OpError,
     first: Option<Status>,
 ) -> Result<R, OpError> {
-    if !uses_rseq() {
+    if !mode::uses_rseq() {
         return run_locked(&region, locked);
     }
     let mut restarts = 0;
@@ -94,7 +86,7 @@ pub(crate) fn run_slow<T, R>(
         restarts += 1;
     }
     loop {
-        let Some(area) = area::this_thread() else {
+        let Some(area) = mode::this_thread() else {
             return Err(OpError::Unavailable);
         };
         match attempt(&region, area, &mut section) {
@@ -116,23 +108,4 @@ fn note_restart(status: Status) {
     if status == Status::MOVED {
         counters::note_cpu_moved();
     }
-}
-
-/// The fallback: the operation under the per-CPU lock of the CPU we run on.
-#[inline]
-pub(crate) fn run_locked<T, R>(
-    region: &PerCpu<T>,
-    locked: impl FnOnce(&T) -> Result<R, OpError>,
-) -> Result<R, OpError> {
-    let cpu = crate::cpu::sched_getcpu();
-    let Some(slot) = region.slot_ptr(cpu) else {
-        return Err(OpError::Unavailable);
-    };
-    let Some(_guard) = fallback::lock(cpu) else {
-        // A signal handler that interrupted this thread's own operation here.
-        return Err(OpError::Unavailable);
-    };
-    // SAFETY: slots below `len` are valid (`PerCpu::new`); the lock gives this thread
-    // the slot exclusively among fallback users, and in fallback mode every user is.
-    locked(unsafe { NonNull::as_ref(&slot) })
 }

@@ -41,6 +41,20 @@ impl<T: Default> Region<T> {
 }
 
 /// Pins the calling thread to one CPU so that "this CPU's slot" stays the same.
+/// Set (to anything) to run these tests with rseq off: the process's first call
+/// turns it off with `rseq_core::disable_rseq()` (rseq-core reads no environment).
+const NO_RSEQ: &str = "RSEQ_CORE_TEST_NO_RSEQ";
+
+/// Every test's first call: applies [`NO_RSEQ`] before any operation.
+fn setup() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os(NO_RSEQ).is_some() {
+            assert!(rseq_core::disable_rseq());
+        }
+    });
+}
+
 fn pin_to_first_allowed_cpu() -> u32 {
     // SAFETY: plain affinity calls on this thread with a zeroed set.
     unsafe {
@@ -76,7 +90,8 @@ fn item(n: usize) -> *mut u8 {
 
 #[test]
 fn mode_matches_the_environment() {
-    let expected = if std::env::var("CPUSLAB_RSEQ").as_deref() == Ok("0") {
+    setup();
+    let expected = if std::env::var_os(NO_RSEQ).is_some() {
         Mode::Fallback
     } else if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.pthread.rseq=0")) {
         Mode::Own
@@ -93,6 +108,7 @@ fn mode_matches_the_environment() {
 
 #[test]
 fn current_cpu_agrees_with_sched_getcpu_when_pinned() {
+    setup();
     let cpu = pin_to_first_allowed_cpu();
     assert_eq!(rseq_core::current_cpu(), cpu);
     // SAFETY: no preconditions.
@@ -105,6 +121,7 @@ fn current_cpu_agrees_with_sched_getcpu_when_pinned() {
 
 #[test]
 fn an_inert_stack_is_empty_and_full() {
+    setup();
     let mut memory = Region::<Stack>::new();
     let stack = memory.view(Index::Cpu);
     assert_eq!(stack.pop(), Err(OpError::Empty));
@@ -118,6 +135,7 @@ fn an_inert_stack_is_empty_and_full() {
 
 #[test]
 fn stack_is_lifo_and_bounded() {
+    setup();
     for index in [Index::Cpu, Index::ConcurrencyId] {
         let cpu = pin_to_first_allowed_cpu();
         let mut memory = Region::<Stack>::new();
@@ -148,6 +166,7 @@ fn stack_is_lifo_and_bounded() {
 
 #[test]
 fn install_gives_an_inert_stack_its_slots_once() {
+    setup();
     pin_to_first_allowed_cpu();
     let mut memory = Region::<Stack>::new();
     let stack = memory.view(Index::Cpu);
@@ -170,6 +189,7 @@ fn install_gives_an_inert_stack_its_slots_once() {
 
 #[test]
 fn projection_views_a_field_of_every_slot() {
+    setup();
     pin_to_first_allowed_cpu();
     #[derive(Default)]
     #[repr(C)]
@@ -192,6 +212,7 @@ fn projection_views_a_field_of_every_slot() {
 
 #[test]
 fn single_attempts_succeed_where_the_full_operations_would() {
+    setup();
     pin_to_first_allowed_cpu();
     let mut memory = Region::<Stack>::new();
     let stack = memory.view(Index::ConcurrencyId);
@@ -221,6 +242,7 @@ fn single_attempts_succeed_where_the_full_operations_would() {
 
 #[test]
 fn batches_move_as_many_as_fit_with_one_commit() {
+    setup();
     pin_to_first_allowed_cpu();
     let mut memory = Region::<Stack>::new();
     let stack = memory.view(Index::Cpu);
@@ -242,6 +264,7 @@ fn batches_move_as_many_as_fit_with_one_commit() {
 
 #[test]
 fn a_stopped_stack_refuses_and_resumes_with_its_new_contents() {
+    setup();
     pin_to_first_allowed_cpu();
     let mut memory = Region::<Stack>::new();
     let stack = memory.view(Index::Cpu);
@@ -269,6 +292,7 @@ fn a_stopped_stack_refuses_and_resumes_with_its_new_contents() {
 
 #[test]
 fn list_push_pop_and_take_all() {
+    setup();
     pin_to_first_allowed_cpu();
     let mut memory = Region::<ListHead>::new();
     let list = memory.view(Index::ConcurrencyId);
@@ -291,6 +315,7 @@ fn list_push_pop_and_take_all() {
 
 #[test]
 fn words_compare_and_store_and_add() {
+    setup();
     pin_to_first_allowed_cpu();
     let mut memory = Region::<AtomicUsize>::new();
     let words = memory.view(Index::Cpu);
@@ -306,6 +331,7 @@ fn words_compare_and_store_and_add() {
 
 #[test]
 fn the_fallback_engine_works_beside_rseq_on_its_own_region() {
+    setup();
     pin_to_first_allowed_cpu();
     let mut memory = Region::<Stack>::new();
     let stack = memory.view(Index::Cpu);
@@ -313,8 +339,8 @@ fn the_fallback_engine_works_beside_rseq_on_its_own_region() {
     install(&stack, Index::Cpu.current(), &mut slots);
     // SAFETY: this region is used only through the fallback functions below.
     unsafe {
-        rseq_core::fallback::push(&stack, item(7)).unwrap();
-        assert_eq!(rseq_core::fallback::pop(&stack), Ok(item(7)));
-        assert_eq!(rseq_core::fallback::pop(&stack), Err(OpError::Empty));
+        stack.push_locked(item(7)).unwrap();
+        assert_eq!(stack.pop_locked(), Ok(item(7)));
+        assert_eq!(stack.pop_locked(), Err(OpError::Empty));
     }
 }

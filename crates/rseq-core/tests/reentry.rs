@@ -21,7 +21,6 @@ fn a_signal_handler_that_reenters_a_held_cpu_lock_is_refused_not_deadlocked() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "fallback")
-        .env("CPUSLAB_RSEQ", "0")
         .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -83,6 +82,7 @@ fn child() {
     if std::env::var(CHILD_ENV).is_err() {
         return; // not a child: nothing to do
     }
+    assert!(rseq_core::disable_rseq(), "rseq is in use already");
     assert_eq!(rseq_core::mode(), Mode::Fallback);
     // Run on CPU 0, whose lock the remote stop below takes.
     // SAFETY: a cpu_set_t with CPU 0, for this thread.

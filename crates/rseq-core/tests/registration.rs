@@ -18,7 +18,6 @@ fn run_case(case: &str) {
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, case)
         .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
-        .env_remove("CPUSLAB_RSEQ")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned()

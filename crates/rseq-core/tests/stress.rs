@@ -32,6 +32,8 @@ use rseq_core::fault::{self, Broken};
 use rseq_core::{Index, ListHead, ListNode, Mode, OpError, PerCpu, Stack};
 
 const CHILD_ENV: &str = "RSEQ_STRESS_SCENARIO";
+/// Set in a child that must run without rseq (it calls `rseq_core::disable_rseq`).
+const NO_RSEQ: &str = "RSEQ_CORE_TEST_NO_RSEQ";
 /// Exit status of a child whose check found lost, duplicated or foreign items.
 const CORRUPTION_EXIT: i32 = 3;
 
@@ -67,7 +69,7 @@ fn assert_clean(scenario: &str, set: &[(&str, &str)], remove: &[&str]) {
 
 #[test]
 fn stress_in_glibc_mode() {
-    assert_clean("glibc", &[], &["GLIBC_TUNABLES", "CPUSLAB_RSEQ"]);
+    assert_clean("glibc", &[], &["GLIBC_TUNABLES", NO_RSEQ]);
 }
 
 #[test]
@@ -75,27 +77,24 @@ fn stress_in_own_registration_mode() {
     assert_clean(
         "own",
         &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")],
-        &["CPUSLAB_RSEQ"],
+        &[NO_RSEQ],
     );
 }
 
 #[test]
 fn stress_in_fallback_mode() {
-    let set = [
-        ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
-        ("CPUSLAB_RSEQ", "0"),
-    ];
+    let set = [("GLIBC_TUNABLES", "glibc.pthread.rseq=0"), (NO_RSEQ, "1")];
     assert_clean("fallback", &set, &[]);
 }
 
 #[test]
 fn stress_with_the_fence_by_migration() {
-    assert_clean("no-membarrier", &[], &["GLIBC_TUNABLES", "CPUSLAB_RSEQ"]);
+    assert_clean("no-membarrier", &[], &["GLIBC_TUNABLES", NO_RSEQ]);
 }
 
 #[test]
 fn the_stress_test_catches_a_restart_that_does_not_rearm() {
-    let (code, text) = run_scenario("broken-restart", &[], &["GLIBC_TUNABLES", "CPUSLAB_RSEQ"]);
+    let (code, text) = run_scenario("broken-restart", &[], &["GLIBC_TUNABLES", NO_RSEQ]);
     assert_eq!(
         code, CORRUPTION_EXIT,
         "the broken restart path went unnoticed; the stress test cannot catch its bug class:\n{text}"
@@ -104,11 +103,7 @@ fn the_stress_test_catches_a_restart_that_does_not_rearm() {
 
 #[test]
 fn the_stress_test_catches_a_header_loaded_top_first() {
-    let (code, text) = run_scenario(
-        "broken-load-order",
-        &[],
-        &["GLIBC_TUNABLES", "CPUSLAB_RSEQ"],
-    );
+    let (code, text) = run_scenario("broken-load-order", &[], &["GLIBC_TUNABLES", NO_RSEQ]);
     assert_eq!(
         code, CORRUPTION_EXIT,
         "sections that load `top` before `capacity` went unnoticed; the stress test \
@@ -204,6 +199,9 @@ fn child() {
         return; // not a child: nothing to do
     };
     let scenario = scenario(&name);
+    if std::env::var_os(NO_RSEQ).is_some() {
+        assert!(rseq_core::disable_rseq());
+    }
     assert_eq!(
         rseq_core::mode(),
         scenario.mode,

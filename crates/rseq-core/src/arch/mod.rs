@@ -38,21 +38,22 @@ impl Status {
     }
 }
 
-/// Where a section runs: the thread's area (its offset from the thread pointer), the
-/// offset of the index field it checks (`cpu_id` or `mm_cid`), and the index value the
-/// caller used to find its slot.
+/// What a status-frame section checks: the thread's area (its offset from the
+/// thread pointer), the offset of the index field (`cpu_id` or `mm_cid`), and the
+/// index the caller read before the section to find its slot, which the section
+/// compares with the live one first.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Site {
+pub(crate) struct CheckedIndex {
     pub area: isize,
     pub index_offset: usize,
     pub index: u32,
 }
 
-/// Where an indexed section runs: the thread's area (offset from the thread
-/// pointer), the offset of the index field, and the region the section indexes
-/// itself: slot `i < len` at `base + i * stride`.
+/// A region an indexed section finds its slot in by itself: the thread's area
+/// (offset from the thread pointer), the offset of the index field, and the
+/// region's geometry: slot `i < len` at `base + i * stride`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Place {
+pub(crate) struct IndexedRegion {
     pub area: isize,
     pub index_offset: usize,
     pub len: u32,

@@ -2,19 +2,21 @@
 //! router never calls these. If it ever did, "aborted" sends the caller to its slow
 //! path, which is always safe.
 
-use super::{Place, Site, Status};
+use super::{CheckedIndex, IndexedRegion, Status};
+#[cfg(feature = "list-and-word")]
 use crate::list::{ListHead, ListNode};
 use crate::stack::Stack;
+#[cfg(feature = "list-and-word")]
 use core::sync::atomic::AtomicUsize;
 
-pub(crate) unsafe fn stack_pop(_: Site, _: *mut Stack) -> (Status, *mut u8) {
+pub(crate) unsafe fn stack_pop(_: CheckedIndex, _: *mut Stack) -> (Status, *mut u8) {
     (Status::ABORTED, core::ptr::null_mut())
 }
-pub(crate) unsafe fn stack_push(_: Site, _: *mut Stack, _: *mut u8) -> (Status, bool) {
+pub(crate) unsafe fn stack_push(_: CheckedIndex, _: *mut Stack, _: *mut u8) -> (Status, bool) {
     (Status::ABORTED, false)
 }
 pub(crate) unsafe fn stack_pop_batch(
-    _: Site,
+    _: CheckedIndex,
     _: *mut Stack,
     _: *mut *mut u8,
     _: usize,
@@ -22,33 +24,37 @@ pub(crate) unsafe fn stack_pop_batch(
     (Status::ABORTED, 0)
 }
 pub(crate) unsafe fn stack_push_batch(
-    _: Site,
+    _: CheckedIndex,
     _: *mut Stack,
     _: *const *mut u8,
     _: usize,
 ) -> (Status, usize) {
     (Status::ABORTED, 0)
 }
-pub(crate) unsafe fn list_pop(_: Site, _: *mut ListHead) -> (Status, *mut ListNode) {
+#[cfg(feature = "list-and-word")]
+pub(crate) unsafe fn list_pop(_: CheckedIndex, _: *mut ListHead) -> (Status, *mut ListNode) {
     (Status::ABORTED, core::ptr::null_mut())
 }
-pub(crate) unsafe fn list_push(_: Site, _: *mut ListHead, _: *mut ListNode) -> Status {
+#[cfg(feature = "list-and-word")]
+pub(crate) unsafe fn list_push(_: CheckedIndex, _: *mut ListHead, _: *mut ListNode) -> Status {
     Status::ABORTED
 }
+#[cfg(feature = "list-and-word")]
 pub(crate) unsafe fn word_compare_and_store(
-    _: Site,
+    _: CheckedIndex,
     _: *mut AtomicUsize,
     _: usize,
     _: usize,
 ) -> (Status, usize) {
     (Status::ABORTED, 0)
 }
-pub(crate) unsafe fn word_add(_: Site, _: *mut AtomicUsize, _: usize) -> (Status, usize) {
+#[cfg(feature = "list-and-word")]
+pub(crate) unsafe fn word_add(_: CheckedIndex, _: *mut AtomicUsize, _: usize) -> (Status, usize) {
     (Status::ABORTED, 0)
 }
-pub(crate) unsafe fn stack_try_pop(_: Place) -> *mut u8 {
+pub(crate) unsafe fn stack_try_pop(_: IndexedRegion) -> *mut u8 {
     core::ptr::null_mut()
 }
-pub(crate) unsafe fn stack_try_push(_: Place, _: *mut u8) -> bool {
+pub(crate) unsafe fn stack_try_push(_: IndexedRegion, _: *mut u8) -> bool {
     false
 }

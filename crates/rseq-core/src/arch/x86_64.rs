@@ -30,11 +30,12 @@
 //! `--gc-sections` keeps them, and through their relocations every descriptor and
 //! section they name: the tables never point into discarded code.
 
+#[cfg(feature = "list-and-word")]
 use core::sync::atomic::AtomicUsize;
 
-use super::{Place, Site, Status, STATUS_ABORTED, STATUS_MOVED, STATUS_REFUSED};
-use crate::list::ListHead;
-use crate::list::ListNode;
+use super::{CheckedIndex, IndexedRegion, Status, STATUS_ABORTED, STATUS_MOVED, STATUS_REFUSED};
+#[cfg(feature = "list-and-word")]
+use crate::list::{ListHead, ListNode};
 use crate::stack::{Stack, CAPACITY_OFFSET, SLOTS_OFFSET};
 
 /// Arms the section: stores the descriptor's address into the area's `rseq_cs`
@@ -150,7 +151,7 @@ macro_rules! abort_with_status {
 /// without re-arming `rseq_cs`).
 macro_rules! critical_section {
     (
-        site: $site:expr,
+        checked: $checked:expr,
         status: $status:ident,
         restart_to: $restart_to:literal,
         header_delay: $header_delay:expr,
@@ -164,9 +165,9 @@ macro_rules! critical_section {
             "xor {status:e}, {status:e}", "9:",
             tables!(on_abort: abort_with_status!($restart_to), exit: "9b"),
             $($operands)*
-            area = in(reg) $site.area,
-            index_offset = in(reg) $site.index_offset,
-            index = in(reg) $site.index,
+            area = in(reg) $checked.area,
+            index_offset = in(reg) $checked.index_offset,
+            index = in(reg) $checked.index,
             status = out(reg) $status,
             cs_offset = const rseq_sys::RSEQ_CS_OFFSET,
             moved = const STATUS_MOVED,
@@ -181,9 +182,9 @@ macro_rules! critical_section {
             "xor {status:e}, {status:e}", "9:",
             tables!(on_abort: abort_with_status!($restart_to), exit: "9b"),
             $($operands)*
-            area = in(reg) $site.area,
-            index_offset = in(reg) $site.index_offset,
-            index = in(reg) $site.index,
+            area = in(reg) $checked.area,
+            index_offset = in(reg) $checked.index_offset,
+            index = in(reg) $checked.index,
             status = out(reg) $status,
             cs_offset = const rseq_sys::RSEQ_CS_OFFSET,
             moved = const STATUS_MOVED,
@@ -259,11 +260,11 @@ macro_rules! stack_pop_fn {
         /// Pops the top item of this CPU's stack.
         ///
         /// # Safety
-        /// `site` is the calling thread's registered area and the index it read;
+        /// `checked` is the calling thread's registered area and the index it read;
         /// `stack` is the slot of that index, valid, with `slots` valid for
         /// `capacity` items.
         #[inline(always)]
-        pub(crate) unsafe fn $name(site: Site, stack: *mut Stack) -> (Status, *mut u8) {
+        pub(crate) unsafe fn $name(checked: CheckedIndex, stack: *mut Stack) -> (Status, *mut u8) {
             let status: usize;
             let item: *mut u8;
             // SAFETY: the caller guarantees the area and the slot; the section reads
@@ -271,7 +272,7 @@ macro_rules! stack_pop_fn {
             // `top - 1`. The capacity passes through the item register.
             unsafe {
                 critical_section!(
-                    site: site,
+                    checked: checked,
                     status: status,
                     restart_to: $restart_to,
                     header_delay: crate::fault::header_delay_spins(),
@@ -310,7 +311,7 @@ macro_rules! stack_push_fn {
         /// # Safety
         /// As for `stack_pop`.
         #[inline(always)]
-        pub(crate) unsafe fn $name(site: Site, stack: *mut Stack, item: *mut u8) -> (Status, bool) {
+        pub(crate) unsafe fn $name(checked: CheckedIndex, stack: *mut Stack, item: *mut u8) -> (Status, bool) {
             let status: usize;
             let top: usize;
             // SAFETY: the caller guarantees the area and the slot; the section reads
@@ -319,7 +320,7 @@ macro_rules! stack_push_fn {
             // (invisible until the commit) and commits `top + 1`.
             unsafe {
                 critical_section!(
-                    site: site,
+                    checked: checked,
                     status: status,
                     restart_to: $restart_to,
                     header_delay: crate::fault::header_delay_spins(),
@@ -462,7 +463,7 @@ macro_rules! stack_try_pop_fn {
         /// `place` is the calling thread's registered area and a region whose
         /// slots below `len` are valid stacks with valid slot arrays.
         #[inline(always)]
-        pub(crate) unsafe fn $name(place: Place) -> *mut u8 {
+        pub(crate) unsafe fn $name(place: IndexedRegion) -> *mut u8 {
             let item: *mut u8;
             // SAFETY: the caller guarantees the area and the region; the section
             // finds its slot from the index it reads, reads the header (capacity
@@ -513,7 +514,7 @@ macro_rules! stack_try_push_fn {
         /// # Safety
         /// As for `stack_try_pop`.
         #[inline(always)]
-        pub(crate) unsafe fn $name(place: Place, item: *mut u8) -> bool {
+        pub(crate) unsafe fn $name(place: IndexedRegion, item: *mut u8) -> bool {
             // SAFETY: the caller guarantees the area and the region; the section
             // finds its slot from the index it reads, reads the header (capacity
             // first, through the slots register), stores the item into the free
@@ -601,7 +602,7 @@ stack_push_fn!(stack_push_top_first, restart_to: "9b", order: top_first);
 /// As for `stack_pop`; `out` is valid for `want` writes and private to the caller.
 #[inline(always)]
 pub(crate) unsafe fn stack_pop_batch(
-    site: Site,
+    checked: CheckedIndex,
     stack: *mut Stack,
     out: *mut *mut u8,
     want: usize,
@@ -614,7 +615,7 @@ pub(crate) unsafe fn stack_pop_batch(
     // the caller ignores.
     unsafe {
         critical_section!(
-            site: site,
+            checked: checked,
             status: status,
             restart_to: "9b",
             header_delay: crate::fault::header_delay_spins(),
@@ -659,7 +660,7 @@ pub(crate) unsafe fn stack_pop_batch(
 /// As for `stack_pop`; `items` is valid for `count` reads.
 #[inline(always)]
 pub(crate) unsafe fn stack_push_batch(
-    site: Site,
+    checked: CheckedIndex,
     stack: *mut Stack,
     items: *const *mut u8,
     count: usize,
@@ -671,7 +672,7 @@ pub(crate) unsafe fn stack_push_batch(
     // (invisible until the commit) and commits `top + n`.
     unsafe {
         critical_section!(
-            site: site,
+            checked: checked,
             status: status,
             restart_to: "9b",
             header_delay: crate::fault::header_delay_spins(),
@@ -713,17 +714,21 @@ pub(crate) unsafe fn stack_push_batch(
 /// Pops the first node of this CPU's list.
 ///
 /// # Safety
-/// `site` as for `stack_pop`; `head` is the slot of that index; every node on the
+/// `checked` as for `stack_pop`; `head` is the slot of that index; every node on the
 /// list is valid.
+#[cfg(feature = "list-and-word")]
 #[inline(always)]
-pub(crate) unsafe fn list_pop(site: Site, head: *mut ListHead) -> (Status, *mut ListNode) {
+pub(crate) unsafe fn list_pop(
+    checked: CheckedIndex,
+    head: *mut ListHead,
+) -> (Status, *mut ListNode) {
     let status: usize;
     let node: *mut ListNode;
     // SAFETY: the caller guarantees the area, the slot and the nodes; the section
     // reads the first node's `next` and commits it as the new head.
     unsafe {
         critical_section!(
-            site: site,
+            checked: checked,
             status: status,
             restart_to: "9b",
             header_delay: 0u32, // one word: nothing to pair
@@ -748,16 +753,21 @@ pub(crate) unsafe fn list_pop(site: Site, head: *mut ListHead) -> (Status, *mut 
 /// Pushes `node` onto this CPU's list.
 ///
 /// # Safety
-/// `site` as for `stack_pop`; `head` is the slot of that index; `node` is valid and
+/// `checked` as for `stack_pop`; `head` is the slot of that index; `node` is valid and
 /// owned by the caller (on no list).
+#[cfg(feature = "list-and-word")]
 #[inline(always)]
-pub(crate) unsafe fn list_push(site: Site, head: *mut ListHead, node: *mut ListNode) -> Status {
+pub(crate) unsafe fn list_push(
+    checked: CheckedIndex,
+    head: *mut ListHead,
+    node: *mut ListNode,
+) -> Status {
     let status: usize;
     // SAFETY: the caller guarantees the area, the slot and the node; the section
     // links the private node to the current head and commits it as the new head.
     unsafe {
         critical_section!(
-            site: site,
+            checked: checked,
             status: status,
             restart_to: "9b",
             header_delay: 0u32, // one word: nothing to pair
@@ -778,10 +788,11 @@ pub(crate) unsafe fn list_push(site: Site, head: *mut ListHead, node: *mut ListN
 /// Stores `new` into this CPU's word if it holds `expected`; returns what it held.
 ///
 /// # Safety
-/// `site` as for `stack_pop`; `word` is the slot of that index.
+/// `checked` as for `stack_pop`; `word` is the slot of that index.
+#[cfg(feature = "list-and-word")]
 #[inline(always)]
 pub(crate) unsafe fn word_compare_and_store(
-    site: Site,
+    checked: CheckedIndex,
     word: *mut AtomicUsize,
     expected: usize,
     new: usize,
@@ -792,7 +803,7 @@ pub(crate) unsafe fn word_compare_and_store(
     // commits `new`.
     unsafe {
         critical_section!(
-            site: site,
+            checked: checked,
             status: status,
             restart_to: "9b",
             header_delay: 0u32, // one word: nothing to pair
@@ -817,16 +828,21 @@ pub(crate) unsafe fn word_compare_and_store(
 /// Adds `delta` (wrapping) to this CPU's word; returns the value before.
 ///
 /// # Safety
-/// `site` as for `stack_pop`; `word` is the slot of that index.
+/// `checked` as for `stack_pop`; `word` is the slot of that index.
+#[cfg(feature = "list-and-word")]
 #[inline(always)]
-pub(crate) unsafe fn word_add(site: Site, word: *mut AtomicUsize, delta: usize) -> (Status, usize) {
+pub(crate) unsafe fn word_add(
+    checked: CheckedIndex,
+    word: *mut AtomicUsize,
+    delta: usize,
+) -> (Status, usize) {
     let status: usize;
     let before: usize;
     // SAFETY: the caller guarantees the area and the slot; the section reads the
     // word and commits the sum.
     unsafe {
         critical_section!(
-            site: site,
+            checked: checked,
             status: status,
             restart_to: "9b",
             header_delay: 0u32, // one word: nothing to pair
