@@ -4,6 +4,8 @@
 //!   concurrency id (`mm_cid`, the default where the kernel fills it).
 //! * `CPUSLAB_RSEQ=0` (or `off`, `no`, `false`): no rseq at all; rseq-core is
 //!   told before the allocator's first use (`first_use.rs`).
+//! * `CPUSLAB_BACKGROUND=1` (or `on`, `yes`, `true`): the background decay
+//!   thread, started at load time (`background.rs`).
 
 use core::ffi::CStr;
 
@@ -30,5 +32,16 @@ pub(crate) fn rseq_enabled() -> bool {
     !matches!(
         os::getenv(RSEQ_SWITCH),
         Some(b"0" | b"off" | b"no" | b"false" | b"OFF" | b"NO" | b"FALSE")
+    )
+}
+
+/// The environment variable that starts the background decay thread.
+pub const BACKGROUND_SWITCH: &CStr = c"CPUSLAB_BACKGROUND";
+
+/// Whether [`BACKGROUND_SWITCH`] asks for the background thread.
+pub(crate) fn background_wanted() -> bool {
+    matches!(
+        os::getenv(BACKGROUND_SWITCH),
+        Some(b"1" | b"on" | b"yes" | b"true" | b"ON" | b"YES" | b"TRUE")
     )
 }

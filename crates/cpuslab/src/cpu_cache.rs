@@ -23,6 +23,7 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use rseq_core::{OpError, PerCpu, PublishedPerCpu, Stack};
 
 use crate::central;
+use crate::decay;
 use crate::depot::{self, MAX_BATCH};
 use crate::os;
 use crate::report;
@@ -43,6 +44,20 @@ pub(crate) const fn capacity(class: Class) -> usize {
         n
     }
 }
+
+/// The most bytes of free objects one shelf can cache, all classes together
+/// (each class holds at most `capacity(class)` objects).
+pub(crate) const SHELF_BOUND_BYTES: usize = {
+    let mut bytes = 0;
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        if let Some(class) = Class::from_index(i) {
+            bytes += capacity(class) * class.size();
+        }
+        i += 1;
+    }
+    bytes
+};
 
 /// Bytes of stack headers at the start of a shelf.
 const HEADER_BYTES: usize = NUM_CLASSES * size_of::<Stack>();
@@ -178,6 +193,7 @@ fn install(stacks: PerCpu<Stack>, region: PerCpu<Shelf>, class: Class) {
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_miss(class: Class) -> *mut u8 {
+    decay::tick();
     let region = match region() {
         Some(region) => region,
         None if init() => return alloc_miss(class),
@@ -262,6 +278,7 @@ pub(crate) fn alloc_zeroed_miss(class: Class, size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
+    decay::tick();
     let region = match region() {
         Some(region) => region,
         // SAFETY: forwarded contract.
@@ -307,6 +324,48 @@ pub(crate) fn cached_objects(class: Class) -> usize {
         .filter_map(|i| stacks.slot(i))
         .map(|stack| stack.len() as usize)
         .sum()
+}
+
+/// The number of stacks in the per-CPU tier (shelves x classes), for the decay's
+/// cursor; 0 before the tier exists.
+pub(crate) fn stack_count() -> usize {
+    region().map_or(0, |region| region.len() as usize * NUM_CLASSES)
+}
+
+/// Gives the bottom half of stack `n` (shelf `n / NUM_CLASSES`, class
+/// `n % NUM_CLASSES`) back to the spans, through the remote protocol: the decay's
+/// unit of work. An empty or unused stack costs no stop.
+pub(crate) fn halve(n: usize) {
+    let Some(region) = region() else {
+        return;
+    };
+    let (index, class) = (n / NUM_CLASSES, n % NUM_CLASSES);
+    let Some(class) = Class::from_index(class) else {
+        return;
+    };
+    if capacity(class) == 0 {
+        return;
+    }
+    let stacks = stacks(region, class);
+    let index = index as u32;
+    if stacks.slot(index).is_none_or(|stack| stack.len() < 2) {
+        return;
+    }
+    let _ = stacks.with_stopped(index, |parts| {
+        let Some(slots) = NonNull::new(parts.slots) else {
+            return;
+        };
+        let top = parts.top as usize;
+        let half = top / 2;
+        // SAFETY: the stack is stopped: its items slots[..top] are ours.
+        let items = unsafe { core::slice::from_raw_parts_mut(slots.as_ptr(), top) };
+        for chunk in items[..half].chunks(MAX_BATCH) {
+            // SAFETY: cached objects are free objects of `class`.
+            unsafe { central::free_batch(class, chunk) };
+        }
+        items.copy_within(half..top, 0);
+        parts.top = (top - half) as u32;
+    });
 }
 
 /// Moves every CPU's cached objects to the depot (for `trim`). Each stack is

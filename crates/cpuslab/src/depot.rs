@@ -9,8 +9,11 @@
 //! collects single objects, and spare batch records. A CPU uses its home shard
 //! (`index % SHARDS`) and steals from the others only when that is empty, so a
 //! consumer finds a producer's overflow with one lock per batch, and producers on
-//! different CPUs never share a lock. Beyond a byte budget per shard, batches go
-//! back to the central lists; `flush` empties the depot (for `trim`).
+//! different CPUs never share a lock. Two budgets bound what it holds: bytes per
+//! shard and class, and [`BUDGET_BYTES`] in all (`CPUSLAB_DEPOT_BYTES` in
+//! docs/tuning.md): beyond either, batches go back to the central lists at once,
+//! and so their spans to the page heap. `flush` empties the depot (for `trim`
+//! and the decay).
 //!
 //! Batch records come from the metadata arena and are recycled through each
 //! shard's spare list; object memory holds no depot metadata.
@@ -31,8 +34,31 @@ pub(crate) const MAX_BATCH: usize = 64;
 /// Bytes of free objects a shard may hold per class before returning batches
 /// to the central lists.
 const SHARD_BYTE_BUDGET: usize = 1024 * 1024;
-/// Every shard may hold at least this many batches, however big the class.
+/// Every shard may hold at least this many batches, however big the class
+/// (within the total budget).
 const MIN_BATCHES_PER_SHARD: usize = 2;
+/// Bytes of free objects the whole depot may hold: past it, batches go back to
+/// their spans at once.
+pub(crate) const BUDGET_BYTES: usize = 4 << 20;
+
+/// Bytes of free objects in the depot now (all classes and shards).
+static HELD_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts `n` objects of `class` in or out of `shard`.
+fn count_in(shard: &Shard, class: Class, n: usize) {
+    shard.objects.fetch_add(n, Ordering::Relaxed);
+    HELD_BYTES.fetch_add(n * class.size(), Ordering::Relaxed);
+}
+
+fn count_out(shard: &Shard, class: Class, n: usize) {
+    shard.objects.fetch_sub(n, Ordering::Relaxed);
+    HELD_BYTES.fetch_sub(n * class.size(), Ordering::Relaxed);
+}
+
+/// Whether `n` more objects of `class` fit in the total budget.
+fn within_budget(class: Class, n: usize) -> bool {
+    HELD_BYTES.load(Ordering::Relaxed) + n * class.size() <= BUDGET_BYTES
+}
 
 /// A batch of free objects of one class.
 struct Batch {
@@ -177,7 +203,7 @@ pub(crate) fn take_cached(class: Class, home: usize, out: &mut [*mut u8]) -> usi
         }
         let n = shard.with(|state| {
             let n = state.take(out);
-            shard.objects.fetch_sub(n, Ordering::Relaxed);
+            count_out(shard, class, n);
             n
         });
         if n > 0 {
@@ -209,7 +235,7 @@ pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) 
     let objects = &objects[..objects.len().min(MAX_BATCH)];
     let shard = shard(class, home);
     let kept = shard.with(|state| {
-        if state.full_count >= batch_limit(class) {
+        if state.full_count >= batch_limit(class) || !within_budget(class, objects.len()) {
             return false;
         }
         let record = state.take_record();
@@ -223,7 +249,7 @@ pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) 
         batch.next = state.full;
         state.full = record;
         state.full_count += 1;
-        shard.objects.fetch_add(objects.len(), Ordering::Relaxed);
+        count_in(shard, class, objects.len());
         true
     });
     if !kept {
@@ -241,6 +267,9 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
     let mut overflow = [ptr::null_mut(); MAX_BATCH];
     let batch_size = class.batch_size();
     let (kept, spilled) = shard.with(|state| {
+        if !within_budget(class, 1) {
+            return (false, 0);
+        }
         if state.partial.is_null() {
             state.partial = state.take_record();
             if state.partial.is_null() {
@@ -253,14 +282,14 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
         let partial = unsafe { &mut *state.partial };
         partial.objects[partial.count] = object;
         partial.count += 1;
-        shard.objects.fetch_add(1, Ordering::Relaxed);
+        count_in(shard, class, 1);
         if partial.count < batch_size {
             return (true, 0);
         }
         // The partial batch is complete: keep it as a batch, or spill it.
         let record = state.partial;
         state.partial = ptr::null_mut();
-        if state.full_count < batch_limit(class) {
+        if state.full_count < batch_limit(class) && within_budget(class, 0) {
             partial.next = state.full;
             state.full = record;
             state.full_count += 1;
@@ -269,7 +298,7 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
         let n = partial.count;
         overflow[..n].copy_from_slice(&partial.objects[..n]);
         state.give_record(record);
-        shard.objects.fetch_sub(n, Ordering::Relaxed);
+        count_out(shard, class, n);
         (true, n)
     });
     if !kept {
@@ -292,7 +321,7 @@ pub(crate) fn flush() {
             loop {
                 let n = shard.with(|state| {
                     let n = state.take(&mut buffer);
-                    shard.objects.fetch_sub(n, Ordering::Relaxed);
+                    count_out(shard, class, n);
                     n
                 });
                 if n == 0 {

@@ -48,6 +48,7 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
+    crate::background::forked();
     // SAFETY: the parent's forking thread, which this thread continues, took
     // these locks in `prepare`.
     unsafe {

@@ -49,6 +49,8 @@
 //! - `owner`: pointer -> owner in one page-map walk, handed down (C `free`);
 //! - `cpu_cache`: tier 1 (layout, lazy install, miss and overflow paths);
 //! - `depot`: tier 2 (sharded batches);
+//! - `decay` (free memory moves down the tiers over time, from slow paths),
+//!   `background` (the optional thread that runs the same decay);
 //! - `first_use` (the rseq switch and the fork handlers, before any lock),
 //!   `fork` (atfork handlers and the lock order), `stats` (every tier's
 //!   counters), `config` (environment), `report` (invalid pointers).
@@ -75,9 +77,11 @@
 //! -> span record pool -> metadata arena.
 #![cfg_attr(not(test), no_std)]
 
+mod background;
 mod central;
 mod config;
 mod cpu_cache;
+mod decay;
 mod depot;
 mod first_use;
 mod fork;
@@ -96,9 +100,10 @@ mod span;
 mod stats;
 mod sync;
 
+pub use background::{background_running, start_background};
 pub use global::{free, owns, realloc, trim, usable_size, CpuSlab};
 pub use size_class::MIN_ALIGN;
-pub use stats::{stats, ClassStats, Stats};
+pub use stats::{cached_bytes_bound, stats, ClassStats, Stats};
 
 /// What integration tests and benchmarks need from the inside. Not a stable
 /// API.

@@ -6,6 +6,7 @@
 //! * futex wait and wake (`sync::Lock`);
 //! * a coarse monotonic clock (the page heap's decay);
 //! * stderr and abort (`report`), getenv (`config`), atfork (`fork`), atexit;
+//! * a detached thread and sleep (`background`);
 //! * errno, the page size, and the calling thread's word (its thread pointer).
 //!
 //! Errors come back as `None` / `false`, never as a panic. Nothing here
@@ -261,6 +262,47 @@ pub(crate) fn now_ms() -> u64 {
     (ts.tv_sec as u64)
         .wrapping_mul(MS_PER_SEC)
         .wrapping_add(ts.tv_nsec as u64 / NS_PER_MS)
+}
+
+/// Starts `f` on a new detached thread (its stack from the C library's own
+/// mmap); false if the C library refused.
+pub fn spawn_detached(f: extern "C" fn()) -> bool {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the function pointer `spawn_detached` passed.
+        let f: extern "C" fn() = unsafe { core::mem::transmute(arg) };
+        f();
+        ptr::null_mut()
+    }
+    // SAFETY: plain-data attributes initialised by pthread_attr_init; the thread
+    // gets a function pointer as its argument, which lives forever.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let mut thread: libc::pthread_t = 0;
+        let started =
+            libc::pthread_create(&mut thread, &attr, trampoline, f as *mut libc::c_void) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        started
+    }
+}
+
+/// Sleeps `ms` milliseconds (restarting after signals).
+pub fn sleep_ms(ms: u64) {
+    let mut request = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    let mut left = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: both timespecs are valid; nanosleep writes only `left`.
+    while unsafe { libc::nanosleep(&request, &mut left) } != 0 && errno() == libc::EINTR {
+        request = left;
+    }
 }
 
 #[cfg(test)]

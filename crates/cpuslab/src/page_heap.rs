@@ -9,6 +9,11 @@
 //! A freed run merges with adjacent free runs in the same state, found through
 //! the page map (each free run registers its first and last page).
 //!
+//! A retained budget: when more than [`RETAINED_BUDGET_BYTES`] sit in committed
+//! free runs, freeing a span decommits the oldest runs at once, so a program
+//! that frees most of its memory gets it back without waiting for a decay tick
+//! (unless the decay is off: `set_decay_ms(u64::MAX)` leaves it all to `trim`).
+//!
 //! Decay, with no background thread: committed free runs also sit on an LRU
 //! list in the order they were freed. Every page-heap operation (at most once
 //! per `DECAY_CHECK_MS`, by CLOCK_MONOTONIC_COARSE) decommits the runs that
@@ -37,6 +42,9 @@ const EXACT_LISTS: usize = MAX_EXACT_PAGES + 1;
 const BITS_PER_WORD: usize = u64::BITS as usize;
 /// Words of the "exact list is non-empty" bitmap.
 const NONEMPTY_WORDS: usize = EXACT_LISTS.div_ceil(BITS_PER_WORD);
+/// Bytes of committed free runs kept at most (warm memory for the next spans);
+/// past it, the oldest runs are decommitted when a span is freed.
+pub(crate) const RETAINED_BUDGET_BYTES: usize = 4 << 20;
 /// Default time a free run stays committed before it is decommitted.
 const DEFAULT_DECAY_MS: u64 = 1000;
 /// Decay is checked at most this often (unless the decay time is zero).
@@ -127,6 +135,7 @@ struct PageHeap {
     free_committed: AtomicUsize,
     free_decommitted: AtomicUsize,
     decommits: AtomicUsize,
+    returned: AtomicUsize,
 }
 
 // SAFETY: `inner` is only accessed with `lock` held.
@@ -146,6 +155,7 @@ static HEAP: PageHeap = PageHeap {
     free_committed: AtomicUsize::new(0),
     free_decommitted: AtomicUsize::new(0),
     decommits: AtomicUsize::new(0),
+    returned: AtomicUsize::new(0),
 };
 
 /// Page-heap counters, in bytes (plus a count of decommit calls).
@@ -161,6 +171,9 @@ pub struct PageHeapStats {
     pub free_decommitted: usize,
     /// madvise(MADV_DONTNEED) calls made so far.
     pub decommits: usize,
+    /// Bytes given back to the OS so far (decommitted; unmapped runs were
+    /// decommitted first).
+    pub returned: usize,
 }
 
 impl PageHeapStats {
@@ -214,7 +227,14 @@ pub fn free_span(span: &'static Span) {
         h.committed.insert(run);
         h.lru.push_back(run);
         h.maybe_decay(now);
+        h.keep_within_budget();
     })
+}
+
+/// Runs the page heap's decay now (for the allocator-wide decay, which calls it
+/// from slow paths and the background thread).
+pub fn decay() {
+    with_heap(|h| h.maybe_decay(now_ms()));
 }
 
 /// Returns every free run to the OS now: committed runs are decommitted, then
@@ -258,6 +278,11 @@ pub fn set_decay_ms(ms: u64) {
     HEAP.decay_ms.store(ms, Ordering::Relaxed);
 }
 
+/// The decay time in milliseconds (`u64::MAX`: only `trim` returns memory).
+pub fn decay_ms() -> u64 {
+    HEAP.decay_ms.load(Ordering::Relaxed)
+}
+
 /// A snapshot of the counters (relaxed; no lock, no allocation).
 pub fn stats() -> PageHeapStats {
     PageHeapStats {
@@ -266,6 +291,7 @@ pub fn stats() -> PageHeapStats {
         free_committed: HEAP.free_committed.load(Ordering::Relaxed),
         free_decommitted: HEAP.free_decommitted.load(Ordering::Relaxed),
         decommits: HEAP.decommits.load(Ordering::Relaxed),
+        returned: HEAP.returned.load(Ordering::Relaxed),
     }
 }
 
@@ -391,6 +417,7 @@ impl Inner {
             return false;
         }
         HEAP.decommits.fetch_add(1, Ordering::Relaxed);
+        HEAP.returned.fetch_add(run.bytes(), Ordering::Relaxed);
         HEAP.free_committed
             .fetch_sub(run.bytes(), Ordering::Relaxed);
         HEAP.free_decommitted
@@ -417,6 +444,22 @@ impl Inner {
             .fetch_sub(run.bytes(), Ordering::Relaxed);
         span::free_record(run);
         true
+    }
+
+    /// Decommits the oldest committed free runs while more than the retained
+    /// budget is committed free (unless the decay is off: then only `trim`).
+    fn keep_within_budget(&mut self) {
+        if HEAP.decay_ms.load(Ordering::Relaxed) == u64::MAX {
+            return;
+        }
+        while HEAP.free_committed.load(Ordering::Relaxed) > RETAINED_BUDGET_BYTES {
+            let Some(run) = self.lru.first() else {
+                break;
+            };
+            if !self.decommit(run) {
+                break;
+            }
+        }
     }
 
     /// Decommits the runs idle for longer than the decay time.

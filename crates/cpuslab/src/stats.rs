@@ -58,6 +58,17 @@ pub struct Stats {
     pub large_cached_bytes: usize,
     /// Bytes of metadata (span records, page map, batch records).
     pub metadata_bytes: usize,
+    /// Bytes of free page runs kept committed (warm) for new spans, within the
+    /// page heap's retained budget.
+    pub retained_bytes: usize,
+    /// Bytes given back to the OS so far (decommitted free runs).
+    pub returned_bytes: usize,
+    /// Decay sweeps started so far.
+    pub decays: usize,
+    /// How long ago the last decay sweep started, in milliseconds (`None`: never).
+    pub last_decay_ms_ago: Option<u64>,
+    /// Whether the background decay thread runs.
+    pub background: bool,
     /// Zeroed allocations served from never-used memory, with no clearing.
     pub zeroed_without_clearing: usize,
     /// Per size class.
@@ -70,11 +81,25 @@ pub struct Stats {
     pub rseq: Counters,
 }
 
+/// The most free memory cpuslab's caches can hold with `shelves` per-CPU
+/// shelves in use, large mappings aside: every shelf full, the depot and the
+/// page heap's retained runs at their budgets. Shelves in use are at most the
+/// number of possible CPUs, and with the concurrency-id index (the default)
+/// at most the number of threads that ran at once, capped by the CPUs the
+/// process may use (docs/tuning.md, "What cpuslab can cache").
+pub fn cached_bytes_bound(shelves: usize) -> usize {
+    shelves
+        .saturating_mul(crate::cpu_cache::SHELF_BOUND_BYTES)
+        .saturating_add(crate::depot::BUDGET_BYTES)
+        .saturating_add(crate::page_heap::RETAINED_BUDGET_BYTES)
+}
+
 /// Reads the statistics now (no allocation, no locks).
 pub fn stats() -> Stats {
     crate::first_use::ensure();
     let mut lower = LowerStats::new();
     stats_into(&mut lower);
+    let (decays, last_decay_ms_ago) = crate::decay::stats();
     let mut stats = Stats {
         allocated: lower.large.bytes,
         active: lower.page_heap.in_use.saturating_add(lower.large.bytes),
@@ -87,6 +112,11 @@ pub fn stats() -> Stats {
         large_count: lower.large.count,
         large_cached_bytes: lower.large.cached,
         metadata_bytes: lower.metadata_mapped,
+        retained_bytes: lower.page_heap.free_committed,
+        returned_bytes: lower.page_heap.returned,
+        decays,
+        last_decay_ms_ago,
+        background: crate::background::background_running(),
         zeroed_without_clearing: cpu_cache::fresh_zeroed(),
         classes: [ClassStats::default(); NUM_CLASSES],
         mode: rseq_core::mode(),
@@ -164,6 +194,21 @@ impl fmt::Display for Stats {
             Bytes(self.large_cached_bytes),
             Bytes(self.metadata_bytes)
         )?;
+        write!(
+            f,
+            "  returned to the OS {}; {} retained; {} decays",
+            Bytes(self.returned_bytes),
+            Bytes(self.retained_bytes),
+            self.decays
+        )?;
+        if let Some(ago) = self.last_decay_ms_ago {
+            write!(f, ", the last {ago} ms ago")?;
+        }
+        writeln!(
+            f,
+            "; background thread {}",
+            if self.background { "on" } else { "off" }
+        )?;
         writeln!(
             f,
             "  rseq: {} aborts, {} CPU moves, {} gave up; {} zeroed allocations needed no clearing",
@@ -224,6 +269,7 @@ impl LowerStats {
                 free_committed: 0,
                 free_decommitted: 0,
                 decommits: 0,
+                returned: 0,
             },
             large: LargeStats {
                 bytes: 0,

@@ -1,0 +1,63 @@
+//! Free-all returns memory without `malloc_trim` (tests/c/free_all.c): a C
+//! program allocates about 1 GiB, frees it all, and 1 s later its resident set
+//! is at most the baseline + 32 MiB; `malloc_trim(0)` then leaves no more. In
+//! every rseq mode.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::Mode;
+
+/// What may stay resident above the baseline a second after freeing it all.
+const ALLOWANCE_MIB: f64 = 32.0;
+
+fn binary() -> &'static PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| common::compile("free_all.c", "free_all", &[]))
+}
+
+/// The value after `name` on the program's line.
+fn figure(line: &str, name: &str) -> f64 {
+    line.split_whitespace()
+        .skip_while(|word| *word != name)
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
+fn free_all(mode: Mode) {
+    let outcome = common::run_checked(binary(), &[], mode, Duration::from_secs(120));
+    let line = outcome.stdout.trim();
+    let (baseline, peak) = (figure(line, "baseline"), figure(line, "peak"));
+    let (second, trimmed) = (figure(line, "after_1s"), figure(line, "after_trim"));
+    assert!(
+        peak > baseline + 512.0,
+        "the blocks were never resident: {line}"
+    );
+    assert!(
+        second <= baseline + ALLOWANCE_MIB,
+        "{mode:?}: resident 1 s after freeing everything: {line}"
+    );
+    assert!(
+        trimmed <= second + 1.0,
+        "{mode:?}: malloc_trim left more: {line}"
+    );
+}
+
+#[test]
+fn free_all_returns_memory_within_a_second_with_glibc_rseq() {
+    free_all(Mode::Glibc);
+}
+
+#[test]
+fn free_all_returns_memory_within_a_second_with_own_rseq_registration() {
+    free_all(Mode::Own);
+}
+
+#[test]
+fn free_all_returns_memory_within_a_second_without_rseq() {
+    free_all(Mode::Fallback);
+}
