@@ -12,6 +12,12 @@
 //! interval, and its spans empty into the page heap, which decommits past its
 //! retained budget at once. The work per call is bounded: one depot flush at a
 //! sweep's start, then at most [`STACKS_PER_STEP`] stacks.
+//!
+//! The depot's and the page heap's budgets apply only once the program has
+//! freed 64 MiB without taking anything back ([`budgets_apply`]): a program
+//! that frees and allocates in rounds (the `batch` benchmark cycles 26 MiB)
+//! keeps its memory warm between rounds, while one that frees what it has gets
+//! it returned at once.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -28,6 +34,38 @@ static CURSOR: AtomicUsize = AtomicUsize::new(IDLE);
 static LAST_SWEEP_MS: AtomicU64 = AtomicU64::new(0);
 /// Sweeps started so far.
 static SWEEPS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes freed down the tiers (objects the per-CPU caches gave the depot, spans
+/// the central lists gave the page heap) since memory was last taken from them
+/// (a depot refill, a new span).
+static FREED_SINCE_REFILL: AtomicUsize = AtomicUsize::new(0);
+/// Freeing this much without taking anything back means the program is
+/// shrinking, not cycling: the budgets apply.
+const SHRINKING_BYTES: usize = 64 << 20;
+
+/// Notes that memory was taken from the lower tiers (a slow path).
+#[inline]
+pub(crate) fn note_refill() {
+    if FREED_SINCE_REFILL.load(Ordering::Relaxed) != 0 {
+        FREED_SINCE_REFILL.store(0, Ordering::Relaxed);
+        depot::note_refill();
+    }
+}
+
+/// Notes that `bytes` went down the tiers (an overflow to the depot, an empty
+/// span to the page heap).
+#[inline]
+pub(crate) fn note_freed(bytes: usize) {
+    FREED_SINCE_REFILL.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Whether the free-memory budgets apply now: once the program has freed
+/// [`SHRINKING_BYTES`] without taking anything back. A program that frees and
+/// allocates in rounds (the `batch` benchmark cycles 26 MiB) keeps its memory
+/// warm between them, where returning it would only cost page faults; one that
+/// frees what it has gets it back at once.
+pub(crate) fn budgets_apply() -> bool {
+    FREED_SINCE_REFILL.load(Ordering::Relaxed) >= SHRINKING_BYTES
+}
 
 /// Called by the slow paths (misses, overflows) with no lock held: one clock
 /// read and two loads when there is nothing to do.

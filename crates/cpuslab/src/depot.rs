@@ -10,10 +10,10 @@
 //! (`index % SHARDS`) and steals from the others only when that is empty, so a
 //! consumer finds a producer's overflow with one lock per batch, and producers on
 //! different CPUs never share a lock. Two budgets bound what it holds: bytes per
-//! shard and class, and [`BUDGET_BYTES`] in all (`CPUSLAB_DEPOT_BYTES` in
-//! docs/tuning.md): beyond either, batches go back to the central lists at once,
-//! and so their spans to the page heap. `flush` empties the depot (for `trim`
-//! and the decay).
+//! shard and class, and, once the program shrinks (`decay::budgets_apply`),
+//! [`BUDGET_BYTES`] in all, with no object above 8 KiB: beyond either, batches
+//! go back to the central lists at once, and so their spans to the page heap.
+//! `flush` empties the depot (for `trim` and the decay).
 //!
 //! Batch records come from the metadata arena and are recycled through each
 //! shard's spare list; object memory holds no depot metadata.
@@ -55,9 +55,58 @@ fn count_out(shard: &Shard, class: Class, n: usize) {
     HELD_BYTES.fetch_sub(n * class.size(), Ordering::Relaxed);
 }
 
-/// Whether `n` more objects of `class` fit in the total budget.
+/// Whether the excess was shed since the program last refilled (one pass per
+/// shrinking phase; `decay::note_refill` clears it).
+static SHED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A refill ended the shrinking phase: the next one sheds again.
+pub(crate) fn note_refill() {
+    if SHED.load(Ordering::Relaxed) {
+        SHED.store(false, Ordering::Relaxed);
+    }
+}
+
+/// While the program shrinks, objects bigger than this skip the depot: a few of
+/// them would keep whole spans alive (a span of 8 objects of 200 KiB stays
+/// resident for one object cached), spans that could otherwise go back.
+const SHRINKING_MAX_OBJECT: usize = 8 << 10;
+
+/// Whether `n` more objects of `class` fit in the total budget (always, while
+/// the program cycles its memory: see `decay::budgets_apply`).
 fn within_budget(class: Class, n: usize) -> bool {
-    HELD_BYTES.load(Ordering::Relaxed) + n * class.size() <= BUDGET_BYTES
+    if !crate::decay::budgets_apply() {
+        return true;
+    }
+    class.size() <= SHRINKING_MAX_OBJECT
+        && HELD_BYTES.load(Ordering::Relaxed) + n * class.size() <= BUDGET_BYTES
+}
+
+/// Returns batches to the central lists until the depot is within its budget,
+/// and every object too big to keep while shrinking: what it kept while the
+/// program was cycling its memory, once the budget applies.
+fn shed_excess() {
+    let mut buffer = [ptr::null_mut(); MAX_BATCH];
+    for class in Class::all() {
+        let shed_all = class.size() > SHRINKING_MAX_OBJECT;
+        for index in 0..SHARDS {
+            let shard = shard(class, index);
+            while shed_all || HELD_BYTES.load(Ordering::Relaxed) > BUDGET_BYTES {
+                if shard.objects.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
+                let n = shard.with(|state| {
+                    let n = state.take(&mut buffer);
+                    count_out(shard, class, n);
+                    n
+                });
+                if n == 0 {
+                    break;
+                }
+                // SAFETY: objects taken from the depot are free objects of `class`.
+                unsafe { central::free_batch(class, &buffer[..n]) };
+            }
+        }
+    }
 }
 
 /// A batch of free objects of one class.
@@ -187,6 +236,7 @@ impl ShardState {
 /// else by stealing from the others, else fresh from the central lists. Returns
 /// how many; 0 only when out of memory.
 pub(crate) fn pop_batch(class: Class, home: usize, out: &mut [*mut u8]) -> usize {
+    crate::decay::note_refill();
     match take_cached(class, home, out) {
         0 => central::alloc_batch(class, out),
         n => n,
@@ -233,6 +283,7 @@ pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) 
         return;
     }
     let objects = &objects[..objects.len().min(MAX_BATCH)];
+    crate::decay::note_freed(objects.len() * class.size());
     let shard = shard(class, home);
     let kept = shard.with(|state| {
         if state.full_count >= batch_limit(class) || !within_budget(class, objects.len()) {
@@ -255,6 +306,9 @@ pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) 
     if !kept {
         // SAFETY: forwarded contract: free objects of `class`.
         unsafe { central::free_batch(class, objects) };
+        if crate::decay::budgets_apply() && !SHED.swap(true, Ordering::Relaxed) {
+            shed_excess();
+        }
     }
 }
 
@@ -263,6 +317,7 @@ pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) 
 /// # Safety
 /// As for [`push_batch`].
 pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
+    crate::decay::note_freed(class.size());
     let shard = shard(class, home);
     let mut overflow = [ptr::null_mut(); MAX_BATCH];
     let batch_size = class.batch_size();

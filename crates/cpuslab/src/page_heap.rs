@@ -12,7 +12,8 @@
 //! A retained budget: when more than [`RETAINED_BUDGET_BYTES`] sit in committed
 //! free runs, freeing a span decommits the oldest runs at once, so a program
 //! that frees most of its memory gets it back without waiting for a decay tick
-//! (unless the decay is off: `set_decay_ms(u64::MAX)` leaves it all to `trim`).
+//! (unless the decay is off: `set_decay_ms(u64::MAX)` leaves it all to `trim`;
+//! and not while the program is still refilling: `decay::budgets_apply`).
 //!
 //! Decay, with no background thread: committed free runs also sit on an LRU
 //! list in the order they were freed. Every page-heap operation (at most once
@@ -199,6 +200,7 @@ pub fn alloc_span(pages: usize) -> Option<&'static Span> {
         return None;
     }
     let bytes = pages.checked_mul(PAGE_SIZE)?;
+    crate::decay::note_refill();
     with_heap(|h| {
         h.maybe_decay(now_ms());
         let (run, decommitted) = match h.committed.best_fit(pages) {
@@ -215,6 +217,7 @@ pub fn alloc_span(pages: usize) -> Option<&'static Span> {
 /// Gives a span (any state but `FreeRun`/`Unused`, obtained from
 /// `alloc_span`) back to the page heap. Its pages become a committed free run.
 pub fn free_span(span: &'static Span) {
+    crate::decay::note_freed(span.bytes());
     with_heap(|h| {
         let now = now_ms();
         HEAP.in_use.fetch_sub(span.bytes(), Ordering::Relaxed);
@@ -449,7 +452,7 @@ impl Inner {
     /// Decommits the oldest committed free runs while more than the retained
     /// budget is committed free (unless the decay is off: then only `trim`).
     fn keep_within_budget(&mut self) {
-        if HEAP.decay_ms.load(Ordering::Relaxed) == u64::MAX {
+        if HEAP.decay_ms.load(Ordering::Relaxed) == u64::MAX || !crate::decay::budgets_apply() {
             return;
         }
         while HEAP.free_committed.load(Ordering::Relaxed) > RETAINED_BUDGET_BYTES {
