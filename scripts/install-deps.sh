@@ -3,7 +3,8 @@
 # bindgen, cmake and g++ for snmalloc. Installs only what is missing.
 set -euo pipefail
 need=()
-ldconfig -p | grep -q 'libclang' || need+=(libclang-dev)
+# libclang itself (bindgen loads it), not libclang-cpp, which the image ships alone.
+ldconfig -p | grep -qE 'libclang(-[0-9.]+)?\.so' || need+=(libclang-dev)
 command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 command -v gcc >/dev/null || need+=(gcc)

@@ -27,10 +27,11 @@ have_libclang() {
     if [[ -n "${LIBCLANG_PATH:-}" ]] && compgen -G "$LIBCLANG_PATH/libclang*.so*" >/dev/null; then
         return 0
     fi
-    if command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
+    # libclang itself, not libclang-cpp (which some images ship alone).
+    if command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -qE 'libclang(-[0-9.]+)?\.so'; then
         return 0
     fi
-    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null
+    compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || compgen -G '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' >/dev/null
 }
 
 if ! have_libclang; then
