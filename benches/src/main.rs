@@ -12,6 +12,7 @@ mod memory;
 mod plot;
 mod preload;
 mod report;
+mod timeline;
 mod workloads;
 
 use std::path::PathBuf;
@@ -37,6 +38,11 @@ usage: cargo run --release -p cpuslab-bench -- [OPTIONS]
                         default unless --workloads or --allocators narrows the run
   --no-preload          do not run it
   --preload-csv FILE    fold an existing preload.csv (from benches/c/run.sh) instead
+  --no-timeline         skip the memory timeline (RSS over time while each allocator
+                        allocates, frees, idles and allocates again; on by default
+                        unless --workloads or --allocators narrows the run)
+  --timeline-only       run only the memory timeline (about 5 s per allocator)
+  --timeline-mib N      MiB the timeline allocates (default 512, quick 128)
   --retry-busy          run a child again (twice at most) when other processes kept
                         more than 0.3 CPU busy during it; keep the quietest attempt
   --timeout S           seconds one child may run before it is killed (default 120)
@@ -62,6 +68,9 @@ pub struct Options {
     pub preload_csv: Option<PathBuf>,
     pub timeout: Duration,
     pub retry_busy: bool,
+    pub timeline: bool,
+    pub timeline_only: bool,
+    pub timeline_mib: usize,
 }
 
 /// CPUs this process may run on.
@@ -87,7 +96,11 @@ fn parse_options(args: &[String]) -> Options {
         preload_csv: None,
         timeout: Duration::from_secs(120),
         retry_busy: false,
+        timeline: true,
+        timeline_only: false,
+        timeline_mib: 0,
     };
+    let mut timeline = None;
     let mut preload = None;
     let mut narrowed = false;
     let mut args = args.iter();
@@ -121,6 +134,13 @@ fn parse_options(args: &[String]) -> Options {
             "--preload" => preload = Some(true),
             "--no-preload" => preload = Some(false),
             "--retry-busy" => options.retry_busy = true,
+            "--no-timeline" => timeline = Some(false),
+            "--timeline-only" => options.timeline_only = true,
+            "--timeline-mib" => {
+                options.timeline_mib = value("a number")
+                    .parse()
+                    .unwrap_or_else(|_| fail("--timeline-mib N"))
+            }
             "--preload-csv" => options.preload_csv = Some(PathBuf::from(value("a file"))),
             "--allocators" => {
                 narrowed = true;
@@ -147,6 +167,10 @@ fn parse_options(args: &[String]) -> Options {
         }
     }
     options.preload = preload.unwrap_or(!narrowed);
+    options.timeline = timeline.unwrap_or(!narrowed);
+    if options.timeline_mib == 0 {
+        options.timeline_mib = if options.quick { 128 } else { 512 };
+    }
     if options.reps == 0 {
         options.reps = if options.quick { 3 } else { 5 };
     }
@@ -189,6 +213,9 @@ fn main() {
     if args.first().is_some_and(|a| a == "--child") {
         child::child_main(&args[1..]);
     }
+    if args.first().is_some_and(|a| a == "--timeline-child") {
+        timeline::child_main(&args[1..]);
+    }
     match action.map(|i| (i, args[i].as_str())) {
         Some((_, "--list")) => {
             for workload in workloads::all(cpus()) {
@@ -212,6 +239,12 @@ fn main() {
         None => {}
     }
     let options = parse_options(&args);
+    if options.timeline_only {
+        std::fs::create_dir_all(&options.out)
+            .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", options.out.display())));
+        run_timeline(&options);
+        return;
+    }
     let workloads: Vec<_> = workloads::all(cpus())
         .into_iter()
         .filter(|w| {
@@ -246,6 +279,9 @@ fn main() {
         "cpuslab-bench: tables and plots in {}",
         options.out.display()
     );
+    if options.timeline {
+        run_timeline(&options);
+    }
     if results.failures() > 0 {
         eprintln!(
             "cpuslab-bench: {} runs FAILED (see above)",
@@ -308,4 +344,14 @@ fn run_all(options: &Options, workloads: &[workloads::Workload]) -> (report::Res
     let wall = began.elapsed();
     eprintln!("cpuslab-bench: {total} runs in {:.0} s", wall.as_secs_f64());
     (results, wall)
+}
+
+/// Runs the memory timeline of every allocator, writes its CSV and plot, and
+/// prints its table.
+fn run_timeline(options: &Options) {
+    let timelines = timeline::run_all(&options.allocators, options.timeline_mib);
+    match timeline::write(&timelines, options.timeline_mib, &options.out) {
+        Ok(table) => print!("\n{table}"),
+        Err(e) => eprintln!("cpuslab-bench: writing the timeline: {e}"),
+    }
 }
