@@ -193,7 +193,7 @@ fn install(stacks: PerCpu<Stack>, region: PerCpu<Shelf>, class: Class) {
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_miss(class: Class) -> *mut u8 {
-    decay::tick();
+    decay_step();
     let region = match region() {
         Some(region) => region,
         None if init() => return alloc_miss(class),
@@ -278,7 +278,7 @@ pub(crate) fn alloc_zeroed_miss(class: Class, size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
-    decay::tick();
+    decay_step();
     let region = match region() {
         Some(region) => region,
         // SAFETY: forwarded contract.
@@ -326,16 +326,29 @@ pub(crate) fn cached_objects(class: Class) -> usize {
         .sum()
 }
 
-/// The number of stacks in the per-CPU tier (shelves x classes), for the decay's
-/// cursor; 0 before the tier exists.
-pub(crate) fn stack_count() -> usize {
-    region().map_or(0, |region| region.len() as usize * NUM_CLASSES)
+/// The decay's work, from the slow paths (and the background thread): when a
+/// sweep is due, the depot goes back to the spans and the page heap decays its
+/// idle runs; then, a few per call, the stacks give half their objects back
+/// (`decay.rs` decides, this does it). Called with no lock held.
+#[inline]
+pub(crate) fn decay_step() {
+    decay::restart_background_if_wanted();
+    let stacks = region().map_or(0, |region| region.len() as usize * NUM_CLASSES);
+    match decay::due(stacks) {
+        decay::Due::Nothing => {}
+        decay::Due::Start(range) => {
+            depot::flush();
+            crate::page_heap::decay();
+            range.for_each(halve);
+        }
+        decay::Due::Halve(range) => range.for_each(halve),
+    }
 }
 
 /// Gives the bottom half of stack `n` (shelf `n / NUM_CLASSES`, class
 /// `n % NUM_CLASSES`) back to the spans, through the remote protocol: the decay's
 /// unit of work. An empty or unused stack costs no stop.
-pub(crate) fn halve(n: usize) {
+fn halve(n: usize) {
     let Some(region) = region() else {
         return;
     };

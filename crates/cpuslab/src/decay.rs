@@ -1,33 +1,39 @@
-//! The decay: free memory the program stopped using moves down the tiers and back
-//! to the OS over time, driven by the allocator's own slow paths (and by the
-//! optional background thread, `background.rs`), never by a fast path.
+//! The decay's state and clock: when free memory the program stopped using
+//! moves down the tiers and back to the OS. This module only decides; the work
+//! is done by `cpu_cache.rs` (a sweep, from the slow paths) and `background.rs`
+//! (the optional thread), so that every tier can consult it without a circle.
 //!
-//! Every decay interval (the page heap's decay time, 1 s by default), the first
-//! slow path that notices starts a **sweep**: the depot's batches go back to their
-//! spans (`depot::flush`) and the page heap decommits its idle runs; then, a few
-//! stacks per slow path ([`STACKS_PER_STEP`]), every per-CPU stack gives the
-//! bottom half of its objects (the coldest: the stacks are LIFO) back to the
-//! spans, through rseq-core's remote protocol. A class a CPU keeps using refills
-//! from the depot at its next miss; a class it stopped using halves every
-//! interval, and its spans empty into the page heap, which decommits past its
-//! retained budget at once. The work per call is bounded: one depot flush at a
-//! sweep's start, then at most [`STACKS_PER_STEP`] stacks.
+//! Every decay interval (1 s by default, `set_interval_ms`), the first slow path
+//! that notices starts a **sweep**: the depot's batches go back to their spans,
+//! the page heap decommits its idle runs, and then, [`STACKS_PER_STEP`] stacks
+//! per slow path, every per-CPU stack gives the bottom half of its objects (the
+//! coldest: the stacks are LIFO) back to the spans through rseq-core's remote
+//! protocol. A class a CPU keeps using refills at its next miss; a class it
+//! stopped using halves every interval. The work per call is bounded: one depot
+//! flush at a sweep's start, then at most [`STACKS_PER_STEP`] stacks.
 //!
-//! The depot's and the page heap's budgets apply only once the program has
-//! freed 64 MiB without taking anything back ([`budgets_apply`]): a program
-//! that frees and allocates in rounds (the `batch` benchmark cycles 26 MiB)
-//! keeps its memory warm between rounds, while one that frees what it has gets
-//! it returned at once.
+//! The depot's and the page heap's budgets apply only once the program shrinks:
+//! [`SHRINKING_BYTES`] went down the tiers (objects to the depot, empty spans to
+//! the page heap) with nothing taken back ([`budgets_apply`]). A program that
+//! frees and allocates in rounds (the `batch` benchmark cycles 26 MiB) keeps its
+//! memory warm between rounds; one that frees what it has gets it back at once.
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::{cpu_cache, depot, os, page_heap};
+use crate::os;
 
 /// Stacks one slow path halves at most.
-const STACKS_PER_STEP: usize = 8;
+pub(crate) const STACKS_PER_STEP: usize = 8;
+/// Freeing this much without taking anything back means the program is
+/// shrinking, not cycling: the budgets apply.
+const SHRINKING_BYTES: usize = 64 << 20;
+/// Default decay interval, and the page heap's idle time before a free run is
+/// decommitted.
+const DEFAULT_INTERVAL_MS: u64 = 1000;
 /// The cursor's value between sweeps.
 const IDLE: usize = usize::MAX;
 
+static INTERVAL_MS: AtomicU64 = AtomicU64::new(DEFAULT_INTERVAL_MS);
 /// The next stack to halve (shelf * classes + class), or `IDLE`.
 static CURSOR: AtomicUsize = AtomicUsize::new(IDLE);
 /// When the last sweep started (CLOCK_MONOTONIC_COARSE ms; 0: never).
@@ -38,16 +44,29 @@ static SWEEPS: AtomicUsize = AtomicUsize::new(0);
 /// the central lists gave the page heap) since memory was last taken from them
 /// (a depot refill, a new span).
 static FREED_SINCE_REFILL: AtomicUsize = AtomicUsize::new(0);
-/// Freeing this much without taking anything back means the program is
-/// shrinking, not cycling: the budgets apply.
-const SHRINKING_BYTES: usize = 64 << 20;
+/// Bumped at every refill that ends a shrinking phase (for the depot's one
+/// shedding pass per phase).
+static REFILLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the decay interval in milliseconds (0: at once; `u64::MAX`: never, only
+/// `trim` returns memory).
+pub fn set_interval_ms(ms: u64) {
+    INTERVAL_MS.store(ms, Ordering::Relaxed);
+}
+
+/// The decay interval in milliseconds.
+pub(crate) fn interval_ms() -> u64 {
+    INTERVAL_MS.load(Ordering::Relaxed)
+}
+
+// --- the shrinking signal -----------------------------------------------------------
 
 /// Notes that memory was taken from the lower tiers (a slow path).
 #[inline]
 pub(crate) fn note_refill() {
     if FREED_SINCE_REFILL.load(Ordering::Relaxed) != 0 {
         FREED_SINCE_REFILL.store(0, Ordering::Relaxed);
-        depot::note_refill();
+        REFILLS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -59,71 +78,85 @@ pub(crate) fn note_freed(bytes: usize) {
 }
 
 /// Whether the free-memory budgets apply now: once the program has freed
-/// [`SHRINKING_BYTES`] without taking anything back. A program that frees and
-/// allocates in rounds (the `batch` benchmark cycles 26 MiB) keeps its memory
-/// warm between them, where returning it would only cost page faults; one that
-/// frees what it has gets it back at once.
+/// [`SHRINKING_BYTES`] without taking anything back.
 pub(crate) fn budgets_apply() -> bool {
     FREED_SINCE_REFILL.load(Ordering::Relaxed) >= SHRINKING_BYTES
 }
 
-/// Called by the slow paths (misses, overflows) with no lock held: one clock
-/// read and two loads when there is nothing to do.
+/// Which shrinking phase this is (changes at every refill that ends one).
+pub(crate) fn phase() -> usize {
+    REFILLS.load(Ordering::Relaxed)
+}
+
+// --- sweeps ---------------------------------------------------------------------------
+
+/// What a slow path should do for the decay now.
+pub(crate) enum Due {
+    /// Nothing.
+    Nothing,
+    /// Start a sweep (flush the depot, decay the page heap), then halve these.
+    Start(core::ops::Range<usize>),
+    /// Halve these stacks of the running sweep.
+    Halve(core::ops::Range<usize>),
+}
+
+/// One clock read and two loads when there is nothing to do. `stacks` is the
+/// number of per-CPU stacks (0 before the per-CPU tier exists).
 #[inline]
-pub(crate) fn tick() {
-    crate::background::restart_if_wanted();
-    if CURSOR.load(Ordering::Relaxed) != IDLE || interval_passed(os::now_ms()) {
-        step();
+pub(crate) fn due(stacks: usize) -> Due {
+    if CURSOR.load(Ordering::Relaxed) == IDLE && !interval_passed() {
+        return Due::Nothing;
     }
+    claim(stacks)
 }
 
-/// Runs whole sweeps now (the background thread; `interval_passed` still
-/// decides whether a new one starts).
-pub(crate) fn run_due() {
-    while CURSOR.load(Ordering::Relaxed) != IDLE || interval_passed(os::now_ms()) {
-        step();
-    }
+fn interval_passed() -> bool {
+    let interval = interval_ms();
+    interval != u64::MAX
+        && os::now_ms().wrapping_sub(LAST_SWEEP_MS.load(Ordering::Relaxed)) >= interval
 }
 
-fn interval_passed(now: u64) -> bool {
-    let interval = page_heap::decay_ms();
-    interval != u64::MAX && now.wrapping_sub(LAST_SWEEP_MS.load(Ordering::Relaxed)) >= interval
-}
-
-/// Starts a sweep if none runs and it is due, then halves the next few stacks.
+/// Starts a sweep if none runs and it is due, or claims the next stacks of the
+/// running one.
 #[cold]
 #[inline(never)]
-fn step() {
+fn claim(stacks: usize) -> Due {
+    let mut start = false;
     if CURSOR.load(Ordering::Acquire) == IDLE {
         let last = LAST_SWEEP_MS.load(Ordering::Relaxed);
         let now = os::now_ms();
-        let interval = page_heap::decay_ms();
+        let interval = interval_ms();
         if interval == u64::MAX || now.wrapping_sub(last) < interval {
-            return;
+            return Due::Nothing;
         }
         // One thread starts the sweep; the others go on with their work.
         if LAST_SWEEP_MS
             .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            return;
+            return Due::Nothing;
         }
         SWEEPS.fetch_add(1, Ordering::Relaxed);
-        depot::flush();
-        page_heap::decay();
         CURSOR.store(0, Ordering::Release);
+        start = true;
     }
-    let stacks = cpu_cache::stack_count();
     let first = CURSOR.fetch_add(STACKS_PER_STEP, Ordering::AcqRel);
+    let range = first.min(stacks)..(first.saturating_add(STACKS_PER_STEP)).min(stacks);
     if first >= stacks {
         // The sweep is done (several threads may see it; a late store can only
         // cut short a sweep that started since, which the next interval redoes).
         CURSOR.store(IDLE, Ordering::Release);
-        return;
     }
-    for stack in first..(first + STACKS_PER_STEP).min(stacks) {
-        cpu_cache::halve(stack);
+    if start {
+        Due::Start(range)
+    } else {
+        Due::Halve(range)
     }
+}
+
+/// Whether a sweep is running or due (the background thread's loop).
+pub(crate) fn pending() -> bool {
+    CURSOR.load(Ordering::Relaxed) != IDLE || interval_passed()
 }
 
 /// Sweeps started so far, and when the last one started (ms ago; `None`: never).
@@ -131,4 +164,51 @@ pub(crate) fn stats() -> (usize, Option<u64>) {
     let last = LAST_SWEEP_MS.load(Ordering::Relaxed);
     let ago = (last != 0).then(|| os::now_ms().saturating_sub(last));
     (SWEEPS.load(Ordering::Relaxed), ago)
+}
+
+// --- the background thread's state ------------------------------------------------------
+
+const OFF: u8 = 0;
+const RUNNING: u8 = 1;
+/// Wanted, but not running (a fork's child): the next slow path restarts it.
+const WANTED: u8 = 2;
+
+static BACKGROUND: AtomicU8 = AtomicU8::new(OFF);
+/// How to start the thread again (set by `background.rs` when it starts it).
+static RESTART: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Marks the thread running (true) or gone (false); returns whether it was
+/// running before.
+pub(crate) fn set_background_running(running: bool, restart: fn() -> bool) -> bool {
+    RESTART.store(restart as *mut (), Ordering::Release);
+    BACKGROUND.swap(if running { RUNNING } else { OFF }, Ordering::AcqRel) == RUNNING
+}
+
+/// Whether the background thread runs.
+pub(crate) fn background_running() -> bool {
+    BACKGROUND.load(Ordering::Acquire) == RUNNING
+}
+
+/// In a fork's child (the atfork handler): the thread did not come along.
+pub(crate) fn forked() {
+    let _ = BACKGROUND.compare_exchange(RUNNING, WANTED, Ordering::AcqRel, Ordering::Relaxed);
+}
+
+/// From a slow path: restarts the thread in a fork's child that had it.
+#[inline]
+pub(crate) fn restart_background_if_wanted() {
+    if BACKGROUND.load(Ordering::Relaxed) == WANTED {
+        restart_background();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn restart_background() {
+    let restart = RESTART.load(Ordering::Acquire);
+    if !restart.is_null() {
+        // SAFETY: only `set_background_running` stores here, a `fn() -> bool`.
+        let restart: fn() -> bool = unsafe { core::mem::transmute(restart) };
+        restart();
+    }
 }

@@ -55,16 +55,9 @@ fn count_out(shard: &Shard, class: Class, n: usize) {
     HELD_BYTES.fetch_sub(n * class.size(), Ordering::Relaxed);
 }
 
-/// Whether the excess was shed since the program last refilled (one pass per
-/// shrinking phase; `decay::note_refill` clears it).
-static SHED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// A refill ended the shrinking phase: the next one sheds again.
-pub(crate) fn note_refill() {
-    if SHED.load(Ordering::Relaxed) {
-        SHED.store(false, Ordering::Relaxed);
-    }
-}
+/// The shrinking phase (`decay::phase`) whose excess was shed: one pass per
+/// phase.
+static SHED_IN_PHASE: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// While the program shrinks, objects bigger than this skip the depot: a few of
 /// them would keep whole spans alive (a span of 8 objects of 200 KiB stays
@@ -306,7 +299,8 @@ pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) 
     if !kept {
         // SAFETY: forwarded contract: free objects of `class`.
         unsafe { central::free_batch(class, objects) };
-        if crate::decay::budgets_apply() && !SHED.swap(true, Ordering::Relaxed) {
+        let phase = crate::decay::phase();
+        if crate::decay::budgets_apply() && SHED_IN_PHASE.swap(phase, Ordering::Relaxed) != phase {
             shed_excess();
         }
     }

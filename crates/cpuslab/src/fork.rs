@@ -48,7 +48,7 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
-    crate::background::forked();
+    crate::decay::forked();
     // SAFETY: the parent's forking thread, which this thread continues, took
     // these locks in `prepare`.
     unsafe {

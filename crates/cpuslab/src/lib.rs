@@ -49,8 +49,9 @@
 //! - `owner`: pointer -> owner in one page-map walk, handed down (C `free`);
 //! - `cpu_cache`: tier 1 (layout, lazy install, miss and overflow paths);
 //! - `depot`: tier 2 (sharded batches);
-//! - `decay` (free memory moves down the tiers over time, from slow paths),
-//!   `background` (the optional thread that runs the same decay);
+//! - `decay` (when free memory moves down the tiers: the interval, the sweeps'
+//!   cursor, the shrinking signal; `cpu_cache::decay_step` does the work),
+//!   `background` (the optional thread that runs the same sweeps);
 //! - `first_use` (the rseq switch and the fork handlers, before any lock),
 //!   `fork` (atfork handlers and the lock order), `stats` (every tier's
 //!   counters), `config` (environment), `report` (invalid pointers).

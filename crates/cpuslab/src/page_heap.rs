@@ -26,7 +26,7 @@
 //! span record pool -> metadata arena.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::os::{self, now_ms, PAGE_SIZE};
 use crate::pagemap;
@@ -46,8 +46,6 @@ const NONEMPTY_WORDS: usize = EXACT_LISTS.div_ceil(BITS_PER_WORD);
 /// Bytes of committed free runs kept at most (warm memory for the next spans);
 /// past it, the oldest runs are decommitted when a span is freed.
 pub(crate) const RETAINED_BUDGET_BYTES: usize = 4 << 20;
-/// Default time a free run stays committed before it is decommitted.
-const DEFAULT_DECAY_MS: u64 = 1000;
 /// Decay is checked at most this often (unless the decay time is zero).
 const DECAY_CHECK_MS: u64 = 4;
 
@@ -129,7 +127,6 @@ struct Inner {
 struct PageHeap {
     lock: Lock,
     inner: UnsafeCell<Inner>,
-    decay_ms: AtomicU64,
     // Statistics (written under the lock, read without it).
     mapped: AtomicUsize,
     in_use: AtomicUsize,
@@ -150,7 +147,6 @@ static HEAP: PageHeap = PageHeap {
         lru: SpanList::new(),
         last_decay_ms: 0,
     }),
-    decay_ms: AtomicU64::new(DEFAULT_DECAY_MS),
     mapped: AtomicUsize::new(0),
     in_use: AtomicUsize::new(0),
     free_committed: AtomicUsize::new(0),
@@ -278,12 +274,12 @@ pub unsafe fn unlock() {
 /// Sets how long free runs stay committed (0: decommit at once; `u64::MAX`:
 /// never on a decay).
 pub fn set_decay_ms(ms: u64) {
-    HEAP.decay_ms.store(ms, Ordering::Relaxed);
+    crate::decay::set_interval_ms(ms);
 }
 
 /// The decay time in milliseconds (`u64::MAX`: only `trim` returns memory).
 pub fn decay_ms() -> u64 {
-    HEAP.decay_ms.load(Ordering::Relaxed)
+    crate::decay::interval_ms()
 }
 
 /// A snapshot of the counters (relaxed; no lock, no allocation).
@@ -452,7 +448,7 @@ impl Inner {
     /// Decommits the oldest committed free runs while more than the retained
     /// budget is committed free (unless the decay is off: then only `trim`).
     fn keep_within_budget(&mut self) {
-        if HEAP.decay_ms.load(Ordering::Relaxed) == u64::MAX || !crate::decay::budgets_apply() {
+        if decay_ms() == u64::MAX || !crate::decay::budgets_apply() {
             return;
         }
         while HEAP.free_committed.load(Ordering::Relaxed) > RETAINED_BUDGET_BYTES {
@@ -467,7 +463,7 @@ impl Inner {
 
     /// Decommits the runs idle for longer than the decay time.
     fn maybe_decay(&mut self, now: u64) {
-        let decay = HEAP.decay_ms.load(Ordering::Relaxed);
+        let decay = decay_ms();
         if decay == u64::MAX
             || (decay != 0 && now.wrapping_sub(self.last_decay_ms) < DECAY_CHECK_MS)
         {
@@ -526,7 +522,7 @@ mod tests {
     struct DecayGuard;
     impl Drop for DecayGuard {
         fn drop(&mut self) {
-            set_decay_ms(DEFAULT_DECAY_MS);
+            set_decay_ms(1000); // the default
         }
     }
 

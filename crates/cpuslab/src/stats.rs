@@ -116,7 +116,7 @@ pub fn stats() -> Stats {
         returned_bytes: lower.page_heap.returned,
         decays,
         last_decay_ms_ago,
-        background: crate::background::background_running(),
+        background: crate::decay::background_running(),
         zeroed_without_clearing: cpu_cache::fresh_zeroed(),
         classes: [ClassStats::default(); NUM_CLASSES],
         mode: rseq_core::mode(),
