@@ -172,6 +172,16 @@ pub fn write_pattern(p: *mut u8, layout: Layout, seed: u64) {
     });
 }
 
+/// Writes word `i` of `block` as its pattern has it: what a workload that
+/// writes into a block's middle (touching its pages) may write without breaking
+/// the check, which covers every word of some blocks (`full_pattern`).
+pub fn write_pattern_word(block: Block, i: usize) {
+    assert!(i < block.layout.size() / 8, "word {i} is outside the block");
+    let p = std::ptr::with_exposed_provenance_mut::<u64>(block.addr);
+    // SAFETY: the block is live and `i` indexes an aligned word inside it.
+    unsafe { p.add(i).write(pattern_word(block.seed, i)) };
+}
+
 /// Checks the pattern of `seed` in the block at `p`; panics with the details on a
 /// mismatch (another block overlapped this one, or the allocator wrote into it).
 pub fn check_pattern(p: *const u8, layout: Layout, seed: u64) {
