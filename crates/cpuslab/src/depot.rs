@@ -78,27 +78,32 @@ fn within_budget(class: Class, n: usize) -> bool {
 /// and every object too big to keep while shrinking: what it kept while the
 /// program was cycling its memory, once the budget applies.
 fn shed_excess() {
-    let mut buffer = [ptr::null_mut(); MAX_BATCH];
     for class in Class::all() {
         let shed_all = class.size() > SHRINKING_MAX_OBJECT;
         for index in 0..SHARDS {
-            let shard = shard(class, index);
-            while shed_all || HELD_BYTES.load(Ordering::Relaxed) > BUDGET_BYTES {
-                if shard.objects.load(Ordering::Relaxed) == 0 {
-                    break;
-                }
-                let n = shard.with(|state| {
-                    let n = state.take(&mut buffer);
-                    count_out(shard, class, n);
-                    n
-                });
-                if n == 0 {
-                    break;
-                }
-                // SAFETY: objects taken from the depot are free objects of `class`.
-                unsafe { central::free_batch(class, &buffer[..n]) };
-            }
+            return_to_spans(class, index, || {
+                shed_all || HELD_BYTES.load(Ordering::Relaxed) > BUDGET_BYTES
+            });
         }
+    }
+}
+
+/// Moves batches of `class` from shard `index` back to the central lists while
+/// `more()` says so and the shard holds any.
+fn return_to_spans(class: Class, index: usize, more: impl Fn() -> bool) {
+    let shard = shard(class, index);
+    let mut buffer = [ptr::null_mut(); MAX_BATCH];
+    while more() && shard.objects.load(Ordering::Relaxed) > 0 {
+        let n = shard.with(|state| {
+            let n = state.take(&mut buffer);
+            count_out(shard, class, n);
+            n
+        });
+        if n == 0 {
+            break;
+        }
+        // SAFETY: objects taken from the depot are free objects of `class`.
+        unsafe { central::free_batch(class, &buffer[..n]) };
     }
 }
 
@@ -363,22 +368,9 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
 
 /// Returns every object in the depot to the central lists.
 pub(crate) fn flush() {
-    let mut buffer = [ptr::null_mut(); MAX_BATCH];
     for class in Class::all() {
         for index in 0..SHARDS {
-            let shard = shard(class, index);
-            loop {
-                let n = shard.with(|state| {
-                    let n = state.take(&mut buffer);
-                    count_out(shard, class, n);
-                    n
-                });
-                if n == 0 {
-                    break;
-                }
-                // SAFETY: objects taken from the depot are free objects of `class`.
-                unsafe { central::free_batch(class, &buffer[..n]) };
-            }
+            return_to_spans(class, index, || true);
         }
     }
 }

@@ -15,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::time::Duration;
 
 use rseq_core::Mode;
-use support::{mib, rss_bytes, Rng, MIB};
+use support::{mib, rss_bytes, Rng, Tracker, MIB};
 
 #[global_allocator]
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
@@ -23,8 +23,6 @@ static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 const TOTAL: usize = 1024 * MIB;
 /// What may stay resident above the baseline a second after freeing it all.
 const ALLOWANCE: usize = 32 * MIB;
-/// Blocks tracked at most (about 1M small ones and 8K medium ones).
-const MAX_BLOCKS: usize = 2_500_000;
 
 #[test]
 fn free_all_returns_memory_within_a_second_in_glibc_mode() {
@@ -39,53 +37,6 @@ fn free_all_returns_memory_within_a_second_in_own_registration_mode() {
 #[test]
 fn free_all_returns_memory_within_a_second_in_fallback_mode() {
     support::assert_child_ok("fallback", Mode::Fallback, "FREE-ALL CLEAN");
-}
-
-/// (address, size) of every block, in memory mapped outside the allocator, so
-/// that the measurements do not count it.
-struct Tracker {
-    entries: *mut (usize, usize),
-    len: usize,
-}
-
-impl Tracker {
-    fn new() -> Tracker {
-        // SAFETY: an anonymous private mapping; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                MAX_BLOCKS * 16,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Tracker {
-            entries: p.cast(),
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, entry: (usize, usize)) {
-        assert!(self.len < MAX_BLOCKS);
-        // SAFETY: len < MAX_BLOCKS entries fit in the mapping.
-        unsafe { self.entries.add(self.len).write(entry) };
-        self.len += 1;
-    }
-
-    fn as_slice(&self) -> &[(usize, usize)] {
-        // SAFETY: the first len entries were written.
-        unsafe { std::slice::from_raw_parts(self.entries, self.len) }
-    }
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, no longer borrowed.
-        unsafe { libc::munmap(self.entries.cast(), MAX_BLOCKS * 16) };
-    }
 }
 
 #[test]

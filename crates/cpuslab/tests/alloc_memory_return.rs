@@ -13,7 +13,7 @@ mod support;
 use std::alloc::{GlobalAlloc, Layout};
 use std::time::Instant;
 
-use support::{mib, rss_bytes, Rng, MIB};
+use support::{mib, rss_bytes, Rng, Tracker, MIB};
 
 #[global_allocator]
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
@@ -21,56 +21,6 @@ static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 const TOTAL: usize = 1024 * MIB;
 /// Metadata the allocator may keep resident after trimming 1 GiB of blocks.
 const METADATA_ALLOWANCE: usize = 16 * MIB;
-/// Blocks tracked at most.
-const MAX_BLOCKS: usize = 2_500_000;
-
-/// (address, size) of every block, in memory mapped outside the allocator and
-/// unmapped before the final measurement, so that neither the baseline nor the
-/// result counts it.
-struct Tracker {
-    entries: *mut (usize, usize),
-    len: usize,
-}
-
-impl Tracker {
-    fn new() -> Tracker {
-        // SAFETY: an anonymous private mapping; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                MAX_BLOCKS * 16,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Tracker {
-            entries: p.cast(),
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, entry: (usize, usize)) {
-        assert!(self.len < MAX_BLOCKS);
-        // SAFETY: len < MAX_BLOCKS entries fit in the mapping.
-        unsafe { self.entries.add(self.len).write(entry) };
-        self.len += 1;
-    }
-
-    fn as_slice(&self) -> &[(usize, usize)] {
-        // SAFETY: the first len entries were written.
-        unsafe { std::slice::from_raw_parts(self.entries, self.len) }
-    }
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, no longer borrowed.
-        unsafe { libc::munmap(self.entries.cast(), MAX_BLOCKS * 16) };
-    }
-}
 
 #[test]
 fn free_all_and_trim_returns_memory() {

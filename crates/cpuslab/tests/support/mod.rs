@@ -429,3 +429,56 @@ pub fn pauses_in(duration: std::time::Duration) -> u32 {
         .fold(f64::INFINITY, f64::min);
     (duration.as_secs_f64() / per_pause.max(1e-10)).clamp(1.0, 10_000_000.0) as u32
 }
+
+// ---- block tracking for memory tests -----------------------------------------------
+
+/// Blocks a [`Tracker`] holds at most.
+const MAX_BLOCKS: usize = 2_500_000;
+
+/// (address, size) of every block of a memory test, in memory mapped outside
+/// the allocator (and unmapped when dropped), so that the measurements need not
+/// count it.
+pub struct Tracker {
+    entries: *mut (usize, usize),
+    pub len: usize,
+}
+
+impl Tracker {
+    pub fn new() -> Tracker {
+        // SAFETY: an anonymous private mapping; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                MAX_BLOCKS * 16,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        Tracker {
+            entries: p.cast(),
+            len: 0,
+        }
+    }
+
+    pub fn push(&mut self, entry: (usize, usize)) {
+        assert!(self.len < MAX_BLOCKS);
+        // SAFETY: len < MAX_BLOCKS entries fit in the mapping.
+        unsafe { self.entries.add(self.len).write(entry) };
+        self.len += 1;
+    }
+
+    pub fn as_slice(&self) -> &[(usize, usize)] {
+        // SAFETY: the first len entries were written.
+        unsafe { std::slice::from_raw_parts(self.entries, self.len) }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer borrowed.
+        unsafe { libc::munmap(self.entries.cast(), MAX_BLOCKS * 16) };
+    }
+}
