@@ -1,7 +1,7 @@
 //! Free-all returns memory without `malloc_trim` (tests/c/free_all.c): a C
 //! program allocates about 1 GiB, frees it all, and 1 s later its resident set
 //! is at most the baseline + 32 MiB; `malloc_trim(0)` then leaves no more. In
-//! every rseq mode.
+//! every rseq mode. And `CPUSLAB_BACKGROUND=1` starts the background thread.
 
 mod common;
 
@@ -60,4 +60,28 @@ fn free_all_returns_memory_within_a_second_with_own_rseq_registration() {
 #[test]
 fn free_all_returns_memory_within_a_second_without_rseq() {
     free_all(Mode::Fallback);
+}
+
+/// `CPUSLAB_BACKGROUND=1` starts the background decay thread when the library
+/// loads (cpuslab's `.init_array` entry, linked into libcpuslab.so); the
+/// statistics report at exit says so. Off without the variable.
+#[test]
+fn the_background_thread_starts_at_load_when_asked() {
+    for (value, expected) in [
+        (Some("1"), "background thread on"),
+        (None, "background thread off"),
+    ] {
+        let mut cmd = common::preloaded(binary(), Mode::Glibc);
+        cmd.arg("64").env("CPUSLAB_STATS", "1");
+        match value {
+            Some(value) => cmd.env("CPUSLAB_BACKGROUND", value),
+            None => cmd.env_remove("CPUSLAB_BACKGROUND"),
+        };
+        let outcome = common::run_with_limit(cmd, Duration::from_secs(60));
+        outcome.assert_success("free_all 64 with the statistics report");
+        assert!(
+            outcome.stderr.contains(expected),
+            "CPUSLAB_BACKGROUND={value:?}: the report does not say {expected:?}: {outcome}"
+        );
+    }
 }
