@@ -12,13 +12,13 @@
 //!   so that the sections the fence aborted restart while it is stopped;
 //! * a switch that pretends membarrier is missing, to exercise the fence's fallback.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 static DELAY_SPINS: AtomicU32 = AtomicU32::new(0);
 static HEADER_DELAY_SPINS: AtomicU32 = AtomicU32::new(0);
 static STOP_HOLD_SPINS: AtomicU32 = AtomicU32::new(0);
 static BROKEN: AtomicU8 = AtomicU8::new(Broken::Nothing as u8);
-static NO_MEMBARRIER: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static NO_MEMBARRIER: AtomicBool = AtomicBool::new(false);
 
 /// Header delays that ran (incremented by the sections themselves).
 pub(crate) static HEADER_DELAYS: AtomicU64 = AtomicU64::new(0);

@@ -12,6 +12,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "rng.h"
+
 static double rss_mib(void) {
     long pages_total = 0, pages_resident = 0;
     FILE *f = fopen("/proc/self/statm", "r");
@@ -19,14 +21,6 @@ static double rss_mib(void) {
         exit(2);
     fclose(f);
     return (double)pages_resident * (double)sysconf(_SC_PAGESIZE) / (1024.0 * 1024.0);
-}
-
-static uint64_t next(uint64_t *state) {
-    uint64_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *state = x;
 }
 
 int main(int argc, char **argv) {

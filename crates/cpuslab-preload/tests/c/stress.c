@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rng.h"
+
 struct block {
     unsigned char *ptr;
     size_t size;
@@ -49,14 +51,6 @@ static void die(const char *what, const struct block *b, size_t at) {
             "stress: %s: block %p size %zu align %zu seed %u, first bad byte at %zu\n",
             what, (void *)b->ptr, b->size, b->align, b->seed, at);
     exit(1);
-}
-
-static uint64_t next(uint64_t *state) {
-    uint64_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *state = x;
 }
 
 static unsigned char pattern(uint32_t seed, size_t i) {

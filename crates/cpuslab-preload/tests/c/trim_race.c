@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rng.h"
+
 #define LIVE 64
 #define MIN_SIZE 16
 #define MAX_SIZE 2048
@@ -31,14 +33,6 @@ struct block {
 
 static atomic_int stop;
 static atomic_ulong total_ops;
-
-static uint64_t next(uint64_t *state) {
-    uint64_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *state = x;
-}
 
 /* A tag that differs per (thread, serial) and is never zero. */
 static uint64_t tag_of(uint64_t thread, uint64_t serial) {
