@@ -2,14 +2,19 @@
 //!
 //! Each large object is its own mapping, starting exactly at the pointer
 //! returned (alignments above a page are served by over-mapping and trimming,
-//! see `os::map_aligned`), so fresh large memory always reads as zero and
-//! freeing is one `munmap`. Its metadata is a `Large` span record registered
-//! in the page map for the object's first page only: that is enough for
-//! `free(ptr)` and the ownership test, which require the exact start pointer.
+//! see `os::map_aligned`), its length a multiple of the OS page. Freeing hands
+//! the mapping to `large_cache` for reuse, or unmaps it when the cache
+//! declines; an allocation aligned to at most a page takes a cached mapping of
+//! 1 to 2 times its page-rounded size whole, and clears it only for
+//! `alloc_large` (fresh mappings read as zero). Its metadata is a `Large` span
+//! record registered in the page map for the object's first page only: that is
+//! enough for `free(ptr)` and the ownership test, which require the exact start
+//! pointer.
 //!
-//! No lock: mmap is thread-safe, and a large object's record is touched only
-//! by the object's owner. Clearing the page-map entry with a compare-and-swap
-//! before unmapping keeps a racing double free from unmapping twice.
+//! No lock here: mmap is thread-safe, a large object's record is touched only
+//! by the object's owner, and `large_cache` has its own lock. Clearing the
+//! page-map entry with a compare-and-swap before caching or unmapping keeps a
+//! racing double free from releasing the mapping twice.
 
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -51,7 +56,7 @@ fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
-    let Some(len) = os::round_up(size.max(1), PAGE_SIZE) else {
+    let Some(len) = os::round_up(size.max(1), os::page_size()) else {
         return ptr::null_mut();
     };
     let reused = if align <= PAGE_SIZE {
@@ -179,7 +184,7 @@ pub unsafe fn realloc_large(ptr: *mut u8, new_size: usize) -> *mut u8 {
 /// As for [`realloc_large`].
 pub(crate) unsafe fn realloc_found(ptr: *mut u8, large: LargeAt, new_size: usize) -> *mut u8 {
     let LargeAt { entry, span } = large;
-    let Some(new_len) = os::round_up(new_size.max(1), PAGE_SIZE) else {
+    let Some(new_len) = os::round_up(new_size.max(1), os::page_size()) else {
         return ptr::null_mut();
     };
     let old_len = span.bytes();
@@ -280,7 +285,7 @@ mod tests {
             let p = alloc_large(size, align);
             assert!(!p.is_null());
             assert_eq!(p as usize % align, 0);
-            assert_eq!(usable_size(p), os::round_up(size, PAGE_SIZE));
+            assert_eq!(usable_size(p), os::round_up(size, os::page_size()));
             assert!(usable_size(p.wrapping_add(16)).is_none());
             // SAFETY: `size` fresh bytes.
             unsafe {
@@ -311,7 +316,7 @@ mod tests {
                 assert!(!q.is_null());
                 assert_eq!(q as usize % align, 0);
                 assert!((0..keep).all(|i| *q.add(i) == (i % 251) as u8));
-                assert_eq!(usable_size(q), os::round_up(new_size, PAGE_SIZE));
+                assert_eq!(usable_size(q), os::round_up(new_size, os::page_size()));
                 if new_size > 100_000 {
                     q.add(new_size - 1).write(7);
                 }

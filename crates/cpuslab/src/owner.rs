@@ -73,7 +73,7 @@ impl Found {
     }
 }
 
-/// [`find`] for the public API: which object `ptr` is the start of, if any.
+/// `find` for the public API: which object `ptr` is the start of, if any.
 #[inline]
 pub fn lookup(ptr: *const u8) -> Option<Owner> {
     find(ptr).map(Found::owner)

@@ -29,6 +29,13 @@
 //! `docs/rseq.md` explains the modes, the sections, the remote protocol and how to
 //! debug them.
 //!
+//! # Platforms
+//!
+//! Linux only (a `compile_error!` elsewhere). The critical sections exist for
+//! x86-64; on AArch64 the crate builds and every process runs in
+//! [`Mode::Fallback`] (per-CPU locks); other architectures are refused at compile
+//! time.
+//!
 //! # Glossary
 //!
 //! * **area**: a thread's `struct rseq`, registered with the kernel (glibc's or
@@ -55,6 +62,18 @@
 //! `fallback` (locks and locked bodies) - `fence` - `route` (restarts) - `ops`.
 
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "rseq-core builds only for Linux targets (target_os = \"linux\"): it uses the Linux rseq and membarrier system calls, sched_getcpu, getauxval and CPU affinity"
+);
+#[cfg(all(
+    target_os = "linux",
+    not(any(target_arch = "x86_64", target_arch = "aarch64"))
+))]
+compile_error!(
+    "rseq-core supports Linux on x86_64 (restartable sequences) and aarch64 (the lock-based fallback only); other architectures lack the rseq system call numbers and abort signature in rseq-sys"
+);
 
 mod arch;
 mod area;
@@ -85,3 +104,8 @@ pub use percpu::{Index, PerCpu};
 pub use published::PublishedPerCpu;
 pub use route::MAX_RESTARTS;
 pub use stack::{Stack, StackParts};
+
+/// The README's example, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -18,8 +18,18 @@
 //! bindgen's layout tests (compile-time assertions on size, alignment and
 //! every field offset) are part of the generated file; the tests below check
 //! the documented numbers once more through the named constants.
+//!
+//! Linux only (a `compile_error!` elsewhere). The abort signature and the system
+//! call numbers ([`RSEQ_SIG`], [`SYS_RSEQ`], [`SYS_MEMBARRIER`]) are defined for
+//! x86-64 and AArch64; the layouts and constants, for every Linux target.
 #![no_std]
 #![warn(missing_docs)]
+
+// The ABI is Linux's: elsewhere these numbers mean nothing.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "rseq-sys describes the Linux rseq and membarrier ABI: it builds only for Linux targets (target_os = \"linux\")"
+);
 
 #[rustfmt::skip]
 #[allow(
@@ -167,3 +177,8 @@ mod tests {
         }
     }
 }
+
+/// The README's example, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
