@@ -4,7 +4,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::{c_int, c_void};
 use core::ptr;
 
-use cpuslab::os::{errno, set_errno, EINVAL, ENOMEM, PAGE_SIZE};
+use cpuslab::os::{errno, page_size, set_errno, EINVAL, ENOMEM};
 use cpuslab::{CpuSlab, MIN_ALIGN};
 
 /// Sets errno to ENOMEM and returns null: the failure tail of the allocating
@@ -157,14 +157,15 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
 /// `valloc(3)`: page-aligned.
 #[no_mangle]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
-    allocate(size, PAGE_SIZE, false)
+    allocate(size, page_size(), false)
 }
 
 /// `pvalloc(3)`: page-aligned, the size rounded up to whole pages.
 #[no_mangle]
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    match size.checked_next_multiple_of(PAGE_SIZE) {
-        Some(rounded) => allocate(rounded.max(PAGE_SIZE), PAGE_SIZE, false),
+    let page = page_size();
+    match size.checked_next_multiple_of(page) {
+        Some(rounded) => allocate(rounded.max(page), page, false),
         None => {
             set_errno(ENOMEM);
             ptr::null_mut()

@@ -3,9 +3,10 @@
 //! What this layer owns: the exported symbols (`malloc`, `free`, `calloc`,
 //! `realloc`, `reallocarray`, `posix_memalign`, `aligned_alloc`, `memalign`,
 //! `valloc`, `pvalloc`, `malloc_usable_size`, `free_sized`, `free_aligned_sized`,
-//! the `__libc_*` aliases, `malloc_trim`, `malloc_stats`, `mallinfo`, `mallinfo2`),
-//! their glibc-compatible semantics (errno, overflow, alignment rules), and the
-//! `CPUSLAB_*` switches read at load time. Everything else is cpuslab's.
+//! the `__libc_*` aliases, `malloc_trim`, `malloc_stats`, `malloc_info`,
+//! `mallopt`, `mallinfo`, `mallinfo2`) and their glibc-compatible semantics
+//! (errno, overflow, alignment rules). Everything else is cpuslab's, the
+//! `CPUSLAB_*` options included (read when the library loads).
 //!
 //! What it may not do: allocate during its own initialisation, call `dlsym`, or
 //! unwind across the C boundary (an `extern "C"` function that panics aborts). Its
@@ -18,7 +19,6 @@
 
 mod api;
 mod info;
-mod startup;
 
 #[global_allocator]
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;

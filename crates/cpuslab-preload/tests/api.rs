@@ -2,7 +2,7 @@
 //! mode: malloc(0), impossible sizes, calloc/reallocarray overflow, realloc's
 //! cases, every aligned allocator with good and bad alignments, usable sizes,
 //! free_sized, the `__libc_*` names, malloc_trim, mallinfo/mallinfo2,
-//! malloc_stats.
+//! malloc_stats, malloc_info, mallopt.
 
 mod common;
 

@@ -1,14 +1,14 @@
 //! The optional background thread (off by default): for a process that goes
 //! fully idle, so that no slow path runs the decay, one thread runs the same
 //! sweeps every half interval. `CPUSLAB_BACKGROUND=1` starts it when the program
-//! loads; [`start_background`] from code.
+//! loads (`first_use::on_load`); [`start_background`] from code.
 //!
 //! It is detached and never holds a lock while it sleeps, so it neither keeps the
 //! process alive nor blocks a `fork`. A fork's child has no such thread: the
 //! child handler marks it gone (`decay::forked`), and the child's next slow path
 //! starts a new one.
 
-use crate::{config, cpu_cache, decay, os};
+use crate::{cpu_cache, decay, os};
 
 /// Starts the background decay thread, once; true if it runs (now or already).
 pub fn start_background() -> bool {
@@ -42,15 +42,3 @@ extern "C" fn run() {
         }
     }
 }
-
-/// At load time (before `main`), after the C library is ready: starts the thread
-/// when the environment asks for it.
-extern "C" fn on_load() {
-    if config::background_wanted() {
-        start_background();
-    }
-}
-
-#[used]
-#[link_section = ".init_array"]
-static ON_LOAD: extern "C" fn() = on_load;

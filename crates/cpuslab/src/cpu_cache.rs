@@ -22,22 +22,23 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use rseq_core::{OpError, PerCpu, PublishedPerCpu, Stack};
 
+use crate::cache_counters::{CacheCounters, ClassCounters};
 use crate::central;
+use crate::config::MAX_CPU_CACHE_BYTES;
 use crate::decay;
 use crate::depot::{self, MAX_BATCH};
 use crate::os;
 use crate::report;
 use crate::size_class::{Class, NUM_CLASSES};
 
-/// Bytes of free objects one CPU may cache per class.
-const CACHE_BYTES_PER_CLASS: usize = 64 * 1024;
 /// The most objects one CPU caches per class.
 const MAX_CACHED_OBJECTS: usize = 2048;
 
-/// Slots per CPU for a class: min(MAX_CACHED_OBJECTS, CACHE_BYTES_PER_CLASS / size);
-/// 0 for classes above the budget (they bypass the per-CPU tier).
-pub(crate) const fn capacity(class: Class) -> usize {
-    let n = CACHE_BYTES_PER_CLASS / class.size();
+/// Slots a shelf reserves for a class: min(MAX_CACHED_OBJECTS,
+/// MAX_CPU_CACHE_BYTES / size); 0 for classes above the budget (they bypass
+/// the per-CPU tier).
+const fn slots(class: Class) -> usize {
+    let n = MAX_CPU_CACHE_BYTES / class.size();
     if n > MAX_CACHED_OBJECTS {
         MAX_CACHED_OBJECTS
     } else {
@@ -45,32 +46,36 @@ pub(crate) const fn capacity(class: Class) -> usize {
     }
 }
 
-/// The most bytes of free objects one shelf can cache, all classes together
-/// (each class holds at most `capacity(class)` objects).
-pub(crate) const SHELF_BOUND_BYTES: usize = {
-    let mut bytes = 0;
-    let mut i = 0;
-    while i < NUM_CLASSES {
-        if let Some(class) = Class::from_index(i) {
-            bytes += capacity(class) * class.size();
-        }
-        i += 1;
-    }
-    bytes
-};
+/// Objects one CPU caches of `class` now: the slots, cut to the configured
+/// bytes per class (`CPUSLAB_CPU_CACHE_BYTES`); 0 bypasses the tier.
+#[inline]
+pub(crate) fn capacity(class: Class) -> usize {
+    slots(class).min(crate::config::cpu_cache_bytes() / class.size())
+}
+
+/// The most bytes of free objects one shelf can cache now, all classes
+/// together (each class holds at most `capacity(class)` objects).
+pub(crate) fn shelf_bound_bytes() -> usize {
+    Class::all()
+        .map(|class| capacity(class) * class.size())
+        .sum()
+}
 
 /// Bytes of stack headers at the start of a shelf.
 const HEADER_BYTES: usize = NUM_CLASSES * size_of::<Stack>();
 
-/// Offset of each class's slot array in a shelf.
+/// Offset of the slow paths' counters in a shelf, after the headers.
+const COUNTERS_OFFSET: usize = HEADER_BYTES;
+
+/// Offset of each class's slot array in a shelf, after the counters.
 const SLOT_OFFSETS: [usize; NUM_CLASSES] = {
     let mut offsets = [0; NUM_CLASSES];
-    let mut offset = HEADER_BYTES;
+    let mut offset = COUNTERS_OFFSET + NUM_CLASSES * size_of::<ClassCounters>();
     let mut i = 0;
     while i < NUM_CLASSES {
         offsets[i] = offset;
         if let Some(class) = Class::from_index(i) {
-            offset += capacity(class) * size_of::<*mut u8>();
+            offset += slots(class) * size_of::<*mut u8>();
         }
         i += 1;
     }
@@ -81,8 +86,8 @@ const SLOT_OFFSETS: [usize; NUM_CLASSES] = {
 const SHELF_BYTES: usize = {
     let last = NUM_CLASSES - 1;
     match Class::from_index(last) {
-        Some(class) => SLOT_OFFSETS[last] + capacity(class) * size_of::<*mut u8>(),
-        None => HEADER_BYTES,
+        Some(class) => SLOT_OFFSETS[last] + slots(class) * size_of::<*mut u8>(),
+        None => SLOT_OFFSETS[last],
     }
 };
 
@@ -167,6 +172,23 @@ pub(crate) fn home() -> usize {
     }
 }
 
+/// The slow paths' counters of `class` in shelf `index`.
+fn counters(region: PerCpu<Shelf>, index: u32, class: Class) -> Option<&'static ClassCounters> {
+    let shelf = region.slot(index)?;
+    let at = COUNTERS_OFFSET + class.index() * size_of::<ClassCounters>();
+    let counters = (shelf as *const Shelf).cast::<u8>().wrapping_add(at);
+    // SAFETY: the counters of every class lie inside each shelf at this offset,
+    // aligned (the shelf is page-aligned, the headers' size a multiple of 8),
+    // zeroed at first (valid atomics), written only atomically, and live forever.
+    Some(unsafe { &*counters.cast::<ClassCounters>() })
+}
+
+/// The slow paths' counters of `class` on shelf `index` (`None`: no such
+/// shelf, or no per-CPU tier).
+pub(crate) fn shelf_counters(index: u32, class: Class) -> Option<CacheCounters> {
+    Some(counters(region()?, index, class)?.read())
+}
+
 /// Makes sure the calling thread's stack of `class` has its slots.
 fn install(stacks: PerCpu<Stack>, region: PerCpu<Shelf>, class: Class) {
     let index = stacks.current_index();
@@ -213,6 +235,9 @@ pub(crate) fn alloc_miss(class: Class) -> *mut u8 {
     let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
     let home = home();
     let n = depot::pop_batch(class, home, &mut batch[..want]);
+    if let Some(counters) = counters(region, home as u32, class) {
+        counters.note_alloc_miss(n);
+    }
     let Some(last) = n.checked_sub(1) else {
         return core::ptr::null_mut();
     };
@@ -303,6 +328,9 @@ pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];
     let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
     if let Ok(n) = stacks.pop_batch(&mut batch[..want]) {
+        if let Some(counters) = counters(region, home as u32, class) {
+            counters.note_free_overflow(n);
+        }
         // SAFETY: objects from the cache are free objects of `class`.
         unsafe { depot::push_batch(class, home, &batch[..n]) };
     }
@@ -356,7 +384,7 @@ fn halve(n: usize) {
     let Some(class) = Class::from_index(class) else {
         return;
     };
-    if capacity(class) == 0 {
+    if slots(class) == 0 {
         return;
     }
     let stacks = stacks(region, class);
@@ -388,7 +416,7 @@ pub(crate) fn drain_all() {
         return;
     };
     for class in Class::all() {
-        if capacity(class) == 0 {
+        if slots(class) == 0 {
             continue;
         }
         let stacks = stacks(region, class);
@@ -407,6 +435,9 @@ pub(crate) fn drain_all() {
                     // SAFETY: cached objects are free objects of `class`.
                     unsafe { depot::push_batch(class, index as usize, chunk) };
                 }
+                if let Some(counters) = counters(region, index, class) {
+                    counters.note_to_depot(items.len());
+                }
                 parts.top = 0;
             });
         }
@@ -421,12 +452,14 @@ mod tests {
     fn shelves_hold_every_class_and_bound_what_a_cpu_caches() {
         let mut cached_bytes = 0;
         for class in Class::all() {
-            let end = SLOT_OFFSETS[class.index()] + capacity(class) * 8;
+            let end = SLOT_OFFSETS[class.index()] + slots(class) * 8;
             assert!(end <= SHELF_BYTES);
-            assert!(capacity(class) * class.size() <= CACHE_BYTES_PER_CLASS);
+            assert!(slots(class) * class.size() <= MAX_CPU_CACHE_BYTES);
+            assert!(capacity(class) <= slots(class));
             cached_bytes += capacity(class) * class.size();
         }
-        assert!(cached_bytes <= NUM_CLASSES * CACHE_BYTES_PER_CLASS);
+        assert!(cached_bytes <= NUM_CLASSES * MAX_CPU_CACHE_BYTES);
+        assert_eq!(cached_bytes, shelf_bound_bytes());
         println!(
             "shelf {} bytes (stride {}), at most {} bytes cached per CPU",
             SHELF_BYTES,

@@ -11,19 +11,55 @@
 //!
 //! Errors come back as `None` / `false`, never as a panic. Nothing here
 //! allocates.
-//! The page size is taken to be 4096 bytes (x86-64 Linux base pages); all
-//! lengths passed to these functions are multiples of it.
+//!
+//! Two page sizes: [`PAGE_SIZE`] is the allocator's page, the unit of spans and
+//! of the page map, fixed at 4 KiB; [`page_size`] is the OS's, read at run time
+//! (4 KiB on x86-64, 16 or 64 KiB on some aarch64 kernels). Mappings come from
+//! the OS whole; what goes back in part (a decommit, an unmapped tail) is cut
+//! to whole OS pages here or by the caller.
 
 use core::ffi::{c_int, CStr};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 pub use libc::{EINVAL, ENOMEM};
 
-/// The base page size this crate assumes (x86-64 Linux).
+/// The allocator's page: the unit of spans and of the page map.
 pub const PAGE_SIZE: usize = 4096;
 /// log2(PAGE_SIZE).
 pub const PAGE_SHIFT: u32 = 12;
+
+/// The OS page size, once read (0: not yet).
+static OS_PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The OS page size (from the auxiliary vector, read once; a power of two, at
+/// least [`PAGE_SIZE`]).
+#[inline]
+pub fn page_size() -> usize {
+    match OS_PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => read_page_size(),
+        size => size,
+    }
+}
+
+#[cold]
+fn read_page_size() -> usize {
+    // SAFETY: getauxval has no preconditions and does not allocate.
+    let size = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
+    let size = if size.is_power_of_two() {
+        size.max(PAGE_SIZE)
+    } else {
+        PAGE_SIZE
+    };
+    OS_PAGE_SIZE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// Whether `addr` is a multiple of the OS page size.
+#[inline]
+pub fn os_page_aligned(addr: usize) -> bool {
+    addr & (page_size() - 1) == 0
+}
 
 /// Rounds `n` up to a multiple of `align` (a power of two); `None` on overflow.
 #[inline]
@@ -62,14 +98,15 @@ pub fn map(len: usize) -> Option<NonNull<u8>> {
     }
 }
 
-/// Maps `len` bytes (a page multiple) at an address that is a multiple of
-/// `align` (a power of two): over-maps by `align - PAGE_SIZE`, then unmaps the
+/// Maps `len` bytes (an OS page multiple) at an address that is a multiple of
+/// `align` (a power of two): over-maps by `align - page_size()`, then unmaps the
 /// unaligned head and the tail, so the result is exactly one mapping of `len`.
 pub fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
-    if align <= PAGE_SIZE {
+    let page = page_size();
+    if align <= page {
         return map(len);
     }
-    let total = len.checked_add(align - PAGE_SIZE)?;
+    let total = len.checked_add(align - page)?;
     let raw = map(total)?.as_ptr() as usize;
     let aligned = round_up(raw, align)?;
     let head = aligned - raw;
@@ -85,7 +122,8 @@ pub fn map_aligned(len: usize, align: usize) -> Option<NonNull<u8>> {
     NonNull::new(aligned as *mut u8)
 }
 
-/// Unmaps `[ptr, ptr + len)`.
+/// Unmaps `[ptr, ptr + len)`: `ptr` is OS-page aligned, and `len` either ends
+/// the mapping or is an OS page multiple (the kernel rounds it up).
 ///
 /// # Safety
 ///
@@ -95,16 +133,35 @@ pub unsafe fn unmap(ptr: *mut u8, len: usize) -> bool {
     unsafe { libc::munmap(ptr.cast(), len) == 0 }
 }
 
-/// Gives the physical pages behind `[ptr, ptr + len)` back to the OS. The
-/// range stays mapped; it reads back as zeroes and is recommitted on touch.
+/// Gives the physical pages behind `[ptr, ptr + len)` back to the OS: the
+/// whole OS pages inside it (with OS pages larger than [`PAGE_SIZE`], the
+/// partial ones at the ends stay committed: they may hold a neighbour's
+/// data). What is returned stays mapped, reads back as zeroes and is
+/// recommitted on touch.
 ///
 /// # Safety
 ///
 /// The range lies in a private anonymous mapping made by this module and its
 /// contents are no longer needed.
 pub unsafe fn decommit(ptr: *mut u8, len: usize) -> bool {
-    // SAFETY: the caller guarantees the range is ours and its contents dead.
-    unsafe { libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED) == 0 }
+    let page = page_size();
+    let start = ptr as usize;
+    let (Some(first), Some(end)) = (round_up(start, page), start.checked_add(len)) else {
+        return false;
+    };
+    let last = end & !(page - 1);
+    if last <= first {
+        return true;
+    }
+    // SAFETY: the caller guarantees the range is ours and its contents dead;
+    // [first, last) lies inside it.
+    unsafe {
+        libc::madvise(
+            first as *mut libc::c_void,
+            last - first,
+            libc::MADV_DONTNEED,
+        ) == 0
+    }
 }
 
 /// Moves the mapping `[old, old + old_len)` to `new_addr`, resizing it to
@@ -169,6 +226,40 @@ pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
     Some(unsafe { CStr::from_ptr(value) }.to_bytes())
 }
 
+extern "C" {
+    /// The C library's environment (POSIX): a null-terminated array of
+    /// `NAME=value` strings.
+    static environ: *const *const core::ffi::c_char;
+}
+
+/// Calls `f(name, value)` for every `NAME=value` in the environment, without
+/// allocating. (Another thread changing the environment meanwhile is the same
+/// race as with `getenv`.)
+pub fn for_each_env(mut f: impl FnMut(&[u8], &[u8])) {
+    // SAFETY: reading the pointer value of a C global; it is null or points
+    // to the array described above.
+    let mut entry = unsafe { environ };
+    if entry.is_null() {
+        return;
+    }
+    loop {
+        // SAFETY: `entry` points into the null-terminated array.
+        let item = unsafe { *entry };
+        if item.is_null() {
+            return;
+        }
+        // SAFETY: each item is a NUL-terminated string owned by the environment.
+        let text = unsafe { CStr::from_ptr(item) }.to_bytes();
+        let (name, value) = match text.iter().position(|&b| b == b'=') {
+            Some(at) => (&text[..at], &text[at + 1..]),
+            None => (text, &b""[..]),
+        };
+        f(name, value);
+        // SAFETY: the item was not the terminator, so the next entry exists.
+        entry = unsafe { entry.add(1) };
+    }
+}
+
 /// Writes all of `bytes` to stderr (as far as the kernel takes them).
 pub fn write_stderr(bytes: &[u8]) {
     let mut written = 0;
@@ -186,6 +277,18 @@ pub fn write_stderr(bytes: &[u8]) {
         }
         written += n as usize;
     }
+}
+
+/// Writes all of `bytes` to a C stream (`FILE*`); false if it refused.
+///
+/// # Safety
+/// `stream` is a valid, open `FILE*`.
+pub unsafe fn write_stream(stream: *mut core::ffi::c_void, bytes: &[u8]) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    // SAFETY: the caller passes an open stream; the bytes are initialised.
+    unsafe { libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), stream.cast()) == bytes.len() }
 }
 
 /// Ends the process with SIGABRT (never unwinds).
@@ -350,5 +453,35 @@ mod tests {
             assert!(unmap(q, 2 * len));
         }
         assert!(map(0).is_none());
+    }
+
+    #[test]
+    fn the_os_page_size_is_read_at_run_time() {
+        // SAFETY: sysconf has no preconditions.
+        let expected = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        assert_eq!(page_size(), expected.max(PAGE_SIZE));
+        assert!(os_page_aligned(0) && !os_page_aligned(PAGE_SIZE / 2));
+    }
+
+    #[test]
+    fn decommit_returns_only_whole_os_pages_inside_the_range() {
+        let page = page_size();
+        let len = 4 * page;
+        let p = map(len).unwrap().as_ptr();
+        // SAFETY: a fresh mapping owned by this test; the decommitted range
+        // lies inside it.
+        unsafe {
+            p.write_bytes(0x5a, len);
+            // From inside the first page to inside the third: only the second
+            // page is whole, so only it reads back as zero.
+            assert!(decommit(p.add(100), 2 * page));
+            assert!((0..page).all(|i| *p.add(i) == 0x5a));
+            assert!((page..2 * page).all(|i| *p.add(i) == 0));
+            assert!((2 * page..len).all(|i| *p.add(i) == 0x5a));
+            // No whole page inside: nothing to do, and no error.
+            assert!(decommit(p.add(1), page - 2));
+            assert_eq!(*p.add(1), 0x5a);
+            assert!(unmap(p, len));
+        }
     }
 }

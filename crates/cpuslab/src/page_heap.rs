@@ -430,8 +430,14 @@ impl Inner {
     /// Unmaps the decommitted free run `run` and forgets it. Returns false if
     /// the OS refused (the run stays where it was).
     fn unmap(&mut self, run: &'static Span) -> bool {
+        // With OS pages larger than ours a run may share its end pages with a
+        // neighbour: such a run stays mapped (decommitted).
+        if !os::os_page_aligned(run.start()) || !os::os_page_aligned(run.end()) {
+            return false;
+        }
         // SAFETY: the run is free and decommitted: nobody holds pointers into
-        // it that they may use, and it lies in one of our chunks.
+        // it that they may use, it lies in one of our chunks, and it covers
+        // whole OS pages.
         if !unsafe { os::unmap(run.start() as *mut u8, run.bytes()) } {
             return false;
         }

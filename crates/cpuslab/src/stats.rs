@@ -1,10 +1,11 @@
 //! Statistics, readable at any time without allocating: a plain value filled
 //! from relaxed counters (consistent enough for monitoring, not a snapshot).
 
-use core::fmt;
+use core::fmt::{self, Write};
 
 use rseq_core::{Counters, Index, Mode};
 
+use crate::cache_counters::CacheCounters;
 use crate::central::{self, ClassStats as SpanClassStats};
 use crate::cpu_cache;
 use crate::depot;
@@ -17,6 +18,7 @@ use crate::span;
 
 /// One size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClassStats {
     /// Object size of the class.
     pub size: usize,
@@ -30,10 +32,14 @@ pub struct ClassStats {
     pub span_free: usize,
     /// Spans of this class.
     pub spans: usize,
+    /// The per-CPU tier's misses, overflows and depot transfers, all shelves
+    /// together ([`shelf_counters`] has them per shelf).
+    pub cache: CacheCounters,
 }
 
 /// What the allocator holds, by tier.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct Stats {
     /// Bytes in the program's hands (size-class rounded; large blocks whole).
     pub allocated: usize,
@@ -79,6 +85,27 @@ pub struct Stats {
     pub index: Index,
     /// rseq restart counters (aborts, moves, give-ups).
     pub rseq: Counters,
+    /// Shelves of the per-CPU tier (one per possible CPU or concurrency id;
+    /// 0 before the tier exists): the valid arguments of [`shelf_counters`].
+    pub shelves: u32,
+}
+
+/// The per-CPU tier's counters of shelf `index` (a CPU id, or a concurrency
+/// id with the default index), per size class in the order of
+/// [`Stats::classes`]; `None` when there is no such shelf.
+pub fn shelf_counters(index: u32) -> Option<[CacheCounters; NUM_CLASSES]> {
+    let mut out = [CacheCounters::default(); NUM_CLASSES];
+    for (class, slot) in Class::all().zip(out.iter_mut()) {
+        *slot = cpu_cache::shelf_counters(index, class)?;
+    }
+    Some(out)
+}
+
+/// Prints [`stats`]'s report to stderr, without allocating (the report at exit
+/// and `malloc_stats` use it).
+pub fn print_stats() {
+    let mut out = crate::report::Stderr::new();
+    let _ = write!(out, "{}", stats());
 }
 
 /// The most free memory cpuslab's caches can hold with `shelves` per-CPU
@@ -89,7 +116,7 @@ pub struct Stats {
 /// process may use (docs/tuning.md, "What cpuslab can cache").
 pub fn cached_bytes_bound(shelves: usize) -> usize {
     shelves
-        .saturating_mul(crate::cpu_cache::SHELF_BOUND_BYTES)
+        .saturating_mul(crate::cpu_cache::shelf_bound_bytes())
         .saturating_add(crate::depot::BUDGET_BYTES)
         .saturating_add(crate::page_heap::RETAINED_BUDGET_BYTES)
 }
@@ -122,6 +149,7 @@ pub fn stats() -> Stats {
         mode: rseq_core::mode(),
         index: cpu_cache::region().map_or(crate::config::cache_index().effective(), |r| r.index()),
         rseq: rseq_core::counters(),
+        shelves: cpu_cache::region().map_or(0, |region| region.len()),
     };
     for (class, (out, lower)) in Class::all().zip(stats.classes.iter_mut().zip(&lower.classes)) {
         let size = class.size();
@@ -136,6 +164,12 @@ pub fn stats() -> Stats {
             depot_cached,
             span_free: lower.objects_free,
             spans: lower.spans,
+            cache: (0..stats.shelves)
+                .filter_map(|index| cpu_cache::shelf_counters(index, class))
+                .fold(CacheCounters::default(), |mut sum, shelf| {
+                    sum.add(&shelf);
+                    sum
+                }),
         };
         // Counters are read one by one while other threads move objects between
         // tiers: saturating arithmetic keeps a torn read a small error, not a panic.
@@ -216,22 +250,117 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
-            "class", "in use", "on CPUs", "depot", "spans free", "spans"
+            "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>10} {:>10} {:>12} {:>12}",
+            "class",
+            "in use",
+            "on CPUs",
+            "depot",
+            "spans free",
+            "spans",
+            "misses",
+            "overflows",
+            "from depot",
+            "to depot"
         )?;
         for class in self.classes.iter().filter(|c| c.spans > 0) {
             writeln!(
                 f,
-                "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+                "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>10} {:>10} {:>12} {:>12}",
                 class.size,
                 class.in_use,
                 class.cpu_cached,
                 class.depot_cached,
                 class.span_free,
-                class.spans
+                class.spans,
+                class.cache.alloc_misses,
+                class.cache.free_overflows,
+                class.cache.from_depot,
+                class.cache.to_depot
             )?;
         }
         Ok(())
+    }
+}
+
+impl Stats {
+    /// Writes these statistics as one JSON object into `buffer`, without
+    /// allocating. `Ok(len)`: the first `len` bytes hold it; `Err(needed)`:
+    /// the buffer is too short, and `needed` bytes would do (16 KiB always do).
+    ///
+    /// ```
+    /// let mut buffer = [0u8; 16 << 10];
+    /// let len = cpuslab::stats().to_json(&mut buffer).unwrap();
+    /// assert!(buffer[..len].starts_with(b"{\"allocated\":"));
+    /// ```
+    pub fn to_json(&self, buffer: &mut [u8]) -> Result<usize, usize> {
+        let mut out = crate::json::Writer::new(buffer);
+        let _ = self.write_json(&mut out);
+        out.finish()
+    }
+
+    fn write_json(&self, out: &mut crate::json::Writer<'_>) -> fmt::Result {
+        write!(
+            out,
+            "{{\"allocated\":{},\"active\":{},\"resident\":{},\"mapped\":{},\
+             \"cpu_cache_bytes\":{},\"depot_bytes\":{},\"span_free_bytes\":{},\
+             \"large_bytes\":{},\"large_count\":{},\"large_cached_bytes\":{},\
+             \"metadata_bytes\":{},\"retained_bytes\":{},\"returned_bytes\":{},\
+             \"decays\":{},\"last_decay_ms_ago\":",
+            self.allocated,
+            self.active,
+            self.resident,
+            self.mapped,
+            self.cpu_cache_bytes,
+            self.depot_bytes,
+            self.span_free_bytes,
+            self.large_bytes,
+            self.large_count,
+            self.large_cached_bytes,
+            self.metadata_bytes,
+            self.retained_bytes,
+            self.returned_bytes,
+            self.decays,
+        )?;
+        match self.last_decay_ms_ago {
+            Some(ms) => write!(out, "{ms}")?,
+            None => out.write_str("null")?,
+        }
+        write!(
+            out,
+            ",\"background\":{},\"zeroed_without_clearing\":{},\"mode\":\"{:?}\",\
+             \"index\":\"{:?}\",\"shelves\":{},\"rseq\":{{\"aborts\":{},\"cpu_moved\":{},\
+             \"gave_up\":{}}},\"classes\":[",
+            self.background,
+            self.zeroed_without_clearing,
+            self.mode,
+            self.index,
+            self.shelves,
+            self.rseq.aborts,
+            self.rseq.cpu_moved,
+            self.rseq.gave_up,
+        )?;
+        for (i, class) in self.classes.iter().enumerate() {
+            if i > 0 {
+                out.write_char(',')?;
+            }
+            write!(
+                out,
+                "{{\"size\":{},\"in_use\":{},\"cpu_cached\":{},\"depot_cached\":{},\
+                 \"span_free\":{},\"spans\":{},\"alloc_misses\":{},\"free_overflows\":{},\
+                 \"from_depot\":{},\"to_depot\":{}}}",
+                class.size,
+                class.in_use,
+                class.cpu_cached,
+                class.depot_cached,
+                class.span_free,
+                class.spans,
+                class.cache.alloc_misses,
+                class.cache.free_overflows,
+                class.cache.from_depot,
+                class.cache.to_depot,
+            )?;
+        }
+        out.write_str("]}")
     }
 }
 

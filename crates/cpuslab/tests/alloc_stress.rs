@@ -28,7 +28,7 @@ use support::{check, check_zero, fill, mix, pattern_word, Rng};
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 
 /// How long the threads run, in milliseconds (override for longer soaks).
-const DURATION_ENV: &str = "CPUSLAB_STRESS_MS";
+const DURATION_ENV: &str = "TEST_CPUSLAB_STRESS_MS";
 const DEFAULT_DURATION_MS: u64 = 2000;
 /// Live blocks a thread keeps at most.
 const MAX_LIVE: usize = 256;

@@ -31,7 +31,7 @@ use support::{check, fill, pattern_word, Rng};
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 
 /// How long the threads run, in milliseconds (override for longer soaks).
-const DURATION_ENV: &str = "CPUSLAB_TRIM_RACE_MS";
+const DURATION_ENV: &str = "TEST_CPUSLAB_TRIM_RACE_MS";
 const DEFAULT_DURATION_MS: u64 = 1000;
 /// Rounds of that duration a correct allocator must pass.
 const ROUNDS: u32 = 2;

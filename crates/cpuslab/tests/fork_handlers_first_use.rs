@@ -11,7 +11,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::process::Command;
 
-const CHILD_ENV: &str = "CPUSLAB_FORK_HANDLERS_CHILD";
+const CHILD_ENV: &str = "TEST_CPUSLAB_FORK_HANDLERS_CHILD";
 
 #[test]
 fn fork_handlers_are_registered_when_the_per_cpu_caches_cannot_be_mapped() {

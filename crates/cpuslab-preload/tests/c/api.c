@@ -454,6 +454,41 @@ static void test_info(void) {
           "malloc_stats() wrote %zu bytes to stderr: \"%s\"", got, report);
 }
 
+/* malloc_info: well-formed XML with cpuslab's classes; bad options refused. */
+static void test_malloc_info(void) {
+    void *keep[64];
+    for (int i = 0; i < 64; i++) keep[i] = malloc(48);
+    for (int i = 0; i < 64; i++) free(keep[i]);
+    FILE *out = tmpfile();
+    CHECK(out != NULL, "tmpfile failed");
+    CHECK(malloc_info(0, out) == 0, "malloc_info(0, f) failed");
+    static char xml[1 << 16];
+    rewind(out);
+    size_t got = fread(xml, 1, sizeof xml - 1, out);
+    xml[got] = 0;
+    fclose(out);
+    CHECK(strncmp(xml, "<malloc version=\"cpuslab-1\">", 28) == 0, "malloc_info starts: %.60s", xml);
+    CHECK(strstr(xml, "<size from=\"48\" to=\"48\"") != NULL, "no 48-byte class in: %s", xml);
+    CHECK(strstr(xml, "</malloc>\n") != NULL, "malloc_info not closed: %s", xml);
+    errno = 0;
+    CHECK(malloc_info(1, stdout) == -1 && errno == EINVAL, "malloc_info(1): errno %d", errno);
+}
+
+/* mallopt: glibc's no-op parameters accepted, cpuslab's mapped, others EINVAL. */
+static void test_mallopt(void) {
+    CHECK(mallopt(M_ARENA_MAX, 2) == 1, "mallopt(M_ARENA_MAX) refused");
+    CHECK(mallopt(M_MMAP_THRESHOLD, 1 << 20) == 1, "mallopt(M_MMAP_THRESHOLD) refused");
+    CHECK(mallopt(-1001, 300) == 1, "mallopt(M_CPUSLAB_DECAY_MS, 300) refused");
+    CHECK(mallopt(M_TRIM_THRESHOLD, -1) == 1, "mallopt(M_TRIM_THRESHOLD, -1) refused");
+    CHECK(mallopt(-1002, 1 << 20) == 0 && errno == EINVAL, "cpu cache of 1 MiB accepted");
+    CHECK(mallopt(-1002, 32 << 10) == 1, "mallopt(M_CPUSLAB_CPU_CACHE_BYTES, 32 KiB) refused");
+    errno = 0;
+    CHECK(mallopt(M_PERTURB, 0x55) == 0 && errno == EINVAL, "mallopt(M_PERTURB): errno %d", errno);
+    errno = 0;
+    CHECK(mallopt(12345, 1) == 0 && errno == EINVAL, "mallopt(12345): errno %d", errno);
+    CHECK(mallopt(-1001, 1000) == 1, "decay back to 1000 ms refused");
+}
+
 int main(void) {
     test_preloaded();
     test_malloc();
@@ -467,6 +502,8 @@ int main(void) {
     test_free_sized();
     test_libc_aliases();
     test_info();
+    test_malloc_info();
+    test_mallopt();
     printf("api: %d checks passed\n", checks);
     return 0;
 }

@@ -12,7 +12,7 @@ use rseq_core::Mode;
 // ---- child processes -------------------------------------------------------------
 
 /// The environment variable that makes the `child` test of a binary do its work.
-pub const CHILD_ENV: &str = "CPUSLAB_ALLOC_TEST_CHILD";
+pub const CHILD_ENV: &str = "TEST_CPUSLAB_ALLOC_TEST_CHILD";
 
 /// The rseq modes and the environment that selects each.
 pub const MODES: [Mode; 3] = [Mode::Glibc, Mode::Own, Mode::Fallback];
