@@ -8,6 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo test --workspace
+echo "== operation counters (the op-counters feature)"
+cargo test -p cpuslab --features op-counters --test stats_json --test alloc_stress
+echo "== a program outside the workspace that depends on cpuslab by path"
+cargo run --quiet --manifest-path scripts/external-program/Cargo.toml \
+    --target-dir target/external-program
 echo "== rseq-core alone, as a Rust program links it (no shared-object feature)"
 cargo test -p rseq-core --test ops --test stress
 echo "== rseq-core operations with our own registration (GLIBC_TUNABLES=glibc.pthread.rseq=0)"

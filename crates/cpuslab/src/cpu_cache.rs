@@ -183,6 +183,17 @@ fn counters(region: PerCpu<Shelf>, index: u32, class: Class) -> Option<&'static 
     Some(unsafe { &*counters.cast::<ClassCounters>() })
 }
 
+/// Counts a fast-path operation on `class` (the `op-counters` feature), on the
+/// shelf the thread runs on now.
+#[cfg(feature = "op-counters")]
+#[inline(always)]
+pub(crate) fn note_operation(class: Class, alloc: bool) {
+    let region = fast_region();
+    if let Some(counters) = counters(region, region.current_index(), class) {
+        counters.note_operation(alloc);
+    }
+}
+
 /// The slow paths' counters of `class` on shelf `index` (`None`: no such
 /// shelf, or no per-CPU tier).
 pub(crate) fn shelf_counters(index: u32, class: Class) -> Option<CacheCounters> {

@@ -22,6 +22,8 @@ pub struct CpuSlab;
 fn alloc_small(class: Class) -> *mut u8 {
     let region = cpu_cache::fast_region();
     if let Some(object) = cpu_cache::stacks(region, class).try_pop() {
+        #[cfg(feature = "op-counters")]
+        cpu_cache::note_operation(class, true);
         return object;
     }
     cpu_cache::alloc_miss(class)
@@ -33,6 +35,8 @@ fn alloc_small(class: Class) -> *mut u8 {
 unsafe fn dealloc_small(class: Class, object: *mut u8) {
     let region = cpu_cache::fast_region();
     if cpu_cache::stacks(region, class).try_push(object) {
+        #[cfg(feature = "op-counters")]
+        cpu_cache::note_operation(class, false);
         return;
     }
     // SAFETY: forwarded contract.
@@ -87,6 +91,8 @@ unsafe impl GlobalAlloc for CpuSlab {
                     // The miss path knows which memory is fresh (no memset).
                     return cpu_cache::alloc_zeroed_miss(class, layout.size());
                 };
+                #[cfg(feature = "op-counters")]
+                cpu_cache::note_operation(class, true);
                 // SAFETY: a free block of at least layout.size() bytes, now ours.
                 unsafe { ptr::write_bytes(object, 0, layout.size()) };
                 object

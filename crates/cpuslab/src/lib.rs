@@ -24,7 +24,7 @@
 //! ```
 //! let stats = cpuslab::stats();
 //! println!("{} bytes allocated, {} resident", stats.allocated, stats.resident);
-//! let mut json = [0u8; 16 << 10];
+//! let mut json = [0u8; cpuslab::Stats::JSON_MAX_BYTES];
 //! let len = stats.to_json(&mut json).unwrap();
 //! assert!(json[..len].ends_with(b"]}"));
 //! ```
@@ -175,7 +175,7 @@ mod stats;
 mod sync;
 
 pub use background::{background_running, start_background};
-pub use cache_counters::CacheCounters;
+pub use cache_counters::{CacheCounters, OP_COUNTERS};
 pub use config::{config, Config, ConfigError, MAX_CPU_CACHE_BYTES};
 pub use global::{free, owns, realloc, trim, usable_size, CpuSlab};
 pub use rseq_core::{Counters, Index, Mode};

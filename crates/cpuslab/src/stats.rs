@@ -278,17 +278,33 @@ impl fmt::Display for Stats {
                 class.cache.to_depot
             )?;
         }
+        if crate::OP_COUNTERS {
+            let (allocations, frees) = self.classes.iter().fold((0u64, 0u64), |(a, f), c| {
+                (
+                    a.wrapping_add(c.cache.allocations),
+                    f.wrapping_add(c.cache.frees),
+                )
+            });
+            writeln!(
+                f,
+                "  served by the per-CPU caches: {allocations} allocations, {frees} frees"
+            )?;
+        }
         Ok(())
     }
 }
 
 impl Stats {
+    /// The longest [`Stats::to_json`] can write (every counter at its maximum).
+    pub const JSON_MAX_BYTES: usize = 40 << 10;
+
     /// Writes these statistics as one JSON object into `buffer`, without
     /// allocating. `Ok(len)`: the first `len` bytes hold it; `Err(needed)`:
-    /// the buffer is too short, and `needed` bytes would do (16 KiB always do).
+    /// the buffer is too short, and `needed` bytes would do
+    /// ([`Stats::JSON_MAX_BYTES`] always do).
     ///
     /// ```
-    /// let mut buffer = [0u8; 16 << 10];
+    /// let mut buffer = [0u8; cpuslab::Stats::JSON_MAX_BYTES];
     /// let len = cpuslab::stats().to_json(&mut buffer).unwrap();
     /// assert!(buffer[..len].starts_with(b"{\"allocated\":"));
     /// ```
@@ -347,7 +363,7 @@ impl Stats {
                 out,
                 "{{\"size\":{},\"in_use\":{},\"cpu_cached\":{},\"depot_cached\":{},\
                  \"span_free\":{},\"spans\":{},\"alloc_misses\":{},\"free_overflows\":{},\
-                 \"from_depot\":{},\"to_depot\":{}}}",
+                 \"from_depot\":{},\"to_depot\":{},\"allocations\":{},\"frees\":{}}}",
                 class.size,
                 class.in_use,
                 class.cpu_cached,
@@ -358,6 +374,8 @@ impl Stats {
                 class.cache.free_overflows,
                 class.cache.from_depot,
                 class.cache.to_depot,
+                class.cache.allocations,
+                class.cache.frees,
             )?;
         }
         out.write_str("]}")
@@ -460,5 +478,67 @@ pub fn stats_into(out: &mut LowerStats) {
     out.span_records = span::live_records();
     for (class, slot) in Class::all().zip(out.classes.iter_mut()) {
         *slot = central::class_stats(class);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_fits_its_bound_and_reports_the_length_it_needs() {
+        let mut stats = stats();
+        let mut buffer = vec![0u8; Stats::JSON_MAX_BYTES];
+        let len = stats.to_json(&mut buffer).unwrap();
+        assert_eq!(stats.to_json(&mut buffer[..len - 1]), Err(len));
+        assert_eq!(stats.to_json(&mut buffer[..len]), Ok(len));
+
+        let max = usize::MAX;
+        stats.allocated = max;
+        stats.active = max;
+        stats.resident = max;
+        stats.mapped = max;
+        stats.cpu_cache_bytes = max;
+        stats.depot_bytes = max;
+        stats.span_free_bytes = max;
+        stats.large_bytes = max;
+        stats.large_count = max;
+        stats.large_cached_bytes = max;
+        stats.metadata_bytes = max;
+        stats.retained_bytes = max;
+        stats.returned_bytes = max;
+        stats.decays = max;
+        stats.last_decay_ms_ago = Some(u64::MAX);
+        stats.zeroed_without_clearing = max;
+        stats.shelves = u32::MAX;
+        stats.mode = Mode::Fallback;
+        stats.index = Index::ConcurrencyId;
+        stats.rseq = Counters {
+            aborts: u64::MAX,
+            cpu_moved: u64::MAX,
+            gave_up: u64::MAX,
+        };
+        let full = CacheCounters {
+            alloc_misses: u64::MAX,
+            free_overflows: u64::MAX,
+            from_depot: u64::MAX,
+            to_depot: u64::MAX,
+            allocations: u64::MAX,
+            frees: u64::MAX,
+        };
+        for class in stats.classes.iter_mut() {
+            *class = ClassStats {
+                size: max,
+                in_use: max,
+                cpu_cached: max,
+                depot_cached: max,
+                span_free: max,
+                spans: max,
+                cache: full,
+            };
+        }
+        let len = stats.to_json(&mut buffer).unwrap();
+        println!("the longest JSON: {len} bytes");
+        assert!(len <= Stats::JSON_MAX_BYTES);
     }
 }
