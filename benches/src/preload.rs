@@ -1,24 +1,43 @@
 //! `--preload`: the whole-program C benchmarks (`benches/c/run.sh`, whole C
 //! programs with each allocator under LD_PRELOAD) folded into the report. The
 //! script writes `preload.csv` (benchmark,allocator,rep,seconds,max_rss_kib); this
-//! module takes the medians and shows them as ratios to cpuslab.
+//! module shows cpuslab's median and min–max, and each peer's ratio to cpuslab
+//! within a repetition, median and min–max over the repetitions.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::report::{median, mib, ratio, show_ratio, time, Table};
-use crate::{plot, Options};
+use crate::cli::Options;
+use crate::csv_files::{self, PreloadRow};
+use crate::plot;
+use crate::spread::{mib, ratio, ratio_text, time, Spread};
+use crate::table::Table;
 
-/// Medians per (benchmark, allocator), in the CSV's order of first appearance.
+/// Every run of the CSV; benchmarks and allocators in its order of first
+/// appearance.
 #[derive(Debug)]
 pub struct Preload {
     benchmarks: Vec<String>,
     allocators: Vec<String>,
     reference: usize,
-    /// (median seconds, median max RSS in MiB) per (benchmark, allocator).
-    medians: BTreeMap<(usize, usize), (Option<f64>, Option<f64>)>,
+    /// The figures of each run by (benchmark, allocator, rep).
+    runs: BTreeMap<(usize, usize, usize), Figures>,
     source: PathBuf,
+}
+
+/// The figures of one run; `None` where it failed.
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    seconds: Option<f64>,
+    max_rss_mib: Option<f64>,
+}
+
+/// Which figure of a run.
+#[derive(Clone, Copy, Debug)]
+enum Figure {
+    Seconds,
+    MaxRss,
 }
 
 /// The script, found next to this crate's sources.
@@ -69,50 +88,29 @@ pub fn run(options: &Options) -> Option<Preload> {
 }
 
 /// Reads a `preload.csv` (header: benchmark,allocator,rep,seconds,max_rss_kib, in
-/// any column order).
+/// any column order; `fail` for the figures of a failed run).
 pub fn from_csv(path: &Path) -> Result<Preload, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or("empty file")?
-        .split(',')
-        .map(str::trim)
-        .collect();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or(format!("no column {name}"))
-    };
-    let (b, a, s, r) = (
-        column("benchmark")?,
-        column("allocator")?,
-        column("seconds")?,
-        column("max_rss_kib")?,
-    );
+    let rows: Vec<PreloadRow> = csv_files::read(path).map_err(|e| e.to_string())?;
     let mut benchmarks: Vec<String> = Vec::new();
     let mut allocators: Vec<String> = Vec::new();
-    let mut values: BTreeMap<(usize, usize), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     let index = |list: &mut Vec<String>, name: &str| {
         list.iter().position(|n| n == name).unwrap_or_else(|| {
             list.push(name.to_string());
             list.len() - 1
         })
     };
-    for line in lines {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let (Some(bench), Some(alloc)) = (fields.get(b), fields.get(a)) else {
-            continue;
+    let mut runs = BTreeMap::new();
+    for row in rows {
+        let key = (
+            index(&mut benchmarks, &row.benchmark),
+            index(&mut allocators, &row.allocator),
+            row.rep,
+        );
+        let figures = Figures {
+            seconds: row.seconds,
+            max_rss_mib: row.max_rss_kib.map(|kib| kib / 1024.0),
         };
-        let key = (index(&mut benchmarks, bench), index(&mut allocators, alloc));
-        let entry = values.entry(key).or_default();
-        if let Some(seconds) = fields.get(s).and_then(|v| v.parse().ok()) {
-            entry.0.push(seconds);
-        }
-        if let Some(rss) = fields.get(r).and_then(|v| v.parse::<f64>().ok()) {
-            entry.1.push(rss / 1024.0);
-        }
+        runs.insert(key, figures);
     }
     if benchmarks.is_empty() {
         return Err("no rows".into());
@@ -122,41 +120,55 @@ pub fn from_csv(path: &Path) -> Result<Preload, String> {
         .position(|a| a == "cpuslab")
         .or_else(|| allocators.iter().position(|a| a.contains("cpuslab")))
         .unwrap_or(0);
-    let medians = values
-        .into_iter()
-        .map(|(k, (s, r))| (k, (median(s), median(r))))
-        .collect();
     Ok(Preload {
         benchmarks,
         allocators,
         reference,
-        medians,
+        runs,
         source: path.to_path_buf(),
     })
 }
 
 impl Preload {
-    fn get(&self, b: usize, a: usize) -> (Option<f64>, Option<f64>) {
-        self.medians.get(&(b, a)).copied().unwrap_or((None, None))
+    /// `figure` of (benchmark, allocator) in each repetition it succeeded.
+    fn per_rep(&self, b: usize, a: usize, figure: Figure) -> BTreeMap<usize, f64> {
+        self.runs
+            .range((b, a, 0)..=(b, a, usize::MAX))
+            .filter_map(|(&(_, _, rep), figures)| {
+                let value = match figure {
+                    Figure::Seconds => figures.seconds,
+                    Figure::MaxRss => figures.max_rss_mib,
+                };
+                value.map(|v| (rep, v))
+            })
+            .collect()
     }
 
     fn peers(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.allocators.len()).filter(|&a| a != self.reference)
     }
 
-    /// Ratios peer / reference per benchmark, of time (`memory == false`) or RSS.
-    fn ratios(&self, memory: bool) -> Vec<Vec<Option<f64>>> {
-        let pick = |v: (Option<f64>, Option<f64>)| if memory { v.1 } else { v.0 };
+    /// Ratios peer / reference of `figure` within each repetition, median and
+    /// min–max over the repetitions, per benchmark, per peer.
+    fn ratios(&self, figure: Figure) -> Vec<Vec<Option<Spread>>> {
         (0..self.benchmarks.len())
             .map(|b| {
+                let reference = self.per_rep(b, self.reference, figure);
                 self.peers()
-                    .map(|a| ratio(pick(self.get(b, a)), pick(self.get(b, self.reference))))
+                    .map(|a| {
+                        let peer = self.per_rep(b, a, figure);
+                        Spread::range(
+                            peer.iter().filter_map(|(rep, &v)| {
+                                ratio(Some(v), reference.get(rep).copied())
+                            }),
+                        )
+                    })
                     .collect()
             })
             .collect()
     }
 
-    fn table(&self, memory: bool) -> Table {
+    fn table(&self, figure: Figure) -> Table {
         let mut table = Table::new(
             [
                 "benchmark".to_string(),
@@ -165,11 +177,15 @@ impl Preload {
             .into_iter()
             .chain(self.peers().map(|a| self.allocators[a].clone())),
         );
-        let ratios = self.ratios(memory);
+        let ratios = self.ratios(figure);
         for (b, name) in self.benchmarks.iter().enumerate() {
-            let (seconds, rss) = self.get(b, self.reference);
-            let mut row = vec![name.clone(), if memory { mib(rss) } else { time(seconds) }];
-            row.extend(ratios[b].iter().map(|&r| show_ratio(r)));
+            let value = Spread::range(self.per_rep(b, self.reference, figure).into_values());
+            let shown = match figure {
+                Figure::Seconds => time(value),
+                Figure::MaxRss => mib(value),
+            };
+            let mut row = vec![name.clone(), shown];
+            row.extend(ratios[b].iter().map(|&r| ratio_text(r)));
             table.row(row);
         }
         table
@@ -179,12 +195,14 @@ impl Preload {
     pub fn text(&self) -> String {
         let reference = &self.allocators[self.reference];
         format!(
-            "## Whole programs under LD_PRELOAD (benches/c/run.sh; medians from {})\n\n\
-             Time: {reference}'s median, peers as a ratio to it (above 1: {reference} is faster)\n\n{}\n\
-             Max RSS (MiB): {reference}'s median, peers as a ratio to it (above 1: {reference} uses less)\n\n{}",
+            "## Whole programs under LD_PRELOAD (benches/c/run.sh; from {})\n\n\
+             Time: {reference}'s median (min–max over repetitions); peers: peer / {reference} within \
+             a repetition, median (min–max) over repetitions (above 1: {reference} is faster)\n\n{}\n\
+             Max RSS (MiB): {reference}'s median (min–max); peers as ratios, as above (above 1: \
+             {reference} uses less)\n\n{}",
             self.source.display(),
-            self.table(false).render(),
-            self.table(true).render()
+            self.table(Figure::Seconds).render(),
+            self.table(Figure::MaxRss).render()
         )
     }
 
@@ -198,14 +216,52 @@ impl Preload {
             &format!("LD_PRELOAD programs: time, ratio to {reference} (right of 1: {reference} is faster)"),
             &rows,
             &peers,
-            &self.ratios(false),
+            &self.ratios(Figure::Seconds),
         )?;
         plot::ratio_bars(
             &dir.join("preload-rss.svg"),
             &format!("LD_PRELOAD programs: max RSS, ratio to {reference} (right of 1: {reference} uses less)"),
             &rows,
             &peers,
-            &self.ratios(true),
+            &self.ratios(Figure::MaxRss),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_within_repetitions() {
+        let path = std::env::temp_dir().join(format!(
+            "cpuslab-bench-test-{}-fold.csv",
+            std::process::id()
+        ));
+        std::fs::write(
+            &path,
+            "benchmark,allocator,rep,seconds,max_rss_kib\n\
+             pairs,cpuslab,1,1.0,2048\n\
+             pairs,glibc,1,2.0,1024\n\
+             pairs,cpuslab,2,2.0,2048\n\
+             pairs,glibc,2,3.0,fail\n\
+             pairs,cpuslab,3,1.0,2048\n\
+             pairs,glibc,3,fail,fail\n",
+        )
+        .unwrap();
+        let preload = from_csv(&path).expect("read");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            preload.ratios(Figure::Seconds),
+            [[Some(Spread {
+                median: 1.75,
+                low: 1.5,
+                high: 2.0
+            })]]
+        );
+        assert_eq!(preload.ratios(Figure::MaxRss), [[Spread::range([0.5])]]);
+        let text = preload.text();
+        assert!(text.contains("1.00 s (1.00–2.00)"), "{text}");
+        assert!(text.contains("1.75x (1.50–2.00)"), "{text}");
     }
 }

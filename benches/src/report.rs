@@ -1,6 +1,7 @@
-//! The medians of every (workload, allocator) as tables (markdown, printed and
-//! written to `summary.md`), CSV files (`runs.csv`: every run; `summary.csv`:
-//! medians) and plots.
+//! The figures of every (workload, allocator), median and min–max over the
+//! repetitions, as tables (markdown, printed and written to `summary.md`), CSV
+//! files (`runs.csv`: every run; `summary.csv`: per workload and allocator) and
+//! plots.
 
 use std::fmt::Write as _;
 use std::io;
@@ -8,10 +9,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::child::RunResult;
+use crate::cli::Options;
+use crate::csv_files::{self, RunRow, SummaryRow};
 use crate::memory::Sample;
+use crate::plot;
 use crate::preload::Preload;
+use crate::spread::{geometric_mean, median, mib, ratio, ratio_text, time, Spread};
+use crate::table::Table;
 use crate::workloads::{Kind, Workload};
-use crate::{plot, Options};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -66,6 +71,11 @@ impl Results {
         self.runs.iter().filter(|r| r.outcome.is_err()).count()
     }
 
+    /// Repetitions run (the highest repetition number seen).
+    pub fn reps(&self) -> usize {
+        self.runs.iter().map(|r| r.rep + 1).max().unwrap_or(0)
+    }
+
     fn ok_runs(&self, w: usize, a: usize) -> Vec<&RunResult> {
         self.runs
             .iter()
@@ -75,59 +85,49 @@ impl Results {
     }
 }
 
-/// The median of `values` (mean of the middle two for an even count).
-pub fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    })
-}
-
 /// What a ratio compares: a figure of one run.
 pub type Metric = fn(&RunResult) -> f64;
 pub const SECONDS: Metric = |r| r.seconds;
 pub const PEAK_RSS: Metric = |r| r.peak_rss_kib as f64;
 
-/// Medians of one (workload, allocator); memory in MiB. `None`: no successful run,
-/// or (allocator figures) the allocator does not tell.
+/// One (workload, allocator) over its successful runs: median and min–max of
+/// each figure; memory in MiB. `None`: no successful run, or (allocator figures)
+/// the allocator does not tell.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cell {
     pub runs: usize,
-    pub seconds: Option<f64>,
-    pub peak_rss: Option<f64>,
-    pub start_rss: Option<f64>,
+    pub seconds: Option<Spread>,
+    pub peak_rss: Option<Spread>,
+    pub start_rss: Option<Spread>,
+    /// Pattern checks per second; for `threads-<n>`, steps per second.
+    pub throughput: Option<Spread>,
     pub live: MemCell,
     pub after: MemCell,
 }
 
-/// Medians of a [`Sample`], in MiB.
+/// A [`Sample`] over the runs, in MiB.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MemCell {
-    pub rss: Option<f64>,
-    pub allocated: Option<f64>,
-    pub resident: Option<f64>,
-    pub cached: Option<f64>,
+    pub rss: Option<Spread>,
+    pub allocated: Option<Spread>,
+    pub resident: Option<Spread>,
+    pub cached: Option<Spread>,
 }
 
-fn median_of<T>(runs: &[T], f: impl Fn(&T) -> Option<f64>) -> Option<f64> {
+/// The spread of `f` over `runs`; `None` if any run lacks the figure.
+fn spread_of<T>(runs: &[T], f: impl Fn(&T) -> Option<f64>) -> Option<Spread> {
     let values: Option<Vec<f64>> = runs.iter().map(f).collect();
-    median(values?)
+    Spread::range(values?)
 }
 
 impl MemCell {
     fn of(samples: &[Sample]) -> Self {
         let bytes = |v: Option<u64>| v.map(|v| v as f64 / MIB);
         MemCell {
-            rss: median_of(samples, |s| Some(s.rss_kib as f64 / 1024.0)),
-            allocated: median_of(samples, |s| bytes(s.allocated)),
-            resident: median_of(samples, |s| bytes(s.resident)),
-            cached: median_of(samples, |s| bytes(s.cached)),
+            rss: spread_of(samples, |s| Some(s.rss_kib as f64 / 1024.0)),
+            allocated: spread_of(samples, |s| bytes(s.allocated)),
+            resident: spread_of(samples, |s| bytes(s.resident)),
+            cached: spread_of(samples, |s| bytes(s.cached)),
         }
     }
 }
@@ -138,102 +138,16 @@ impl Cell {
         let afters: Vec<Sample> = runs.iter().map(|r| r.after).collect();
         Cell {
             runs: runs.len(),
-            seconds: median_of(runs, |r| Some(r.seconds)),
-            peak_rss: median_of(runs, |r| Some(r.peak_rss_kib as f64 / 1024.0)),
-            start_rss: median_of(runs, |r| Some(r.start_rss_kib as f64 / 1024.0)),
+            seconds: spread_of(runs, |r| Some(r.seconds)),
+            peak_rss: spread_of(runs, |r| Some(r.peak_rss_kib as f64 / 1024.0)),
+            start_rss: spread_of(runs, |r| Some(r.start_rss_kib as f64 / 1024.0)),
+            throughput: spread_of(runs, |r| {
+                (r.seconds > 0.0).then(|| r.checks as f64 / r.seconds)
+            }),
             live: MemCell::of(&lives),
             after: MemCell::of(&afters),
         }
     }
-}
-
-/// A markdown table, padded so that it also reads well in a terminal.
-pub struct Table {
-    pub header: Vec<String>,
-    pub rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    pub fn new(header: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Table {
-            header: header.into_iter().map(Into::into).collect(),
-            rows: Vec::new(),
-        }
-    }
-
-    pub fn row(&mut self, row: Vec<String>) {
-        self.rows.push(row);
-    }
-
-    pub fn render(&self) -> String {
-        let columns = self.header.len();
-        let width = |c: usize| {
-            self.rows
-                .iter()
-                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
-                .chain([self.header[c].chars().count(), 3])
-                .max()
-                .unwrap_or(3)
-        };
-        let widths: Vec<usize> = (0..columns).map(width).collect();
-        let line = |cells: &[String]| {
-            let mut out = String::from("|");
-            for (c, w) in widths.iter().enumerate() {
-                let cell = cells.get(c).map_or("", String::as_str);
-                if c == 0 {
-                    let _ = write!(out, " {cell:<w$} |");
-                } else {
-                    let _ = write!(out, " {cell:>w$} |");
-                }
-            }
-            out.push('\n');
-            out
-        };
-        let mut out = line(&self.header);
-        out.push('|');
-        for (c, w) in widths.iter().enumerate() {
-            let dashes = "-".repeat(*w);
-            if c == 0 {
-                let _ = write!(out, ":{dashes}-|");
-            } else {
-                let _ = write!(out, "-{dashes}:|");
-            }
-        }
-        out.push('\n');
-        for row in &self.rows {
-            out.push_str(&line(row));
-        }
-        out
-    }
-}
-
-/// `value` MiB, or `n/a`.
-pub fn mib(value: Option<f64>) -> String {
-    value.map_or("n/a".into(), |v| {
-        if v < 10.0 {
-            format!("{v:.2}")
-        } else {
-            format!("{v:.1}")
-        }
-    })
-}
-
-/// A duration in seconds, in ms or s.
-pub fn time(seconds: Option<f64>) -> String {
-    match seconds {
-        None => "failed".into(),
-        Some(s) if s < 1.0 => format!("{:.1} ms", s * 1e3),
-        Some(s) => format!("{s:.2} s"),
-    }
-}
-
-/// `value / reference` as `1.23x`.
-pub fn ratio(value: Option<f64>, reference: Option<f64>) -> Option<f64> {
-    Some(value? / reference?).filter(|r| r.is_finite())
-}
-
-pub fn show_ratio(ratio: Option<f64>) -> String {
-    ratio.map_or("n/a".into(), |r| format!("{r:.2}x"))
 }
 
 /// Everything the session found, ready to print and write.
@@ -278,7 +192,7 @@ impl<'a> Report<'a> {
         let _ = writeln!(
             header,
             "Other processes during the runs: median {:.2} CPU busy; {busy} of {} runs above {} CPU{}",
-            median(loads.clone()).unwrap_or(0.0),
+            median(loads.iter().copied()).unwrap_or(0.0),
             loads.len(),
             crate::BUSY,
             if options.retry_busy { " (after up to 2 retries each, --retry-busy)" } else { "" }
@@ -286,7 +200,7 @@ impl<'a> Report<'a> {
         let _ = writeln!(
             header,
             "Run: {} reps (interleaved, allocator order rotated each rep), scale {}, {} runs in {:.0} s{}; \
-             medians; source {}",
+             medians (min–max); source {}",
             options.reps,
             options.scale,
             results.runs.len(),
@@ -317,11 +231,11 @@ impl<'a> Report<'a> {
             .filter(move |&(a, _)| a != reference)
     }
 
-    /// Ratios peer / reference of `metric`, per workload, per peer (in `peers()`
-    /// order): the median over repetitions of the ratio within one repetition.
-    /// The two runs of a repetition ran minutes apart at most (interleaving), so
-    /// a slow spell of the machine affects both and cancels in their ratio.
-    pub fn ratios(&self, metric: Metric) -> Vec<Vec<Option<f64>>> {
+    /// The ratio peer / reference of `metric` in each repetition where both ran,
+    /// per workload, per peer (in `peers()` order). The two runs of a repetition
+    /// ran minutes apart at most (interleaving), so a slow spell of the machine
+    /// affects both and cancels in their ratio.
+    fn ratios_per_rep(&self, metric: Metric) -> Vec<Vec<Vec<(usize, f64)>>> {
         let value = |w: usize, a: usize, rep: usize| {
             self.results
                 .runs
@@ -330,36 +244,64 @@ impl<'a> Report<'a> {
                 .and_then(|r| r.outcome.as_ref().ok())
                 .map(metric)
         };
-        let reps = self
-            .results
-            .runs
-            .iter()
-            .map(|r| r.rep + 1)
-            .max()
-            .unwrap_or(0);
+        let reps = self.results.reps();
         (0..self.results.workloads.len())
             .map(|w| {
                 self.peers()
                     .map(|(a, _)| {
-                        let per_rep = (0..reps)
+                        (0..reps)
                             .filter_map(|rep| {
                                 ratio(value(w, a, rep), value(w, self.reference, rep))
+                                    .map(|r| (rep, r))
                             })
-                            .collect();
-                        median(per_rep)
+                            .collect()
                     })
                     .collect()
             })
             .collect()
     }
 
+    /// Ratios peer / reference of `metric`, per workload, per peer (in `peers()`
+    /// order): median and min–max over repetitions of the ratio within one
+    /// repetition.
+    pub fn ratios(&self, metric: Metric) -> Vec<Vec<Option<Spread>>> {
+        self.ratios_per_rep(metric)
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|per_rep| Spread::range(per_rep.into_iter().map(|(_, r)| r)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Per peer: the geometric mean over workloads of the ratios of one
+    /// repetition, median and min–max over repetitions.
+    fn geometric_means(&self, metric: Metric) -> Vec<Option<Spread>> {
+        let per_rep = self.ratios_per_rep(metric);
+        (0..self.peers().count())
+            .map(|p| {
+                let means = (0..self.results.reps()).filter_map(|rep| {
+                    geometric_mean(
+                        per_rep
+                            .iter()
+                            .flat_map(|row| row[p].iter())
+                            .filter(|&&(r, _)| r == rep)
+                            .map(|&(_, ratio)| ratio),
+                    )
+                });
+                Spread::range(means)
+            })
+            .collect()
+    }
+
     /// The table of `f` (time or peak RSS): the reference's value, then each
-    /// peer's ratio to it; a last row with the geometric mean of the ratios.
+    /// peer's ratio to it; a last row with the geometric means of the ratios.
     fn ratio_table(
         &self,
         metric: Metric,
-        f: impl Fn(&Cell) -> Option<f64> + Copy,
-        show: impl Fn(Option<f64>) -> String,
+        f: impl Fn(&Cell) -> Option<Spread>,
+        show: impl Fn(Option<Spread>) -> String,
     ) -> Table {
         let mut table = Table::new(
             ["workload".to_string(), self.reference_name().to_string()]
@@ -374,16 +316,11 @@ impl<'a> Report<'a> {
             .zip(self.cells.iter().zip(&ratios))
         {
             let mut cells = vec![name.clone(), show(f(&row[self.reference]))];
-            cells.extend(ratios.iter().map(|&r| show_ratio(r)));
+            cells.extend(ratios.iter().map(|&r| ratio_text(r)));
             table.row(cells);
         }
         let mut geomean = vec!["geometric mean".to_string(), String::new()];
-        for p in 0..self.peers().count() {
-            let logs: Vec<f64> = ratios.iter().filter_map(|r| r[p]).map(f64::ln).collect();
-            let mean =
-                (!logs.is_empty()).then(|| (logs.iter().sum::<f64>() / logs.len() as f64).exp());
-            geomean.push(show_ratio(mean));
-        }
+        geomean.extend(self.geometric_means(metric).into_iter().map(ratio_text));
         table.row(geomean);
         table
     }
@@ -435,29 +372,32 @@ impl<'a> Report<'a> {
         let _ = writeln!(out, "\n{}", self.header);
         let _ = writeln!(
             out,
-            "## Time: {reference}'s median; for each peer, the median over repetitions of peer / {reference} \
-             within a repetition (above 1: {reference} is faster)\n"
+            "## Time: {reference}'s median (min–max over repetitions); for each peer, the median over \
+             repetitions of peer / {reference} within a repetition, with its min–max (above 1: \
+             {reference} is faster). Geometric mean: over the workloads of one repetition, median \
+             and min–max over repetitions\n"
         );
         out.push_str(&self.ratio_table(SECONDS, |c| c.seconds, time).render());
         let start = median(
             self.cells
                 .iter()
                 .flatten()
-                .filter_map(|c| c.start_rss)
-                .collect(),
+                .filter_map(|c| c.start_rss.map(|s| s.median)),
         );
         let _ = writeln!(
             out,
-            "\n## Peak RSS (MiB) of the child process: {reference}'s median; peers as ratios, as above \
-             (above 1: {reference} uses less). Each child starts at about {} MiB before its workload.\n",
-            mib(start)
+            "\n## Peak RSS (MiB) of the child process: {reference}'s median (min–max); peers as ratios, \
+             as above (above 1: {reference} uses less). Each child starts at about {} MiB before its \
+             workload.\n",
+            start.map_or("n/a".into(), |s| format!("{s:.1}"))
         );
         out.push_str(&self.ratio_table(PEAK_RSS, |c| c.peak_rss, mib).render());
         for w in self.memory_workloads() {
             let _ = writeln!(
                 out,
-                "\n## Memory in `{}` (MiB): RSS and the allocator's own figures at the sample point (working set \
-                 live), peak RSS, and after everything was freed\n",
+                "\n## Memory in `{}` (MiB, median and min–max over repetitions): RSS and the \
+                 allocator's own figures at the sample point (working set live), peak RSS, and after \
+                 everything was freed\n",
                 self.results.workloads[w].0
             );
             out.push_str(&self.memory_table(w).render());
@@ -498,8 +438,9 @@ impl<'a> Report<'a> {
         }
         md.push_str(&table.render());
         std::fs::write(dir.join("summary.md"), md)?;
-        std::fs::write(dir.join("runs.csv"), self.runs_csv())?;
-        std::fs::write(dir.join("summary.csv"), self.summary_csv())?;
+        csv_files::write(&dir.join("runs.csv"), self.run_rows()).map_err(io::Error::other)?;
+        csv_files::write(&dir.join("summary.csv"), self.summary_rows())
+            .map_err(io::Error::other)?;
         plot::all(self, dir).map_err(|e| io::Error::other(format!("plot: {e}")))?;
         if let Some(preload) = self.preload {
             preload
@@ -509,85 +450,85 @@ impl<'a> Report<'a> {
         Ok(())
     }
 
-    fn runs_csv(&self) -> String {
-        let mut out = String::from(
-            "workload,allocator,rep,seconds,peak_rss_kib,start_rss_kib,live_rss_kib,live_allocated,live_resident,\
-             live_cached,after_rss_kib,after_allocated,after_resident,after_cached,checks,cpu_seconds,other_load,error\n",
-        );
-        let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
-        for run in &self.results.runs {
-            let (name, allocator) = (
-                &self.results.workloads[run.w].0,
-                self.results.allocators[run.a],
-            );
-            let rep = run.rep + 1;
+    /// The rows of `runs.csv`: every run, in the order they ran.
+    fn run_rows(&self) -> Vec<RunRow> {
+        let rows = self.results.runs.iter().map(|run| {
+            let row = RunRow {
+                workload: self.results.workloads[run.w].0.clone(),
+                allocator: self.results.allocators[run.a].to_string(),
+                rep: run.rep + 1,
+                ..RunRow::default()
+            };
             match &run.outcome {
-                Ok(r) => {
-                    let _ = writeln!(
-                        out,
-                        "{name},{allocator},{rep},{:.6},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},",
-                        r.seconds,
-                        r.peak_rss_kib,
-                        r.start_rss_kib,
-                        r.live.rss_kib,
-                        opt(r.live.allocated),
-                        opt(r.live.resident),
-                        opt(r.live.cached),
-                        r.after.rss_kib,
-                        opt(r.after.allocated),
-                        opt(r.after.resident),
-                        opt(r.after.cached),
-                        r.checks,
-                        r.cpu_seconds,
-                        r.other_load
-                    );
-                }
-                Err(e) => {
-                    let _ = writeln!(
-                        out,
-                        "{name},{allocator},{rep},,,,,,,,,,,,,,,\"{}\"",
-                        e.replace('"', "'")
-                    );
-                }
+                Ok(r) => RunRow {
+                    seconds: Some(r.seconds),
+                    peak_rss_kib: Some(r.peak_rss_kib),
+                    start_rss_kib: Some(r.start_rss_kib),
+                    live_rss_kib: Some(r.live.rss_kib),
+                    live_allocated: r.live.allocated,
+                    live_resident: r.live.resident,
+                    live_cached: r.live.cached,
+                    after_rss_kib: Some(r.after.rss_kib),
+                    after_allocated: r.after.allocated,
+                    after_resident: r.after.resident,
+                    after_cached: r.after.cached,
+                    checks: Some(r.checks),
+                    cpu_seconds: Some(r.cpu_seconds),
+                    other_load: Some(csv_files::rounded(r.other_load)),
+                    ..row
+                },
+                Err(e) => RunRow {
+                    error: Some(e.clone()),
+                    ..row
+                },
             }
-        }
-        out
+        });
+        rows.collect()
     }
 
-    fn summary_csv(&self) -> String {
-        let mut out = String::from(
-            "workload,allocator,runs,median_seconds,time_ratio_to_reference,median_peak_rss_mib,peak_rss_ratio_to_reference,\
-             live_rss_mib,live_allocated_mib,live_resident_mib,live_cached_mib,after_rss_mib,after_resident_mib\n",
-        );
-        let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
+    /// The rows of `summary.csv`: every (workload, allocator).
+    fn summary_rows(&self) -> Vec<SummaryRow> {
         let (time_ratios, rss_ratios) = (self.ratios(SECONDS), self.ratios(PEAK_RSS));
         // The ratio of allocator `a` (1 for the reference itself).
-        let of = |ratios: &[Vec<Option<f64>>], w: usize, a: usize| match a.cmp(&self.reference) {
+        let of = |ratios: &[Vec<Option<Spread>>], w: usize, a: usize| match a.cmp(&self.reference) {
             std::cmp::Ordering::Less => ratios[w][a],
-            std::cmp::Ordering::Equal => Some(1.0),
+            std::cmp::Ordering::Equal => Spread::range([1.0]),
             std::cmp::Ordering::Greater => ratios[w][a - 1],
         };
+        let median = |s: Option<Spread>| s.map(|s| csv_files::rounded(s.median));
+        let low = |s: Option<Spread>| s.map(|s| csv_files::rounded(s.low));
+        let high = |s: Option<Spread>| s.map(|s| csv_files::rounded(s.high));
+        let mut rows = Vec::new();
         for (w, (name, ..)) in self.results.workloads.iter().enumerate() {
             for (a, allocator) in self.results.allocators.iter().enumerate() {
                 let c = &self.cells[w][a];
-                let _ = writeln!(
-                    out,
-                    "{name},{allocator},{},{},{},{},{},{},{},{},{},{},{}",
-                    c.runs,
-                    f(c.seconds),
-                    f(of(&time_ratios, w, a)),
-                    f(c.peak_rss),
-                    f(of(&rss_ratios, w, a)),
-                    f(c.live.rss),
-                    f(c.live.allocated),
-                    f(c.live.resident),
-                    f(c.live.cached),
-                    f(c.after.rss),
-                    f(c.after.resident)
-                );
+                let (time, rss) = (of(&time_ratios, w, a), of(&rss_ratios, w, a));
+                rows.push(SummaryRow {
+                    workload: name.clone(),
+                    allocator: allocator.to_string(),
+                    runs: c.runs,
+                    median_seconds: median(c.seconds),
+                    min_seconds: low(c.seconds),
+                    max_seconds: high(c.seconds),
+                    time_ratio_to_reference: median(time),
+                    min_time_ratio: low(time),
+                    max_time_ratio: high(time),
+                    median_peak_rss_mib: median(c.peak_rss),
+                    min_peak_rss_mib: low(c.peak_rss),
+                    max_peak_rss_mib: high(c.peak_rss),
+                    peak_rss_ratio_to_reference: median(rss),
+                    min_peak_rss_ratio: low(rss),
+                    max_peak_rss_ratio: high(rss),
+                    live_rss_mib: median(c.live.rss),
+                    live_allocated_mib: median(c.live.allocated),
+                    live_resident_mib: median(c.live.resident),
+                    live_cached_mib: median(c.live.cached),
+                    after_rss_mib: median(c.after.rss),
+                    after_resident_mib: median(c.after.resident),
+                });
             }
         }
-        out
+        rows
     }
 
     pub fn workload_names(&self) -> Vec<&str> {

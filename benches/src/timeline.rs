@@ -1,18 +1,20 @@
 //! The memory timeline: the resident set over time while a program allocates,
-//! frees everything, idles, and allocates again, for each allocator
-//! (`timeline.svg`, `timeline.csv`, and a table in the report).
+//! frees everything, idles, allocates and frees again, idles, and asks its
+//! allocator to trim, for each allocator (`timeline.svg`, `timeline.csv`, and a
+//! table, printed and written to `timeline.md`).
 //!
 //! Each allocator runs in a child (`cpuslab-bench --timeline-child ALLOCATOR
 //! MIB`), called through `&dyn GlobalAlloc` like the workloads. A sampler thread
 //! reads VmRSS every 20 ms; the main thread allocates MIB MiB (half in blocks of
 //! 16 B to 1 KiB, half in blocks of 16 to 256 KiB, every page touched), frees it
 //! all, idles 1.5 s with no allocator call, allocates the same again, frees it,
-//! and idles 0.5 s. The child prints `mark NAME MS` at each phase and
-//! `point MS RSS_KIB` for each sample.
+//! idles 0.5 s, calls the allocator's trim (`trim.rs`; snmalloc has none) and
+//! idles 0.3 s. The child prints `mark NAME MS` as each phase ends, `trim-call
+//! 0|1`, and `point MS RSS_KIB` for each sample; a mark line also has the RSS
+//! read as the phase ended (`mark NAME MS RSS_KIB`).
 
 use std::alloc::Layout;
 use std::error::Error;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,21 +23,39 @@ use std::time::{Duration, Instant};
 use cpuslab_bench::ALLOCATORS;
 use plotters::prelude::*;
 
+use crate::csv_files::{self, TimelineRow};
 use crate::memory::proc_status_kib;
+use crate::plot::{color_of, draw_legend, FONT};
+use crate::spread::Spread;
+use crate::table::Table;
 use crate::workloads::{Alloc, Rng};
 
-/// The phases, in order: the marks a child prints.
-pub const MARKS: [&str; 6] = [
+/// The marks a child prints, in order: the start, then the end of each phase.
+pub const MARKS: [&str; 8] = [
     "start",
     "allocated",
     "freed",
     "idled",
     "allocated again",
     "freed again",
+    "idled again",
+    "trimmed",
+];
+/// The phase after each mark (the last one runs to the end of the samples).
+const PHASES: [&str; 8] = [
+    "allocate",
+    "free",
+    "idle",
+    "allocate again",
+    "free again",
+    "idle again",
+    "trim",
+    "after trim",
 ];
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 const IDLE: Duration = Duration::from_millis(1500);
-const TAIL: Duration = Duration::from_millis(500);
+const IDLE_AGAIN: Duration = Duration::from_millis(500);
+const AFTER_TRIM: Duration = Duration::from_millis(300);
 
 /// One allocator's timeline.
 #[derive(Debug)]
@@ -43,29 +63,46 @@ pub struct Timeline {
     pub allocator: &'static str,
     /// (seconds since start, RSS in MiB).
     pub points: Vec<(f64, f64)>,
-    /// When each of [`MARKS`] was reached, in seconds.
-    pub marks: Vec<f64>,
+    /// When each of [`MARKS`] was reached and the RSS read then: (seconds, MiB).
+    pub marks: Vec<(f64, f64)>,
+    /// Whether the allocator has a trim call (the trim phase only idles without).
+    pub trim_call: bool,
 }
 
 impl Timeline {
-    /// The RSS at the first sample taken at or after `t` (the last sample if
-    /// none was).
-    fn rss_after(&self, t: f64) -> f64 {
-        self.points
+    /// The RSS read at mark `m` (for `m == MARKS.len()`, the last sample), and
+    /// the min–max of that and the samples taken since the mark before.
+    fn at_end_of(&self, m: usize) -> Spread {
+        let start = m
+            .checked_sub(1)
+            .and_then(|i| self.marks.get(i))
+            .map(|p| p.0);
+        let end = self.marks.get(m).copied();
+        let value = end.or(self.points.last().copied()).map_or(0.0, |p| p.1);
+        let during = self
+            .points
             .iter()
-            .find(|p| p.0 >= t)
-            .or(self.points.last())
-            .map_or(0.0, |p| p.1)
+            .filter(|p| start.is_none_or(|s| p.0 >= s) && end.is_none_or(|e| p.0 <= e.0));
+        let range = Spread::range(during.map(|p| p.1).chain([value])).expect("one value");
+        Spread {
+            median: value,
+            ..range
+        }
     }
 
-    /// The RSS as phase `m` ended: the first sample after its mark.
-    fn at_mark(&self, m: usize) -> f64 {
-        self.marks.get(m).map_or(0.0, |&t| self.rss_after(t))
+    /// The samples and the readings at the marks, in time order.
+    fn line(&self) -> Vec<(f64, f64)> {
+        let mut line: Vec<(f64, f64)> = self.points.iter().chain(&self.marks).copied().collect();
+        line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        line
     }
 
-    /// The last sample's RSS (0.5 s after the last free).
-    fn at_end(&self) -> f64 {
-        self.points.last().map_or(0.0, |p| p.1)
+    /// The phase under way at `t` seconds.
+    fn phase_at(&self, t: f64) -> &'static str {
+        match self.marks.iter().filter(|m| m.0 <= t).count() {
+            0 => "before start",
+            n => PHASES[(n - 1).min(PHASES.len() - 1)],
+        }
     }
 }
 
@@ -94,7 +131,10 @@ pub fn child_main(args: &[String]) -> ! {
             }
             points
         });
-        let mark = |name: &str| println!("mark {name} {:.1}", ms());
+        let mark = |name: &str| {
+            let rss = proc_status_kib("VmRSS").unwrap_or(0);
+            println!("mark {name} {:.1} {rss}", ms());
+        };
         mark(MARKS[0]);
         let blocks = allocate(alloc, bytes);
         mark(MARKS[1]);
@@ -106,7 +146,12 @@ pub fn child_main(args: &[String]) -> ! {
         mark(MARKS[4]);
         free(alloc, blocks);
         mark(MARKS[5]);
-        std::thread::sleep(TAIL);
+        std::thread::sleep(IDLE_AGAIN);
+        mark(MARKS[6]);
+        let trim_call = crate::trim::trim(allocator);
+        mark(MARKS[7]);
+        println!("trim-call {}", u8::from(trim_call));
+        std::thread::sleep(AFTER_TRIM);
         stop.store(true, Ordering::Relaxed);
         sampler.join().expect("sampler")
     });
@@ -184,6 +229,7 @@ fn parse(allocator: &'static str, out: &str) -> Timeline {
         allocator,
         points: Vec::new(),
         marks: Vec::new(),
+        trim_call: false,
     };
     for line in out.lines() {
         if let Some(rest) = line.strip_prefix("point ") {
@@ -194,45 +240,84 @@ fn parse(allocator: &'static str, out: &str) -> Timeline {
                 timeline.points.push((t / 1e3, rss / 1024.0));
             }
         } else if let Some(rest) = line.strip_prefix("mark ") {
-            if let Some(t) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-                timeline.marks.push(t / 1e3);
+            // The name has spaces: the numbers are the last two fields.
+            let mut fields = rest.rsplit(' ');
+            let rss = fields.next().and_then(|v| v.parse::<f64>().ok());
+            let t = fields.next().and_then(|v| v.parse::<f64>().ok());
+            if let (Some(t), Some(rss)) = (t, rss) {
+                timeline.marks.push((t / 1e3, rss / 1024.0));
             }
+        } else if let Some(rest) = line.strip_prefix("trim-call ") {
+            timeline.trim_call = rest.trim() == "1";
         }
     }
     timeline
 }
 
-/// Writes `timeline.csv` and `timeline.svg` into `dir`; returns the report's
-/// table (markdown).
+/// Writes `timeline.csv`, `timeline.svg` and `timeline.md` into `dir`; returns
+/// the table (markdown).
 pub fn write(timelines: &[Timeline], mib: usize, dir: &Path) -> Result<String, Box<dyn Error>> {
-    let mut csv = String::from("allocator,seconds,rss_mib\n");
-    for timeline in timelines {
-        for &(t, rss) in &timeline.points {
-            writeln!(csv, "{},{t:.3},{rss:.1}", timeline.allocator)?;
-        }
-    }
-    std::fs::write(dir.join("timeline.csv"), csv)?;
+    let rows = timelines.iter().flat_map(|timeline| {
+        let row = |(seconds, rss_mib): (f64, f64), phase: &str| TimelineRow {
+            allocator: timeline.allocator.to_string(),
+            seconds: csv_files::rounded(seconds),
+            rss_mib: csv_files::rounded(rss_mib),
+            phase: phase.to_string(),
+        };
+        let samples = timeline
+            .points
+            .iter()
+            .map(move |&p| row(p, timeline.phase_at(p.0)));
+        let marks = timeline
+            .marks
+            .iter()
+            .zip(MARKS)
+            .map(move |(&p, name)| row(p, name));
+        let mut rows: Vec<TimelineRow> = samples.chain(marks).collect();
+        rows.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        rows
+    });
+    csv_files::write(&dir.join("timeline.csv"), rows)?;
     plot(timelines, mib, &dir.join("timeline.svg"))?;
-    Ok(table(timelines, mib))
+    let table = table(timelines, mib);
+    std::fs::write(dir.join("timeline.md"), &table)?;
+    Ok(table)
 }
 
-/// RSS (MiB) at the end of each phase, per allocator.
+/// RSS (MiB) at the end of each phase, per allocator, with the min–max during
+/// the phase.
 fn table(timelines: &[Timeline], mib: usize) -> String {
-    let mut out = format!(
-        "Memory timeline ({mib} MiB allocated, freed, 1.5 s idle, allocated and freed \
-         again, 0.5 s idle): resident set in MiB as each phase ends (the first sample \
-         after it; samples every 20 ms)\n\n\
-         | allocator | start | allocated | freed | after 1.5 s idle | allocated again | freed again | 0.5 s later |\n\
-         |---|---|---|---|---|---|---|---|\n"
-    );
+    let mut table = Table::new([
+        "allocator",
+        "start",
+        "allocated",
+        "freed",
+        "after 1.5 s idle",
+        "allocated again",
+        "freed again",
+        "after 0.5 s idle",
+        "trimmed",
+        "0.3 s later",
+    ]);
     for timeline in timelines {
-        let _ = write!(out, "| {} |", timeline.allocator);
-        for m in 0..MARKS.len() {
-            let _ = write!(out, " {:.1} |", timeline.at_mark(m));
+        let mut row = vec![timeline.allocator.to_string()];
+        for m in 0..=MARKS.len() {
+            let cell = timeline.at_end_of(m).show(|v| format!("{v:.1}"), "");
+            let no_trim = m == MARKS.len() - 1 && !timeline.trim_call;
+            row.push(if no_trim {
+                format!("{cell} (no trim call)")
+            } else {
+                cell
+            });
         }
-        let _ = writeln!(out, " {:.1} |", timeline.at_end());
+        table.row(row);
     }
-    out
+    format!(
+        "Memory timeline ({mib} MiB allocated, freed, 1.5 s idle, allocated and freed again, \
+         0.5 s idle, the allocator's trim call, 0.3 s idle): resident set in MiB as each phase \
+         ends, in parentheses the min–max during the phase (samples every 20 ms)\n\n{}",
+        table.render()
+    )
 }
 
 fn plot(timelines: &[Timeline], mib: usize, path: &Path) -> Result<(), Box<dyn Error>> {
@@ -248,37 +333,35 @@ fn plot(timelines: &[Timeline], mib: usize, path: &Path) -> Result<(), Box<dyn E
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("Resident set over time: {mib} MiB allocated, freed, idle, again"),
-            ("sans-serif", 18),
+            format!("Resident set: {mib} MiB allocated, freed, idle; again; idle, trim (dots: phase ends)"),
+            (FONT, 16),
         )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..end * 1.02, 0.0..top * 1.08)?;
+        .build_cartesian_2d(0.0..end * 1.02, 0.0..top * 1.4)?;
     chart
         .configure_mesh()
         .x_desc("seconds")
         .y_desc("RSS (MiB)")
         .y_label_formatter(&|v| format!("{v:.0}"))
-        .label_style(("sans-serif", 13))
+        .label_style((FONT, 13))
         .draw()?;
     for timeline in timelines {
-        let color = crate::plot::color_of(timeline.allocator);
+        let color = color_of(timeline.allocator);
         chart
-            .draw_series(LineSeries::new(
-                timeline.points.iter().copied(),
-                color.stroke_width(2),
-            ))?
+            .draw_series(LineSeries::new(timeline.line(), color.stroke_width(2)))?
             .label(timeline.allocator)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+        chart.draw_series(
+            timeline
+                .marks
+                .iter()
+                .skip(1)
+                .map(|&p| Circle::new(p, 3, color.filled())),
+        )?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(())
 }
