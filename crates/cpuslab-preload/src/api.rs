@@ -38,9 +38,22 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
     block.cast()
 }
 
-/// `malloc(3)`.
+/// `malloc(3)`: one attempt at this CPU's cache, else the full path as a tail
+/// call (so the fast path saves no register).
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    let block = cpuslab::alloc_cached(size);
+    if !block.is_null() {
+        return block.cast();
+    }
+    malloc_slow(size)
+}
+
+/// `malloc` when the per-CPU cache's attempt failed: refills, large blocks,
+/// errno.
+#[cold]
+#[inline(never)]
+fn malloc_slow(size: usize) -> *mut c_void {
     allocate(size, MIN_ALIGN, false)
 }
 

@@ -79,6 +79,7 @@ impl ClassCounters {
     /// Counts one operation of the fast path: a relaxed load and store, not an
     /// atomic add (a thread that moved CPUs between them may lose a count of
     /// another's: statistics, not accounting).
+    #[cfg(feature = "op-counters")]
     #[inline(always)]
     pub(crate) fn note_operation(&self, alloc: bool) {
         let counter = if alloc {

@@ -135,6 +135,9 @@ fn carve(list: &CentralFreeList, class: Class) -> bool {
     };
     list.with_partial(|partial| {
         span.init_small(class);
+        // The entries learn the class (C `free` reads it there); the page heap
+        // registered the span's pages already, so this cannot fail.
+        pagemap::set_small(span, class);
         partial.push_front(span);
         list.spans.fetch_add(1, Ordering::Relaxed);
         list.free

@@ -29,6 +29,28 @@ fn alloc_small(class: Class) -> *mut u8 {
     cpu_cache::alloc_miss(class)
 }
 
+/// The per-CPU cache's attempt alone, for C `malloc`: a block of `size` bytes
+/// (aligned to [`MIN_ALIGN`]) popped from this CPU's cache, or null when that
+/// attempt fails for any reason (a large size, an empty cache, a restart),
+/// after which the caller takes the full path ([`GlobalAlloc::alloc`]). Null
+/// here is not out of memory. The caller's full path can then be a tail call,
+/// so this fast path saves no register.
+#[inline(always)]
+pub fn alloc_cached(size: usize) -> *mut u8 {
+    let Some(class) = class_of_layout(size, MIN_ALIGN) else {
+        return ptr::null_mut();
+    };
+    let region = cpu_cache::fast_region();
+    match cpu_cache::stacks(region, class).try_pop() {
+        Some(object) => {
+            #[cfg(feature = "op-counters")]
+            cpu_cache::note_operation(class, true);
+            object
+        }
+        None => ptr::null_mut(),
+    }
+}
+
 /// # Safety
 /// `object` is a live object of `class` that nobody uses after this call.
 #[inline(always)]

@@ -26,11 +26,23 @@ pub(crate) struct LargeAt {
 /// One page-map walk; safe on any pointer value, never faults. For small objects
 /// it cannot tell a free object from a live one (free objects sit in the upper
 /// tiers' caches).
+///
+/// A small object's class comes from the page-map entry's tag, so what the
+/// caller does with it (the per-CPU push) need not wait for the span record;
+/// the record's checks (kind, class, object boundary) still decide, and run
+/// alongside.
 #[inline(always)]
 pub(crate) fn find(ptr: *const u8) -> Option<Found> {
     let addr = ptr as usize;
     let entry = pagemap::entry(addr)?;
-    let span = entry.span()?;
+    let (span, tag) = entry.tagged();
+    let span = span?;
+    if let Some(class) = tag {
+        let valid = span.kind() == SpanKind::Small
+            && span.class() == Some(class)
+            && object_index(span.start(), class, addr).is_some();
+        return valid.then_some(Found::Small(class));
+    }
     match span.kind() {
         SpanKind::Small => {
             let class = span.class()?;

@@ -14,11 +14,18 @@
 //! and free runs, the large path for big objects). An entry may be stale (it
 //! names a span record that has since moved on); readers therefore check that
 //! the address really lies inside the span they get back.
+//!
+//! An entry of a small-object span also carries its size class, in the top
+//! bits that user pointers leave free (TCMalloc keeps a class byte per page
+//! for the same reason): C `free` learns the class from the entry itself, so
+//! the per-CPU push does not wait for the span record, whose checks run
+//! alongside it (`owner::find`).
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::os::{self, PAGE_SHIFT, PAGE_SIZE};
+use crate::size_class::Class;
 use crate::span::Span;
 
 /// Bits of user virtual address on x86-64 with 4-level paging.
@@ -30,6 +37,13 @@ const LEAF_BITS: u32 = 18;
 const ROOT_BITS: u32 = PAGE_NUMBER_BITS - LEAF_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
 const ROOT_LEN: usize = 1 << ROOT_BITS;
+
+/// Where an entry keeps the class tag (class index + 1; 0: no class).
+const TAG_SHIFT: u32 = 56;
+/// The span pointer's bits of an entry.
+const POINTER_MASK: usize = (1 << TAG_SHIFT) - 1;
+const _: () = assert!(ADDRESS_BITS <= TAG_SHIFT);
+const _: () = assert!(crate::size_class::NUM_CLASSES < 255);
 
 /// A leaf: one span pointer per page (covers 1 GiB of address space).
 struct Leaf {
@@ -61,21 +75,41 @@ impl Entry {
     /// comment).
     #[inline]
     pub fn span(self) -> Option<&'static Span> {
+        self.tagged().0
+    }
+
+    /// The span registered for the page and the class its entry carries (a
+    /// small-object span's; `None` for anything else). Both may be stale: check
+    /// the class against the span's record.
+    #[inline(always)]
+    pub fn tagged(self) -> (Option<&'static Span>, Option<Class>) {
         let p = self.0.load(Ordering::Acquire);
+        let tag = p.addr() >> TAG_SHIFT;
+        let span = p.map_addr(|a| a & POINTER_MASK);
         // SAFETY: only span records are stored (`set_range` takes
         // `&'static Span`); records are never unmapped and every field of `Span`
         // is an atomic or an owner-only Cell, so a shared reference is sound.
-        unsafe { p.as_ref() }
+        let span = unsafe { span.as_ref() };
+        (span, tag.checked_sub(1).and_then(Class::from_index))
     }
 
     /// Clears the entry if it still names `span` (so a racing owner that
     /// re-registered the page is left alone). Returns whether this call cleared
     /// it: of two threads clearing one entry, exactly one wins.
     pub fn clear_if(self, span: &'static Span) -> bool {
-        let span = ptr::from_ref(span).cast_mut();
-        self.0
-            .compare_exchange(span, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+        let mut current = self.0.load(Ordering::Acquire);
+        while ptr::eq(current.map_addr(|a| a & POINTER_MASK), span) {
+            match self.0.compare_exchange(
+                current,
+                ptr::null_mut(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+        false
     }
 }
 
@@ -120,6 +154,14 @@ pub fn ensure(addr: usize, len: usize) -> bool {
 /// `false`.
 pub fn set_range(addr: usize, pages: usize, span: &'static Span) -> bool {
     store_range(addr, pages, ptr::from_ref(span).cast_mut())
+}
+
+/// Registers the small-object span `span` of `class` for its pages, its entries
+/// tagged with the class.
+pub fn set_small(span: &'static Span, class: Class) -> bool {
+    let tag = (class.index() + 1) << TAG_SHIFT;
+    let tagged = ptr::from_ref(span).cast_mut().map_addr(|a| a | tag);
+    store_range(span.start(), span.pages(), tagged)
 }
 
 fn store_range(addr: usize, pages: usize, span: *mut Span) -> bool {
@@ -245,6 +287,15 @@ mod tests {
         assert!(!clear_if(base + PAGE_SIZE, other));
         assert!(clear_if(base + PAGE_SIZE, span));
         assert!(get(base + PAGE_SIZE).is_none());
+        let class = Class::from_index(3).unwrap();
+        span.set_range(base + PAGE_SIZE, 3);
+        assert!(set_small(span, class));
+        let (tagged, tag) = entry(base + 3 * PAGE_SIZE).unwrap().tagged();
+        assert!(tagged.is_some_and(|t| ptr::eq(t, span)) && tag == Some(class));
+        assert!(is(base + 2 * PAGE_SIZE, span));
+        assert!(entry(base).unwrap().tagged().1.is_none());
+        assert!(clear_if(base + 2 * PAGE_SIZE, span));
+        assert!(get(base + 2 * PAGE_SIZE).is_none());
         assert!(store_range(base, 64, ptr::null_mut()));
         assert!(get(base + 2 * PAGE_SIZE).is_none());
         assert!(!ensure(1 << 47, 1));

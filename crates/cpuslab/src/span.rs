@@ -73,14 +73,17 @@ impl Link {
     }
 }
 
-/// The record for a run of pages.
+/// The record for a run of pages. C `free` reads `start`, `kind` and `class`
+/// on every call: they come first, in one cache line (records are 64-byte
+/// aligned).
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct Span {
     // Readable without a lock.
     start: AtomicUsize,
-    pages: AtomicUsize,
     kind: AtomicU8,
     class: AtomicU8,
+    pages: AtomicUsize,
     // Owner-only fields.
     /// Membership in one owner list (page heap bucket, central partial list,
     /// pool free list).
