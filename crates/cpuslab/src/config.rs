@@ -17,15 +17,21 @@ use rseq_core::Index;
 use crate::{decay, os, report};
 
 /// The variables cpuslab reads, in the order docs/tuning.md lists them.
-pub const OPTIONS: [&str; 7] = [
-    "CPUSLAB_RSEQ",
-    "CPUSLAB_INDEX",
+pub const OPTIONS: [&str; 8] = [
+    RSEQ_VAR,
+    INDEX_VAR,
     "CPUSLAB_DECAY_MS",
-    "CPUSLAB_CPU_CACHE_BYTES",
-    "CPUSLAB_BACKGROUND",
+    CPU_CACHE_BYTES_VAR,
+    "CPUSLAB_HUGE_PAGES",
+    BACKGROUND_VAR,
     "CPUSLAB_STATS",
     "CPUSLAB_VERBOSE",
 ];
+
+const RSEQ_VAR: &str = "CPUSLAB_RSEQ";
+const INDEX_VAR: &str = "CPUSLAB_INDEX";
+const CPU_CACHE_BYTES_VAR: &str = "CPUSLAB_CPU_CACHE_BYTES";
+const BACKGROUND_VAR: &str = "CPUSLAB_BACKGROUND";
 
 /// The most bytes of one class a CPU may cache: the shelf layout's size (and the
 /// default).
@@ -58,6 +64,10 @@ pub struct Config {
     /// (`CPUSLAB_CPU_CACHE_BYTES`, default and most 64 KiB; 0 turns the per-CPU
     /// tier off). Applies to caches set up after the change.
     pub cpu_cache_bytes: usize,
+    /// Ask for transparent huge pages on fresh large mappings of 4 MiB and more
+    /// (`CPUSLAB_HUGE_PAGES`, default on): a program that fills new buffers
+    /// takes 512 times fewer page faults. Applies to mappings made afterwards.
+    pub huge_pages: bool,
     /// Run the background decay thread (`CPUSLAB_BACKGROUND`, default off). It
     /// cannot be stopped once started.
     pub background: bool,
@@ -100,6 +110,7 @@ impl fmt::Display for ConfigError {
 static RSEQ: AtomicBool = AtomicBool::new(true);
 static INDEX_CPU: AtomicBool = AtomicBool::new(false);
 static CPU_CACHE_BYTES: AtomicUsize = AtomicUsize::new(MAX_CPU_CACHE_BYTES);
+static HUGE_PAGES: AtomicBool = AtomicBool::new(true);
 static BACKGROUND: AtomicBool = AtomicBool::new(false);
 static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
 static VERBOSE: AtomicBool = AtomicBool::new(false);
@@ -117,6 +128,7 @@ pub fn config() -> Config {
         index: cache_index(),
         decay_ms: decay::interval_ms(),
         cpu_cache_bytes: cpu_cache_bytes(),
+        huge_pages: huge_pages(),
         background: BACKGROUND.load(Ordering::Relaxed) || decay::background_running(),
         stats_at_exit: stats_at_exit(),
         verbose: verbose(),
@@ -128,27 +140,28 @@ impl Config {
     pub fn apply(self) -> Result<(), ConfigError> {
         let now = config();
         if self.cpu_cache_bytes > MAX_CPU_CACHE_BYTES {
-            return Err(ConfigError::OutOfRange(OPTIONS[3]));
+            return Err(ConfigError::OutOfRange(CPU_CACHE_BYTES_VAR));
         }
         let built = crate::cpu_cache::region().is_some();
         if self.index != now.index && built {
-            return Err(ConfigError::TooLate(OPTIONS[1]));
+            return Err(ConfigError::TooLate(INDEX_VAR));
         }
         if self.background != now.background && now.background {
-            return Err(ConfigError::TooLate(OPTIONS[4]));
+            return Err(ConfigError::TooLate(BACKGROUND_VAR));
         }
         if self.rseq && !now.rseq && crate::first_use::done() {
-            return Err(ConfigError::TooLate(OPTIONS[0]));
+            return Err(ConfigError::TooLate(RSEQ_VAR));
         }
         // Turning rseq off decides the mode now (the fallback), or fails if it
         // was decided already: the last check, so nothing is half applied.
         if !self.rseq && now.rseq && !rseq_core::disable_rseq() {
-            return Err(ConfigError::TooLate(OPTIONS[0]));
+            return Err(ConfigError::TooLate(RSEQ_VAR));
         }
         RSEQ.store(self.rseq, Ordering::Relaxed);
         INDEX_CPU.store(self.index == Index::Cpu, Ordering::Relaxed);
         decay::set_interval_ms(self.decay_ms);
         CPU_CACHE_BYTES.store(self.cpu_cache_bytes, Ordering::Relaxed);
+        HUGE_PAGES.store(self.huge_pages, Ordering::Relaxed);
         STATS_AT_EXIT.store(self.stats_at_exit, Ordering::Relaxed);
         if self.stats_at_exit {
             crate::first_use::print_stats_at_exit();
@@ -188,6 +201,12 @@ pub(crate) fn cache_index() -> Index {
 #[inline]
 pub(crate) fn cpu_cache_bytes() -> usize {
     CPU_CACHE_BYTES.load(Ordering::Relaxed)
+}
+
+/// Whether fresh large mappings ask for transparent huge pages.
+pub(crate) fn huge_pages() -> bool {
+    load();
+    HUGE_PAGES.load(Ordering::Relaxed)
 }
 
 /// Whether the environment (or code) asked for the background thread.
@@ -241,6 +260,7 @@ fn set_from_env(name: &[u8], value: &[u8]) {
         b"CPU_CACHE_BYTES" => parse_bytes(value)
             .filter(|&bytes| bytes <= MAX_CPU_CACHE_BYTES)
             .map(|bytes| CPU_CACHE_BYTES.store(bytes, Ordering::Relaxed)),
+        b"HUGE_PAGES" => parse_switch(value).map(|on| HUGE_PAGES.store(on, Ordering::Relaxed)),
         b"BACKGROUND" => parse_switch(value).map(|on| BACKGROUND.store(on, Ordering::Relaxed)),
         b"STATS" => parse_switch(value).map(|on| STATS_AT_EXIT.store(on, Ordering::Relaxed)),
         b"VERBOSE" => parse_switch(value).map(|on| VERBOSE.store(on, Ordering::Relaxed)),
@@ -358,8 +378,9 @@ pub(crate) fn print_report() {
     };
     let _ = writeln!(
         line,
-        ", {} bytes per class per CPU, background {}, stats at exit {}",
+        ", {} bytes per class per CPU, huge pages {}, background {}, stats at exit {}",
         config.cpu_cache_bytes,
+        on_off(config.huge_pages),
         on_off(config.background),
         on_off(config.stats_at_exit),
     );

@@ -17,6 +17,10 @@
 //! racing double free from releasing the mapping twice.
 
 use core::ptr;
+
+/// Fresh large mappings from this size up ask for transparent huge pages: a
+/// program that fills a new 20 MiB buffer then takes 10 page faults, not 5120.
+const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::large_cache;
@@ -64,21 +68,27 @@ fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     } else {
         None
     };
-    let (base, len) = match reused {
-        Some((base, cached_len)) => {
+    let base = match reused {
+        Some(base) => {
             if zeroed {
-                // SAFETY: a whole mapping of at least `size` bytes that nobody else
-                // uses; the rest of it is beyond what the caller may touch.
+                // SAFETY: `len` bytes of a mapping that nobody else uses; the
+                // caller may touch `size` of them.
                 unsafe { ptr::write_bytes(base, 0, size) };
             }
-            (base, cached_len)
+            base
         }
         None => match os::map_aligned(len, align).or_else(|| {
             // Out of address space: give back what the cache holds, then retry.
             large_cache::release();
             os::map_aligned(len, align)
         }) {
-            Some(base) => (base.as_ptr(), len),
+            Some(base) => {
+                if len >= HUGE_PAGE_MIN_BYTES && crate::config::huge_pages() {
+                    // SAFETY: the fresh mapping of `len` bytes made above.
+                    unsafe { os::advise_huge_pages(base.as_ptr(), len) };
+                }
+                base.as_ptr()
+            }
             None => return ptr::null_mut(),
         },
     };
@@ -273,6 +283,47 @@ mod tests {
                 "cleared"
             );
             assert!(free_large(z));
+        }
+        large_cache::release();
+        assert_eq!(large_cache::cached_bytes(), 0);
+    }
+
+    #[test]
+    fn a_cached_mapping_is_split_for_smaller_blocks_and_grown_for_larger_ones() {
+        let _serial = crate::test_serial();
+        large_cache::release();
+        let mib = 1 << 20;
+        let p = alloc_large_uninit(10 * mib, 16);
+        // SAFETY: fresh, then freed once.
+        unsafe {
+            p.write_bytes(0x11, 10 * mib);
+            assert!(free_large(p));
+        }
+        // Two smaller blocks out of the one mapping: its head, then the rest.
+        let a = alloc_large_uninit(4 * mib, 16);
+        let b = alloc_large_uninit(6 * mib, 16);
+        assert_eq!(a, p);
+        assert_eq!(b, p.wrapping_add(4 * mib));
+        assert_eq!(large_cache::cached_bytes(), 0);
+        assert_eq!(usable_size(b), Some(6 * mib));
+        // SAFETY: both live; contents kept; then freed.
+        unsafe {
+            assert_eq!((*a, *b.add(6 * mib - 1)), (0x11, 0x11));
+            assert!(free_large(a));
+            assert!(free_large(b));
+        }
+        // A larger block grows the largest cached piece (6 MiB) in place or
+        // moved: its pages come along, the growth reads as zero.
+        let c = alloc_large_uninit(9 * mib, 16);
+        assert!(!c.is_null());
+        assert_eq!(usable_size(c), Some(9 * mib));
+        assert_eq!(large_cache::cached_bytes(), 4 * mib);
+        // SAFETY: live; then freed.
+        unsafe {
+            assert_eq!(*c, 0x11, "the grown piece's pages came along");
+            assert_eq!(*c.add(9 * mib - 1), 0, "the growth is fresh");
+            c.write_bytes(0x22, 9 * mib);
+            assert!(free_large(c));
         }
         large_cache::release();
         assert_eq!(large_cache::cached_bytes(), 0);

@@ -5,9 +5,13 @@
 //!
 //! A few dozen entries, a byte budget, and a decay: an entry unused for `DECAY_MS`
 //! is unmapped by the next operation; `release` unmaps everything (for `trim`, and
-//! when the address space runs out). A mapping is reused whole for a request of at
-//! most its length and at least half of it (no munmap of a tail: that would cost
-//! the system call the cache exists to save). Reused memory is not zero.
+//! when the address space runs out). A request takes the head of the smallest
+//! entry that holds it (the tail stays an entry: no system call), or grows the
+//! largest smaller one with `mremap`, so a program that replaces buffers of
+//! varying sizes faults only on net growth (a program keeping twenty 5-25 MiB
+//! buffers and replacing them at random took 1.27 s with whole-mapping reuse,
+//! 3x tcmalloc's time, nearly all of it in page faults). Reused memory is not
+//! zero.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -98,28 +102,75 @@ impl Evicted {
     }
 }
 
-/// The smallest cached mapping of `len` to `2 * len` bytes, with its length.
-pub(crate) fn take(len: usize) -> Option<(*mut u8, usize)> {
+/// `len` bytes (an OS page multiple) of cached memory, most of it resident
+/// already: the head of the smallest cached mapping that holds `len` (its tail
+/// stays cached: no system call), or else the largest one of at least half of
+/// `len`, grown by `mremap` (its pages move without a copy, and only the growth
+/// faults). `None` when neither exists, or the kernel refused to grow it.
+///
+/// Cached pieces are never put together into one block: the kernel would keep
+/// them as separate mappings, and `mremap` refuses a range across two, so such
+/// a block could never grow again.
+pub(crate) fn take(len: usize) -> Option<*mut u8> {
     if CACHE.bytes.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    with_entries(|entries, _| {
+    let found = with_entries(|entries, _| {
+        if let Some(entry) = entries
+            .iter_mut()
+            .filter(|e| e.len >= len)
+            .min_by_key(|e| e.len)
+        {
+            let head = entry.base;
+            entry.base += len;
+            entry.len -= len;
+            if entry.len == 0 {
+                *entry = EMPTY;
+            }
+            return Some(Found::Head(head as *mut u8));
+        }
         let entry = entries
             .iter_mut()
-            .filter(|e| e.len >= len && e.len / 2 <= len)
-            .min_by_key(|e| e.len)?;
-        let found = (entry.base as *mut u8, entry.len);
+            .filter(|e| e.len != 0 && e.len >= len / 2)
+            .max_by_key(|e| e.len)?;
+        let smaller = Found::Smaller(entry.base as *mut u8, entry.len);
         *entry = EMPTY;
-        Some(found)
-    })
+        Some(smaller)
+    })?;
+    match found {
+        Found::Head(base) => Some(base),
+        // SAFETY: the entry was taken out of the cache: a mapping of ours that
+        // nobody uses; on failure it is still mapped and goes back.
+        Found::Smaller(base, old_len) => match unsafe { os::remap(base, old_len, len) } {
+            Some(grown) => Some(grown),
+            None => {
+                if !put(base, old_len) {
+                    // SAFETY: as above; the cache declined it.
+                    unsafe { os::unmap(base, old_len) };
+                }
+                None
+            }
+        },
+    }
+}
+
+/// What `take` found under the lock.
+enum Found {
+    /// The head of a cached mapping: `len` bytes there.
+    Head(*mut u8),
+    /// A smaller cached mapping and its length, to grow outside the lock.
+    Smaller(*mut u8, usize),
 }
 
 /// Keeps the free mapping `[base, base + len)` for reuse; false if it does not
-/// fit (the caller unmaps it).
+/// fit (the caller unmaps it). Entries are never merged, even when they touch:
+/// two mappings side by side may still be two kernel mappings, and `mremap`
+/// refuses a range across both.
 pub(crate) fn put(base: *mut u8, len: usize) -> bool {
     if len > BUDGET_BYTES {
         return false;
     }
+    let base = base as usize;
     with_entries(|entries, evicted| {
         // Make room: the budget first, then a free entry (evicting the oldest).
         let mut bytes: usize = entries.iter().map(|e| e.len).sum();
@@ -138,7 +189,7 @@ pub(crate) fn put(base: *mut u8, len: usize) -> bool {
         match entries.iter_mut().find(|e| e.len == 0) {
             Some(entry) => {
                 *entry = Entry {
-                    base: base as usize,
+                    base,
                     len,
                     freed_ms: now_ms(),
                 };

@@ -164,6 +164,34 @@ pub unsafe fn decommit(ptr: *mut u8, len: usize) -> bool {
     }
 }
 
+/// Asks the kernel to back `[ptr, ptr + len)` with transparent huge pages
+/// where it can (`MADV_HUGEPAGE`); false if it declined (no THP support).
+///
+/// # Safety
+/// The range lies in a mapping made by this module.
+pub unsafe fn advise_huge_pages(ptr: *mut u8, len: usize) -> bool {
+    // SAFETY: a hint on the caller's own mapping; contents are unaffected.
+    unsafe { libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE) == 0 }
+}
+
+/// Resizes the mapping `[old, old + old_len)` to `new_len` bytes, moving it if
+/// the kernel must (the pages move, nothing is copied; growth reads as zero).
+/// `None` if the kernel refused: the old mapping is untouched.
+///
+/// # Safety
+///
+/// The range is a mapping made by this module that the caller owns; on success
+/// the caller uses only the returned address.
+pub unsafe fn remap(old: *mut u8, old_len: usize, new_len: usize) -> Option<*mut u8> {
+    // SAFETY: the caller owns the range; MREMAP_MAYMOVE picks a free place.
+    let p = unsafe { libc::mremap(old.cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        Some(p.cast())
+    }
+}
+
 /// Moves the mapping `[old, old + old_len)` to `new_addr`, resizing it to
 /// `new_len` (the tail beyond `old_len` reads as zeroes); whatever was mapped
 /// at `[new_addr, new_addr + new_len)` is replaced. No data is copied: the
