@@ -1,6 +1,7 @@
 //! libcpuslab.so loaded with `dlopen` after start-up instead of preloaded
-//! (tests/c/dlopen.c): loading needs no static TLS, and its functions work from
-//! the main thread and from threads started later, in each rseq mode.
+//! (tests/c/dlopen.c): its own-mode rseq area (initial-exec TLS) fits glibc's
+//! static TLS surplus, and its functions work from the main thread and from
+//! threads started later, in each rseq mode.
 
 mod common;
 

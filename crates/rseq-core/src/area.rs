@@ -2,20 +2,22 @@
 //! fields), and our own per-thread area, registered lazily where glibc did not
 //! register one. Which area a thread uses is the mode's business (`mode.rs`).
 //!
-//! Our own area is a `thread_local!` with a constant initializer and no destructor
-//! (a plain TLS block: nothing is registered at thread exit, nothing allocates). Its
+//! Our own area is a TLS block with a constant image and no destructor (nothing
+//! is registered at thread exit, nothing allocates; `storage` says how it is
+//! reached). Its
 //! `cpu_id` starts as `RSEQ_CPU_ID_UNINITIALIZED`, which is how a thread knows it has
 //! not registered yet. We write that field only in the constant initializer: the
 //! kernel owns it, and a failed registration is remembered in a word of our own
 //! beside the area, never in `cpu_id` (Linux 7.0 kills a process that changes a
 //! read-only field of a registered area, and with EBUSY the area may be registered).
 
-use core::cell::{Cell, UnsafeCell};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+#[cfg(not(target_arch = "x86_64"))]
+use rseq_sys::RSEQ_CPU_ID_UNINITIALIZED;
+use rseq_sys::RSEQ_MM_CID_OFFSET;
 use rseq_sys::{rseq, RSEQ_CPU_ID_OFFSET};
-use rseq_sys::{RSEQ_CPU_ID_UNINITIALIZED, RSEQ_MM_CID_OFFSET};
 
 /// A registered rseq area of the calling thread, named by its offset from the
 /// thread pointer: the sections and the index reads address it `fs`-relative, which
@@ -113,46 +115,173 @@ const OWN_AREA_BYTES: usize = 256;
 /// Alignment of our own area (the kernel asks for AT_RSEQ_ALIGN, 32 today).
 const OWN_AREA_ALIGN: usize = 64;
 
-#[repr(C, align(64))]
-struct OwnArea {
-    /// What the kernel sees: registered with at most `OWN_AREA_BYTES`.
-    area: UnsafeCell<[u32; OWN_AREA_BYTES / 4]>,
-    /// Ours alone, beyond any registered length: this thread's registration
-    /// failed, so that it is not retried on every operation.
-    failed: Cell<bool>,
-}
+/// Where each thread's own area lives. In a shared object (the `shared-object`
+/// feature) it is a TLS symbol defined and accessed in assembly with the
+/// initial-exec model: one load of its offset from the thread pointer, the same
+/// in every thread, so the fast path reaches it as it reaches glibc's area. (A
+/// Rust `thread_local!` in a shared object uses the general-dynamic model: a
+/// call to `__tls_get_addr` per access.) The price is a place in the static TLS
+/// block: a library loaded with `dlopen` gets it from glibc's surplus, reserved
+/// for such libraries (jemalloc, tcmalloc and mimalloc do the same), or fails to
+/// load. Elsewhere it is a `thread_local!`, which an executable reaches with
+/// the local-exec model (one instruction).
+#[cfg(all(feature = "shared-object", target_arch = "x86_64"))]
+mod storage {
+    use core::ptr::NonNull;
 
-const _: () = assert!(core::mem::align_of::<OwnArea>() == OWN_AREA_ALIGN);
-const _: () = assert!(core::mem::offset_of!(OwnArea, area) == 0);
-const _: () = assert!(OWN_AREA_BYTES >= core::mem::size_of::<rseq>());
+    use super::{OWN_AREA_ALIGN, OWN_AREA_BYTES};
 
-impl OwnArea {
-    const fn new() -> Self {
-        let mut words = [0u32; OWN_AREA_BYTES / 4];
-        words[RSEQ_CPU_ID_OFFSET / 4] = RSEQ_CPU_ID_UNINITIALIZED as u32;
-        OwnArea {
-            area: UnsafeCell::new(words),
-            failed: Cell::new(false),
-        }
+    /// The TLS symbol: global, so that every codegen unit can name it, but
+    /// hidden (never exported from the shared object), and named after the
+    /// crate's version (two versions of rseq-core in one link keep two areas).
+    macro_rules! own_area_symbol {
+        () => {
+            concat!("rseq_core_own_area_", env!("CARGO_PKG_VERSION"))
+        };
+    }
+
+    // The image of every thread's block: `cpu_id_start` 0, `cpu_id` -1
+    // (RSEQ_CPU_ID_UNINITIALIZED), zeroes, then the `failed` byte (0).
+    core::arch::global_asm!(
+        concat!(".pushsection .tdata.", own_area_symbol!(), ",\"awT\",@progbits"),
+        concat!(".globl ", own_area_symbol!()),
+        concat!(".hidden ", own_area_symbol!()),
+        concat!(".type ", own_area_symbol!(), ", @object"),
+        concat!(".size ", own_area_symbol!(), ", {size}"),
+        ".balign {align}",
+        concat!(own_area_symbol!(), ":"),
+        ".long 0",
+        ".long -1",
+        ".zero {rest}",
+        ".byte 0",
+        ".zero {tail}",
+        ".popsection",
+        align = const OWN_AREA_ALIGN,
+        rest = const OWN_AREA_BYTES - 8,
+        tail = const OWN_AREA_ALIGN - 1,
+        size = const OWN_AREA_BYTES + OWN_AREA_ALIGN,
+    );
+
+    /// The area's offset from the thread pointer: the same in every thread.
+    #[inline(always)]
+    pub(super) fn offset() -> isize {
+        let offset: isize;
+        // SAFETY: loads the GOT entry the dynamic linker filled with the symbol's
+        // offset in the static TLS block; no side effects.
+        unsafe {
+            core::arch::asm!(
+                concat!("mov {offset}, qword ptr [rip + ", own_area_symbol!(), "@GOTTPOFF]"),
+                offset = out(reg) offset,
+                options(nostack, pure, readonly, preserves_flags),
+            )
+        };
+        offset
+    }
+
+    pub(super) fn address() -> NonNull<u8> {
+        let address = crate::glibc::thread_pointer().wrapping_offset(offset());
+        // SAFETY: an address inside this thread's static TLS block is not null.
+        unsafe { NonNull::new_unchecked(address) }
+    }
+
+    /// The calling thread's `failed` byte, after the area.
+    fn failed_byte() -> *mut bool {
+        address().as_ptr().wrapping_add(OWN_AREA_BYTES).cast()
+    }
+
+    pub(super) fn failed() -> bool {
+        // SAFETY: this thread's own byte in its TLS block, only ever 0 or 1.
+        unsafe { failed_byte().read() }
+    }
+
+    pub(super) fn set_failed() {
+        // SAFETY: as in `failed`; nobody else writes this thread's byte.
+        unsafe { failed_byte().write(true) }
     }
 }
 
-std::thread_local! {
-    static OWN_AREA: OwnArea = const { OwnArea::new() };
+#[cfg(not(all(feature = "shared-object", target_arch = "x86_64")))]
+mod storage {
+    use core::cell::{Cell, UnsafeCell};
+    use core::ptr::NonNull;
+
+    use rseq_sys::{RSEQ_CPU_ID_OFFSET, RSEQ_CPU_ID_UNINITIALIZED};
+
+    use super::{OWN_AREA_ALIGN, OWN_AREA_BYTES};
+
+    #[repr(C, align(64))]
+    struct OwnArea {
+        /// What the kernel sees: registered with at most `OWN_AREA_BYTES`.
+        area: UnsafeCell<[u32; OWN_AREA_BYTES / 4]>,
+        /// Ours alone, beyond any registered length: this thread's registration
+        /// failed, so that it is not retried on every operation.
+        failed: Cell<bool>,
+    }
+
+    const _: () = assert!(core::mem::align_of::<OwnArea>() == OWN_AREA_ALIGN);
+    const _: () = assert!(core::mem::offset_of!(OwnArea, area) == 0);
+
+    impl OwnArea {
+        const fn new() -> Self {
+            let mut words = [0u32; OWN_AREA_BYTES / 4];
+            words[RSEQ_CPU_ID_OFFSET / 4] = RSEQ_CPU_ID_UNINITIALIZED as u32;
+            OwnArea {
+                area: UnsafeCell::new(words),
+                failed: Cell::new(false),
+            }
+        }
+    }
+
+    std::thread_local! {
+        static OWN_AREA: OwnArea = const { OwnArea::new() };
+    }
+
+    pub(super) fn address() -> NonNull<u8> {
+        let area = OWN_AREA.with(|own| own.area.get().cast::<u8>());
+        // SAFETY: a thread-local's address is never null.
+        unsafe { NonNull::new_unchecked(area) }
+    }
+
+    pub(super) fn failed() -> bool {
+        OWN_AREA.with(|own| own.failed.get())
+    }
+
+    pub(super) fn set_failed() {
+        OWN_AREA.with(|own| own.failed.set(true));
+    }
+}
+
+const _: () = assert!(OWN_AREA_BYTES >= core::mem::size_of::<rseq>());
+// The assembly image puts -1 at byte 4.
+const _: () = assert!(RSEQ_CPU_ID_OFFSET == 4);
+
+/// Own areas' offset from the thread pointer when it is the same in every
+/// thread (the initial-exec area of a shared-object build), for the fast path.
+#[inline(always)]
+pub(crate) fn own_area_fixed_offset() -> Option<isize> {
+    #[cfg(all(feature = "shared-object", target_arch = "x86_64"))]
+    {
+        Some(storage::offset())
+    }
+    #[cfg(not(all(feature = "shared-object", target_arch = "x86_64")))]
+    {
+        None
+    }
 }
 
 /// The address of this thread's own area.
 #[inline(always)]
 fn own_area_address() -> NonNull<rseq> {
-    let area = OWN_AREA.with(|own| own.area.get().cast::<rseq>());
-    // SAFETY: a thread-local's address is never null.
-    unsafe { NonNull::new_unchecked(area) }
+    storage::address().cast()
 }
 
 /// This thread's own area, registered or not.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn own_area_unregistered() -> Area {
+    if let Some(tp_offset) = own_area_fixed_offset() {
+        return Area { tp_offset };
+    }
     let address = own_area_address().as_ptr() as isize;
     Area {
         tp_offset: address.wrapping_sub(crate::glibc::thread_pointer() as isize),
@@ -195,7 +324,7 @@ pub(crate) fn own_area_cpu_id() -> i32 {
 #[cold]
 #[inline(never)]
 fn register_this_thread() -> bool {
-    if OWN_AREA.with(|own| own.failed.get()) {
+    if storage::failed() {
         return false;
     }
     let _blocked = SignalsBlocked::now();
@@ -222,7 +351,7 @@ fn register_this_thread() -> bool {
         result == 0 || own_area_cpu_id() >= 0
     };
     if !registered {
-        OWN_AREA.with(|own| own.failed.set(true));
+        storage::set_failed();
     }
     registered
 }

@@ -94,9 +94,16 @@ fn decide() -> Mode {
     // Every racer computes the same answer from the same facts; the first wins.
     match MODE.compare_exchange(UNDECIDED, code, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
-            if mode == Mode::Glibc {
-                // The fast path's shortcut, from now on.
-                GLIBC_FAST_OFFSET.store(GLIBC_OFFSET.load(Ordering::Relaxed), Ordering::Relaxed);
+            // The fast path's shortcut, from now on, where every thread's area
+            // lies at one offset from the thread pointer: glibc's, or our own
+            // area in a shared-object build (initial-exec TLS).
+            let offset = match mode {
+                Mode::Glibc => Some(GLIBC_OFFSET.load(Ordering::Relaxed)),
+                Mode::Own => area::own_area_fixed_offset(),
+                Mode::Fallback => None,
+            };
+            if let Some(offset) = offset {
+                FAST_OFFSET.store(offset, Ordering::Relaxed);
             }
             mode
         }
@@ -108,31 +115,18 @@ fn decide() -> Mode {
 
 /// The calling thread's area if the mode is decided and the thread registered
 /// already: the inline first attempt's test, which never decides or registers
-/// anything. With the `shared-object` feature own mode answers None here: its
-/// area is a thread-local, which in a shared object is a call to
-/// `__tls_get_addr`, and one call on an inlined path makes every caller save
-/// registers on every operation, in every mode. [`this_thread_registered_any`]
-/// answers for own mode too, for the full operations.
+/// anything. Where every thread's area lies at one offset (glibc mode; own mode
+/// in a shared-object build) it is one load and one compare; own mode in an
+/// executable reaches its thread-local area inline too (local-exec TLS).
 #[inline(always)]
 pub(crate) fn this_thread_registered() -> Option<Area> {
-    registered(!cfg!(feature = "shared-object"))
-}
-
-/// [`this_thread_registered`], own mode included whatever the build.
-#[inline(always)]
-pub(crate) fn this_thread_registered_any() -> Option<Area> {
-    registered(true)
-}
-
-#[inline(always)]
-fn registered(include_own: bool) -> Option<Area> {
-    let offset = GLIBC_FAST_OFFSET.load(Ordering::Relaxed);
+    let offset = FAST_OFFSET.load(Ordering::Relaxed);
     let area = if offset != NO_OFFSET {
         Area::at(offset)
     } else {
-        // Keep glibc's mode, the common one, on the straight line.
+        // Keep the fixed-offset modes on the straight line.
         core::hint::cold_path();
-        if !include_own || decided() != Some(Mode::Own) {
+        if decided() != Some(Mode::Own) {
             return None;
         }
         area::own_area_unregistered()
@@ -162,12 +156,14 @@ pub(crate) fn this_thread() -> Option<Area> {
 /// (acquire).
 static GLIBC_OFFSET: AtomicIsize = AtomicIsize::new(0);
 
-/// glibc's offset once the mode is decided as `Glibc`, else `NO_OFFSET`: the fast
-/// path's one load (instead of dispatching on the mode). The value is the whole
+/// The offset of every thread's area once the mode is decided and that offset
+/// is the same in every thread (glibc's area; our own in a shared-object
+/// build), else `NO_OFFSET`: the fast path's one load (instead of dispatching
+/// on the mode). The value is the whole
 /// message (no other data is read because of it), so relaxed suffices: a reader
 /// sees `NO_OFFSET` (and takes the slow path, which reads the mode with acquire)
 /// or the offset itself.
-static GLIBC_FAST_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
+static FAST_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
 const NO_OFFSET: isize = isize::MIN;
 
 /// Adopts glibc's registration if glibc made one; true on success.

@@ -33,7 +33,7 @@ pub(crate) fn run<T, R>(
     let mut first = None;
     // Batch, list and word operations are never on an inlined fast path: own
     // mode's thread-local lookup may run here even in a shared object.
-    if let Some(area) = mode::this_thread_registered_any() {
+    if let Some(area) = mode::this_thread_registered() {
         match attempt(region, area, &mut section) {
             Some((Status::DONE, value)) => return Ok(value),
             Some((Status::REFUSED, value)) => return Err(refused(value)),

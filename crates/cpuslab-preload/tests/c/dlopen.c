@@ -1,5 +1,6 @@
-/* libcpuslab.so loaded with dlopen after start-up (not preloaded): its TLS must
- * not need the static TLS block, and its malloc family must work when called
+/* libcpuslab.so loaded with dlopen after start-up (not preloaded): its TLS (the
+ * own-mode rseq area, initial-exec) comes from glibc's static TLS surplus, and
+ * its malloc family must work when called
  * through dlsym, from the main thread and from threads started afterwards. */
 #include <dlfcn.h>
 #include <pthread.h>

@@ -41,9 +41,9 @@ impl PerCpu<Stack> {
     /// One attempt at popping the top item of the calling thread's CPU's stack,
     /// as one indexed section (it reads the index itself: see the arch module):
     /// `None` on anything but success (also when [`pop`](Self::pop) would succeed
-    /// after a restart, in fallback mode, in own mode with the `shared-object`
-    /// feature, and for a null item). For a fast path that falls back to its own
-    /// slow path, which calls `pop`.
+    /// after a restart, in fallback mode, before the thread registered, and for
+    /// a null item). For a fast path that falls back to its own slow path, which
+    /// calls `pop`.
     #[inline(always)]
     pub fn try_pop(&self) -> Option<*mut u8> {
         self.try_pop_in(mode::this_thread_registered()?)
@@ -61,7 +61,7 @@ impl PerCpu<Stack> {
     /// Pops the top item of the calling thread's CPU's stack.
     #[inline(always)]
     pub fn pop(&self) -> Result<*mut u8, OpError> {
-        if let Some(item) = mode::this_thread_registered_any().and_then(|a| self.try_pop_in(a)) {
+        if let Some(item) = mode::this_thread_registered().and_then(|a| self.try_pop_in(a)) {
             return Ok(item);
         }
         self.pop_restarting()
@@ -74,7 +74,7 @@ impl PerCpu<Stack> {
     #[allow(clippy::not_unsafe_ptr_arg_deref)]
     #[inline(always)]
     pub fn push(&self, item: *mut u8) -> Result<(), OpError> {
-        if mode::this_thread_registered_any().is_some_and(|a| self.try_push_in(a, item)) {
+        if mode::this_thread_registered().is_some_and(|a| self.try_push_in(a, item)) {
             return Ok(());
         }
         self.push_restarting(item)
