@@ -1,11 +1,14 @@
-/* Shared by the whole-program benchmarks: a fast PRNG, a clock, and a way to
- * keep the compiler from removing allocations whose result looks unused. */
+/* Shared by the whole-program benchmarks: a fast PRNG, a clock, arguments, a
+ * way to keep the compiler from removing allocations whose result looks
+ * unused, and thread creation that stops the program when it fails. */
 #ifndef CPUSLAB_BENCH_H
 #define CPUSLAB_BENCH_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* The pointer escapes: malloc/free pairs cannot be elided. */
@@ -41,6 +44,20 @@ static inline void *checked(void *p) {
         exit(1);
     }
     return p;
+}
+
+/* pthread_create, or a message and exit status 1. `attr` may be NULL. */
+static inline void start_thread_with(pthread_t *id, const pthread_attr_t *attr,
+                                     void *(*body)(void *), void *arg) {
+    int error = pthread_create(id, attr, body, arg);
+    if (error != 0) {
+        fprintf(stderr, "pthread_create: %s\n", strerror(error));
+        exit(1);
+    }
+}
+
+static inline void start_thread(pthread_t *id, void *(*body)(void *), void *arg) {
+    start_thread_with(id, NULL, body, arg);
 }
 
 #endif

@@ -1,27 +1,63 @@
-/* pairs: single thread, malloc + free of one block at a time, sizes 16..1024
- * bytes (a fixed pseudo-random sequence); the allocator's fast path and
- * nothing else. usage: pairs [millions of pairs=100] */
+/* pairs: malloc + free of one block at a time, sizes 16..1024 bytes (a fixed
+ * pseudo-random sequence); the allocator's fast path and nothing else. With
+ * more than one thread the pairs are split evenly over the threads, each
+ * running the same loop on its own blocks (no sharing).
+ * usage: pairs [millions of pairs in all=100] [threads=1] */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "bench.h"
 
-int main(int argc, char **argv) {
-    long pairs = arg_long(argc, argv, 1, 100) * 1000000L;
-    size_t sizes[1024];
-    uint64_t rng = 42;
-    for (int i = 0; i < 1024; i++)
-        sizes[i] = 16 + rng_next(&rng) % 1009;
+struct job {
+    long pairs;
+    unsigned long sum;
+};
+
+static size_t sizes[1024];
+
+static void *run(void *arg) {
+    struct job *job = arg;
     unsigned long sum = 0;
-    double start = now_seconds();
-    for (long i = 0; i < pairs; i++) {
+    for (long i = 0; i < job->pairs; i++) {
         unsigned char *p = malloc(sizes[i & 1023]);
         p[0] = (unsigned char)i;
         ESCAPE(p);
         sum += p[0];
         free(p);
     }
+    job->sum = sum;
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    long pairs = arg_long(argc, argv, 1, 100) * 1000000L;
+    long threads = arg_long(argc, argv, 2, 1);
+    uint64_t rng = 42;
+    for (int i = 0; i < 1024; i++)
+        sizes[i] = 16 + rng_next(&rng) % 1009;
+    struct job *jobs = checked(calloc((size_t)threads, sizeof *jobs));
+    pthread_t *ids = checked(calloc((size_t)threads, sizeof *ids));
+    for (long t = 0; t < threads; t++)
+        jobs[t].pairs = pairs / threads;
+    pairs = jobs[0].pairs * threads;
+    double start = now_seconds();
+    if (threads == 1) {
+        run(&jobs[0]); /* no thread at all: the single-threaded case as it always was */
+    } else {
+        for (long t = 0; t < threads; t++)
+            start_thread(&ids[t], run, &jobs[t]);
+        for (long t = 0; t < threads; t++)
+            pthread_join(ids[t], NULL);
+    }
     double seconds = now_seconds() - start;
-    printf("pairs: %ld malloc+free pairs in %.3f s: %.1f ns/pair (check %lu)\n", pairs, seconds,
-           seconds * 1e9 / (double)pairs, sum);
+    unsigned long sum = 0;
+    for (long t = 0; t < threads; t++)
+        sum += jobs[t].sum;
+    printf("pairs: %ld threads, %ld malloc+free pairs in %.3f s: %.1f ns/pair, %.1f M pairs/s "
+           "(check %lu)\n",
+           threads, pairs, seconds, seconds * 1e9 / (double)pairs, (double)pairs / seconds / 1e6,
+           sum);
+    free(jobs);
+    free(ids);
     return 0;
 }

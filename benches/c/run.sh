@@ -4,35 +4,52 @@
 # mimalloc, tcmalloc from Debian packages (libjemalloc2, libmimalloc2.0,
 # libtcmalloc-minimal4).
 #
-# Every (benchmark, allocator) pair runs once per repetition, repetition-major
-# (rep 1 of everything, then rep 2, ...), with the allocator order rotated from
-# one benchmark and repetition to the next, so that drift on the machine (other
-# load, frequency, page cache) spreads over all allocators. Wall time and peak
-# RSS come from /usr/bin/time -f "%e %M" around the program.
+# The cases: every multi-threaded program (pairs, threads, prodcons, server,
+# larson, xmalloc, mixed) at each thread count of --threads, as <program>-<n>t
+# (the same total work at every count: the threads split it), and the
+# single-threaded batch and large. prodcons and xmalloc pair their threads (half
+# allocate, half free), so they run at the even counts only.
 #
-# usage: benches/c/run.sh [--quick] [--reps N] [--out DIR]
-#   --quick   smaller sizes and 1 repetition (under a minute)
-#   --reps N  repetitions (default 3; --quick: 1)
-#   --out DIR where preload.csv, preload.md and the binaries go (default results/)
+# Every (case, allocator) pair runs once per repetition, repetition-major (rep 1
+# of everything, then rep 2, ...), with the allocator order rotated from one
+# case and repetition to the next, so that drift on the machine (other load,
+# frequency, page cache) spreads over all allocators. Wall time and peak RSS
+# come from /usr/bin/time -f "%e %M" around the program.
 #
-# Writes DIR/preload.csv (benchmark,allocator,rep,seconds,max_rss_kib) and
-# DIR/preload.md (medians, ratios to cpuslab, the best peer per case).
+# usage: benches/c/run.sh [--quick] [--reps N] [--threads LIST] [--lib FILE] [--out DIR]
+#   --quick         a tenth of the work and 1 repetition (about half a minute)
+#   --reps N        repetitions (default 3; --quick: 1)
+#   --threads LIST  thread counts, comma-separated (default 1,2,4,8,16)
+#   --lib FILE      use this libcpuslab.so instead of building one (cargo build
+#                   --release -p cpuslab-preload)
+#   --out DIR       where preload.csv, preload.md and the binaries go (default results/)
+#
+# Writes DIR/preload.csv (benchmark,allocator,rep,seconds,max_rss_kib; the
+# benchmark column names the case) and DIR/preload.md (medians, ratios to
+# cpuslab, the best peer per case, time by thread count).
 set -euo pipefail
 
+caller="$PWD"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 
 quick=0
 reps=""
 out="results"
+thread_counts="1,2,4,8,16"
+lib=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --reps) reps="$2"; shift ;;
     --reps=*) reps="${1#--reps=}" ;;
+    --threads) thread_counts="$2"; shift ;;
+    --threads=*) thread_counts="${1#--threads=}" ;;
+    --lib) lib="$2"; shift ;;
+    --lib=*) lib="${1#--lib=}" ;;
     --out) out="$2"; shift ;;
     --out=*) out="${1#--out=}" ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -41,6 +58,14 @@ if [ -z "$reps" ]; then
   if [ "$quick" = 1 ]; then reps=1; else reps=3; fi
 fi
 case "$reps" in ''|*[!0-9]*|0) echo "run.sh: --reps needs a positive number" >&2; exit 2 ;; esac
+IFS=, read -r -a counts <<< "$thread_counts"
+[ ${#counts[@]} -gt 0 ] || { echo "run.sh: --threads needs a list of counts" >&2; exit 2; }
+for i in "${!counts[@]}"; do
+  n="${counts[$i]}"
+  case "$n" in ''|*[!0-9]*) echo "run.sh: --threads: '$n' is not a number" >&2; exit 2 ;; esac
+  counts[i]=$((10#$n)) # 08 is 8, not an octal error
+  [ "${counts[$i]}" -gt 0 ] || { echo "run.sh: --threads: counts start at 1" >&2; exit 2; }
+done
 
 log() { echo "run.sh: $*"; }
 
@@ -83,16 +108,25 @@ done
 # --- Build -----------------------------------------------------------------
 mkdir -p "$out/bin"
 out="$(cd "$out" && pwd)"
-benchmarks=(pairs batch threads prodcons server)
-for b in "${benchmarks[@]}"; do
-  gcc -O2 -pthread -Wall -Wextra -o "$out/bin/$b" "benches/c/$b.c"
+programs=(pairs batch threads prodcons server larson xmalloc mixed large)
+for p in "${programs[@]}"; do
+  # -fno-builtin: every malloc, free and memset in the source is a call (no
+  # malloc + memset turned into calloc, no pair elided).
+  gcc -O2 -pthread -fno-builtin -Wall -Wextra -o "$out/bin/$p" "benches/c/$p.c"
 done
-log "building libcpuslab.so"
-cargo build --release -p cpuslab-preload >&2
-target="${CARGO_TARGET_DIR:-target}"
-case "$target" in /*) ;; *) target="$root/$target" ;; esac
-cpuslab="$target/release/libcpuslab.so"
-[ -e "$cpuslab" ] || { echo "run.sh: $cpuslab was not built" >&2; exit 1; }
+if [ -n "$lib" ]; then
+  case "$lib" in /*) ;; *) lib="$caller/$lib" ;; esac
+  [ -f "$lib" ] || { echo "run.sh: --lib $lib does not exist" >&2; exit 1; }
+  cpuslab="$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib")"
+  log "using $cpuslab"
+else
+  log "building libcpuslab.so"
+  cargo build --release -p cpuslab-preload >&2
+  target="${CARGO_TARGET_DIR:-target}"
+  case "$target" in /*) ;; *) target="$root/$target" ;; esac
+  cpuslab="$target/release/libcpuslab.so"
+  [ -e "$cpuslab" ] || { echo "run.sh: $cpuslab was not built" >&2; exit 1; }
+fi
 
 allocators=(cpuslab glibc jemalloc mimalloc tcmalloc)
 preload_of() {
@@ -105,33 +139,62 @@ preload_of() {
   esac
 }
 
-# Arguments per benchmark (see each program's usage line).
+# The cases, in run order: <program>-<n>t per thread count for the
+# multi-threaded programs, the bare program name for the single-threaded ones.
+threaded() { for n in "${counts[@]}"; do echo "$1-${n}t"; done; }
+paired() { for n in "${counts[@]}"; do [ $((n % 2)) -eq 0 ] && echo "$1-${n}t"; done; return 0; }
+mapfile -t benchmarks < <(
+  threaded pairs
+  echo batch
+  threaded threads
+  paired prodcons
+  threaded server
+  threaded larson
+  paired xmalloc
+  threaded mixed
+  echo large
+)
+program_of() { case "$1" in *-[0-9]*t) echo "${1%-*}" ;; *) echo "$1" ;; esac; }
+threads_of() { case "$1" in *-[0-9]*t) local n="${1##*-}"; echo "${n%t}" ;; *) echo 1 ;; esac; }
+
+# The arguments of a case (each program's usage line says what they are). The
+# total work is the same at every thread count; --quick does a tenth of it.
+# Sized for about half a second per run under cpuslab on 2 CPUs, so that the
+# full run (35 cases, 5 allocators, 3 repetitions) takes about 5 minutes.
+#   pairs     millions of malloc+free pairs, threads
+#   batch     rounds of 100 000 blocks
+#   threads   millions of steps, threads
+#   prodcons  millions of blocks, producer/consumer pairs
+#   server    thousands of requests, threads
+#   larson    threads, rounds in all, slots per thread, replacements per round
+#   xmalloc   threads, thousands of blocks
+#   mixed     threads, thousands of operations, live blocks per thread
+#   large     replacements (20 buffers of 5..25 MiB)
 args_of() {
-  if [ "$quick" = 1 ]; then
-    case "$1" in
-      pairs) echo "10" ;;
-      batch) echo "10" ;;
-      threads) echo "4" ;;
-      prodcons) echo "6" ;;
-      server) echo "60" ;;
-    esac
-  else
-    case "$1" in
-      pairs) echo "100" ;;
-      batch) echo "100" ;;
-      threads) echo "40" ;;
-      prodcons) echo "60" ;;
-      server) echo "600" ;;
-    esac
-  fi
+  local n
+  n="$(threads_of "$1")"
+  case "$(program_of "$1")" in
+    pairs) echo "$(work 60) $n" ;;
+    batch) echo "$(work 100)" ;;
+    threads) echo "$(work 30) $n" ;;
+    prodcons) echo "$(work 10) $((n / 2))" ;;
+    server) echo "$(work 200) $n" ;;
+    larson) echo "$n $(work 6000) 1000 2000" ;;
+    xmalloc) echo "$n $(work 3000)" ;;
+    mixed) echo "$n $(work 4000) 1000" ;;
+    large) echo "$(work 200)" ;;
+  esac
 }
+work() { if [ "$quick" = 1 ]; then echo $(($1 / 10)); else echo "$1"; fi; }
 
 # --- Run -------------------------------------------------------------------
-# One untimed run of the largest working set first: on a virtual machine the
-# first touch of guest memory is slow, and that should not land on whichever
-# allocator happens to run first.
-log "warm-up: server with glibc (not recorded)"
-"$out/bin/server" "$(args_of server)" > /dev/null
+# Untimed runs of the largest working sets first (server's, and large's few
+# hundred MiB): on a virtual machine the first touch of guest memory is slow,
+# and that should not land on whichever allocator happens to run first.
+log "warm-up: server and large with glibc (not recorded)"
+# shellcheck disable=SC2046 # the arguments are words on purpose
+"$out/bin/server" $(args_of server-4t) > /dev/null
+"$out/bin/large" 20 > /dev/null
 
 csv="$out/preload.csv"
 echo "benchmark,allocator,rep,seconds,max_rss_kib" > "$csv"
@@ -148,7 +211,7 @@ for rep in $(seq 1 "$reps"); do
       preload="$(preload_of "$a")"
       # shellcheck disable=SC2046 # the arguments are words on purpose
       if /usr/bin/time -f "%e %M" -o "$timing" \
-          env LD_PRELOAD="$preload" "$out/bin/$b" $(args_of "$b") > "$output" 2>&1; then
+          env LD_PRELOAD="$preload" "$out/bin/$(program_of "$b")" $(args_of "$b") > "$output" 2>&1; then
         read -r seconds rss < <(tail -n 1 "$timing")
         echo "$b,$a,$rep,$seconds,$rss" >> "$csv"
         log "rep $rep $b $a: ${seconds} s, ${rss} KiB: $(tail -n 1 "$output")"
@@ -231,6 +294,41 @@ done
                                : sprintf("**+%s RSS** vs %s", pct(cr, mr[b, br]), br)
         printf "| %s | %s %.3f s | %.3f s: %s | %s %.1f MiB | %.1f MiB: %s |\n", b, bt, ms[b, bt],
           cs, tv, br, mr[b, br] / 1024, cr / 1024, rv
+      }
+      # Time by thread count: one row per (program, allocator), one column per
+      # count, from the <program>-<n>t cases.
+      np = 0; nt = 0
+      for (i = 1; i <= nb; i++) {
+        b = benches[i]
+        if (!match(b, /-[0-9]+t$/)) continue
+        p = substr(b, 1, RSTART - 1); t = substr(b, RSTART + 1, RLENGTH - 2) + 0
+        if (!(p in pseen)) { pseen[p] = 1; progs[++np] = p }
+        if (!(t in tseen)) { tseen[t] = 1; ts[++nt] = t }
+        caseof[p, t] = b
+      }
+      if (np == 0) exit
+      for (i = 2; i <= nt; i++) {
+        t = ts[i]
+        for (j = i - 1; j >= 1 && ts[j] > t; j--) ts[j + 1] = ts[j]
+        ts[j + 1] = t
+      }
+      print ""
+      print "Time by thread count (median seconds; the same total work at every count):"
+      print ""
+      line = "| program | allocator |"; rule = "|---|---|"
+      for (k = 1; k <= nt; k++) { line = line " " ts[k] " |"; rule = rule "---:|" }
+      print line; print rule
+      for (i = 1; i <= np; i++) {
+        p = progs[i]
+        for (j = 1; j <= na; j++) {
+          a = allocs[j]; line = "| " p " | " a " |"
+          for (k = 1; k <= nt; k++) {
+            if (!((p, ts[k]) in caseof)) { line = line " - |"; continue }
+            b = caseof[p, ts[k]]
+            line = line (ms[b, a] == "" ? " failed |" : sprintf(" %.3f |", ms[b, a]))
+          }
+          print line
+        }
       }
     }
   ' "$csv"
