@@ -65,8 +65,10 @@ pub struct Config {
     /// tier off). Applies to caches set up after the change.
     pub cpu_cache_bytes: usize,
     /// Ask for transparent huge pages on fresh large mappings of 4 MiB and more
-    /// (`CPUSLAB_HUGE_PAGES`, default on): a program that fills new buffers
-    /// takes 512 times fewer page faults. Applies to mappings made afterwards.
+    /// (`CPUSLAB_HUGE_PAGES`, default off): a program that fills new buffers
+    /// takes 512 times fewer page faults, but where the kernel must first find
+    /// or clear 2 MiB pages (or, in a VM, get them back from the host) a run can
+    /// take several times longer. Applies to mappings made afterwards.
     pub huge_pages: bool,
     /// Run the background decay thread (`CPUSLAB_BACKGROUND`, default off). It
     /// cannot be stopped once started.
@@ -110,7 +112,7 @@ impl fmt::Display for ConfigError {
 static RSEQ: AtomicBool = AtomicBool::new(true);
 static INDEX_CPU: AtomicBool = AtomicBool::new(false);
 static CPU_CACHE_BYTES: AtomicUsize = AtomicUsize::new(MAX_CPU_CACHE_BYTES);
-static HUGE_PAGES: AtomicBool = AtomicBool::new(true);
+static HUGE_PAGES: AtomicBool = AtomicBool::new(false);
 static BACKGROUND: AtomicBool = AtomicBool::new(false);
 static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
 static VERBOSE: AtomicBool = AtomicBool::new(false);

@@ -378,6 +378,7 @@ pub(crate) fn decay_step() {
         decay::Due::Start(range) => {
             depot::flush();
             crate::page_heap::decay();
+            crate::large_cache::decay();
             range.for_each(halve);
         }
         decay::Due::Halve(range) => range.for_each(halve),

@@ -68,14 +68,14 @@ fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     } else {
         None
     };
-    let base = match reused {
-        Some(base) => {
+    let (base, len) = match reused {
+        Some((base, kept_len)) => {
             if zeroed {
-                // SAFETY: `len` bytes of a mapping that nobody else uses; the
-                // caller may touch `size` of them.
+                // SAFETY: `kept_len >= len` bytes of a mapping that nobody else
+                // uses; the caller may touch `size` of them.
                 unsafe { ptr::write_bytes(base, 0, size) };
             }
-            base
+            (base, kept_len)
         }
         None => match os::map_aligned(len, align).or_else(|| {
             // Out of address space: give back what the cache holds, then retry.
@@ -87,7 +87,7 @@ fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
                     // SAFETY: the fresh mapping of `len` bytes made above.
                     unsafe { os::advise_huge_pages(base.as_ptr(), len) };
                 }
-                base.as_ptr()
+                (base.as_ptr(), len)
             }
             None => return ptr::null_mut(),
         },
@@ -160,7 +160,7 @@ pub(crate) unsafe fn free_found(ptr: *mut u8, large: LargeAt) -> bool {
         return false;
     }
     retire(span);
-    if large_cache::put(ptr, len) {
+    if large_cache::put(ptr, len, LIVE_BYTES.load(Ordering::Relaxed)) {
         return true;
     }
     // SAFETY: the object's mapping is exactly [ptr, ptr + len); this thread
