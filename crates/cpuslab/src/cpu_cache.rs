@@ -226,21 +226,28 @@ fn install(stacks: PerCpu<Stack>, region: PerCpu<Shelf>, class: Class) {
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_miss(class: Class) -> *mut u8 {
-    decay_step();
     let region = match region() {
         Some(region) => region,
         None if init() => return alloc_miss(class),
-        None => return depot::pop_one(class, home()),
+        None => {
+            decay_step();
+            return depot::pop_one(class, home());
+        }
     };
     let capacity = capacity(class);
     if capacity == 0 {
+        decay_step();
         return depot::pop_one(class, home());
     }
     let stacks = stacks(region, class);
-    // The fast path tried once; this retries through restarts (or the fallback).
+    // The fast path tried once; this retries through restarts (or the
+    // fallback's lock, where every operation comes here).
     if let Ok(object) = stacks.pop() {
         return object;
     }
+    // A real miss: the decay's turn (not before the retry: in the fallback mode
+    // its clock read would cost every operation).
+    decay_step();
     install(stacks, region, class);
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];
     let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
@@ -314,26 +321,32 @@ pub(crate) fn alloc_zeroed_miss(class: Class, size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
-    decay_step();
     let region = match region() {
         Some(region) => region,
         // SAFETY: forwarded contract.
         None if init() => return unsafe { dealloc_miss(class, object) },
-        // SAFETY: forwarded contract.
-        None => return unsafe { depot::push_one(class, home(), object) },
+        None => {
+            decay_step();
+            // SAFETY: forwarded contract.
+            return unsafe { depot::push_one(class, home(), object) };
+        }
     };
     let capacity = capacity(class);
     if capacity == 0 {
+        decay_step();
         // SAFETY: forwarded contract.
         return unsafe { depot::push_one(class, home(), object) };
     }
     let stacks = stacks(region, class);
-    // The fast path tried once; this retries through restarts (or the fallback).
+    // The fast path tried once; this retries through restarts (or the
+    // fallback's lock, where every operation comes here).
     match stacks.push(object) {
         Ok(()) => return,
         Err(OpError::Duplicate) => report::double_free("free", object),
         Err(_) => {}
     }
+    // A real overflow: the decay's turn (see `alloc_miss`).
+    decay_step();
     install(stacks, region, class);
     let home = home();
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];
