@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Whole-program C allocation benchmarks under each allocator, by LD_PRELOAD:
-# cpuslab (target/release/libcpuslab.so), glibc (no preload), and jemalloc,
-# mimalloc, tcmalloc from Debian packages (libjemalloc2, libmimalloc2.0,
-# libtcmalloc-minimal4).
+# cpuslab (target/release/libcpuslab.so), glibc (no preload), jemalloc,
+# mimalloc2 (mimalloc 2.0) and tcmalloc from Debian packages (libjemalloc2,
+# libmimalloc2.0, libtcmalloc-minimal4), and mimalloc3 (mimalloc 3) and snmalloc
+# built by benches/c/peers.sh from the sources inside the libmimalloc-sys and
+# snmalloc-sys crates (cmake, or gcc/g++ directly; once, kept in target/peers/).
+# A peer that cannot be installed or built is left out, with a message on
+# stderr; the others still run.
 #
 # The cases: every multi-threaded program (pairs, threads, prodcons, server,
 # larson, xmalloc, mixed) at each thread count of --threads, as <program>-<n>t
@@ -22,6 +26,8 @@
 #   --threads LIST  thread counts, comma-separated (default 1,2,4,8,16)
 #   --lib FILE      use this libcpuslab.so instead of building one (cargo build
 #                   --release -p cpuslab-preload)
+#   --peers LIST    the peers, comma-separated, of glibc, jemalloc, mimalloc2,
+#                   mimalloc3, snmalloc, tcmalloc (default: all)
 #   --out DIR       where preload.csv, preload.md and the binaries go (default results/)
 #
 # Writes DIR/preload.csv (benchmark,allocator,rep,seconds,max_rss_kib; the
@@ -38,6 +44,7 @@ reps=""
 out="results"
 thread_counts="1,2,4,8,16"
 lib=""
+peer_list="glibc,jemalloc,mimalloc2,mimalloc3,snmalloc,tcmalloc"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -47,6 +54,8 @@ while [ $# -gt 0 ]; do
     --threads=*) thread_counts="${1#--threads=}" ;;
     --lib) lib="$2"; shift ;;
     --lib=*) lib="${1#--lib=}" ;;
+    --peers) peer_list="$2"; shift ;;
+    --peers=*) peer_list="${1#--peers=}" ;;
     --out) out="$2"; shift ;;
     --out=*) out="${1#--out=}" ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -66,10 +75,18 @@ for i in "${!counts[@]}"; do
   counts[i]=$((10#$n)) # 08 is 8, not an octal error
   [ "${counts[$i]}" -gt 0 ] || { echo "run.sh: --threads: counts start at 1" >&2; exit 2; }
 done
+IFS=, read -r -a peers <<< "$peer_list"
+for p in "${peers[@]}"; do
+  case "$p" in
+    glibc|jemalloc|mimalloc2|mimalloc3|snmalloc|tcmalloc) ;;
+    *) echo "run.sh: --peers: unknown peer '$p'" >&2; exit 2 ;;
+  esac
+done
+wanted() { case ",$peer_list," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 log() { echo "run.sh: $*"; }
 
-# --- Debian packages: the peers and GNU time -------------------------------
+# --- Debian packages: three peers and GNU time ------------------------------
 multiarch="$(gcc -print-multiarch 2>/dev/null || true)"
 [ -n "$multiarch" ] || multiarch="x86_64-linux-gnu"
 libdir="/usr/lib/$multiarch"
@@ -83,27 +100,69 @@ find_lib() {
   fi
   ldconfig -p 2>/dev/null | awk -v name="$1" '$1 == name { print $NF; exit }'
 }
+find_mimalloc2() {
+  local found
+  found="$(find_lib libmimalloc.so.2.0)"
+  [ -n "$found" ] || found="$(find_lib libmimalloc.so.2)"
+  echo "$found"
+}
 
 need=()
-[ -n "$(find_lib libjemalloc.so.2)" ] || need+=(libjemalloc2)
-[ -n "$(find_lib libmimalloc.so.2.0)$(find_lib libmimalloc.so.2)" ] || need+=(libmimalloc2.0)
-[ -n "$(find_lib libtcmalloc_minimal.so.4)" ] || need+=(libtcmalloc-minimal4)
+wanted jemalloc && [ -z "$(find_lib libjemalloc.so.2)" ] && need+=(libjemalloc2)
+wanted mimalloc2 && [ -z "$(find_mimalloc2)" ] && need+=(libmimalloc2.0)
+wanted tcmalloc && [ -z "$(find_lib libtcmalloc_minimal.so.4)" ] && need+=(libtcmalloc-minimal4)
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   log "installing ${need[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"; } >&2 ||
+    echo "run.sh: apt-get install ${need[*]} failed" >&2
 fi
+[ -x /usr/bin/time ] || { echo "run.sh: /usr/bin/time is missing (Debian package time)" >&2; exit 1; }
 
-jemalloc="$(find_lib libjemalloc.so.2)"
-mimalloc="$(find_lib libmimalloc.so.2.0)"
-[ -n "$mimalloc" ] || mimalloc="$(find_lib libmimalloc.so.2)"
-tcmalloc="$(find_lib libtcmalloc_minimal.so.4)"
-for lib in "$jemalloc" "$mimalloc" "$tcmalloc"; do
-  [ -n "$lib" ] && [ -e "$lib" ] || { echo "run.sh: a peer library is missing" >&2; exit 1; }
-done
+# The allocators in the order of the tables: cpuslab, then each peer that is
+# there. preload[<name>] is its library (empty for glibc), about[<name>] what
+# the summary says of it.
+allocators=(cpuslab)
+declare -A preload about
+add_peer() { allocators+=("$1"); preload[$1]="$2"; about[$1]="$3"; }
+skip_peer() { echo "run.sh: going on without $1: $2" >&2; }
+debian_peer() { # name, library, Debian package
+  if [ -n "$2" ] && [ -e "$2" ]; then
+    add_peer "$1" "$2" "$(basename "$2") ($3 $(dpkg-query -W -f '${Version}' "$3" 2>/dev/null || echo '?'))"
+  else
+    skip_peer "$1" "its library is missing (Debian package $3)"
+  fi
+}
+wanted glibc && add_peer glibc "" "glibc malloc without preload"
+wanted jemalloc && debian_peer jemalloc "$(find_lib libjemalloc.so.2)" libjemalloc2
+wanted mimalloc2 && debian_peer mimalloc2 "$(find_mimalloc2)" libmimalloc2.0
+
+# --- Peers built from crate sources: mimalloc3 and snmalloc -----------------
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$root/$target" ;; esac
+built=()
+wanted mimalloc3 && built+=(mimalloc3)
+wanted snmalloc && built+=(snmalloc)
+if [ ${#built[@]} -gt 0 ]; then
+  declare -A built_lib built_about
+  # Progress and failures of peers.sh go to stderr; "name path description" lines come back.
+  while read -r name path description; do
+    built_lib[$name]="$path"
+    built_about[$name]="$description"
+  done < <(bash benches/c/peers.sh --dir "$target/peers" "${built[@]}" || true)
+  for name in "${built[@]}"; do
+    if [ -n "${built_lib[$name]:-}" ] && [ -e "${built_lib[$name]}" ]; then
+      add_peer "$name" "${built_lib[$name]}" "$(basename "${built_lib[$name]}") (${built_about[$name]})"
+    else
+      skip_peer "$name" "benches/c/peers.sh could not build it (its messages are above)"
+    fi
+  done
+fi
+wanted tcmalloc && debian_peer tcmalloc "$(find_lib libtcmalloc_minimal.so.4)" libtcmalloc-minimal4
+[ ${#allocators[@]} -gt 1 ] || echo "run.sh: no peer: cpuslab runs alone" >&2
+for a in "${allocators[@]:1}"; do log "peer $a: ${about[$a]}"; done
 
 # --- Build -----------------------------------------------------------------
 mkdir -p "$out/bin"
@@ -122,22 +181,11 @@ if [ -n "$lib" ]; then
 else
   log "building libcpuslab.so"
   cargo build --release -p cpuslab-preload >&2
-  target="${CARGO_TARGET_DIR:-target}"
-  case "$target" in /*) ;; *) target="$root/$target" ;; esac
   cpuslab="$target/release/libcpuslab.so"
   [ -e "$cpuslab" ] || { echo "run.sh: $cpuslab was not built" >&2; exit 1; }
 fi
 
-allocators=(cpuslab glibc jemalloc mimalloc tcmalloc)
-preload_of() {
-  case "$1" in
-    cpuslab) echo "$cpuslab" ;;
-    glibc) echo "" ;;
-    jemalloc) echo "$jemalloc" ;;
-    mimalloc) echo "$mimalloc" ;;
-    tcmalloc) echo "$tcmalloc" ;;
-  esac
-}
+preload[cpuslab]="$cpuslab"
 
 # The cases, in run order: <program>-<n>t per thread count for the
 # multi-threaded programs, the bare program name for the single-threaded ones.
@@ -160,7 +208,7 @@ threads_of() { case "$1" in *-[0-9]*t) local n="${1##*-}"; echo "${n%t}" ;; *) e
 # The arguments of a case (each program's usage line says what they are). The
 # total work is the same at every thread count; --quick does a tenth of it.
 # Sized for about half a second per run under cpuslab on 2 CPUs, so that the
-# full run (35 cases, 5 allocators, 3 repetitions) takes about 5 minutes.
+# full run (35 cases, 7 allocators, 3 repetitions) takes about 7 minutes.
 #   pairs     millions of malloc+free pairs, threads
 #   batch     rounds of 100 000 blocks
 #   threads   millions of steps, threads
@@ -208,10 +256,9 @@ for rep in $(seq 1 "$reps"); do
   for b in "${benchmarks[@]}"; do
     for i in $(seq 0 $((n - 1))); do
       a="${allocators[$(((i + turn) % n))]}"
-      preload="$(preload_of "$a")"
       # shellcheck disable=SC2046 # the arguments are words on purpose
       if /usr/bin/time -f "%e %M" -o "$timing" \
-          env LD_PRELOAD="$preload" "$out/bin/$(program_of "$b")" $(args_of "$b") > "$output" 2>&1; then
+          env LD_PRELOAD="${preload[$a]}" "$out/bin/$(program_of "$b")" $(args_of "$b") > "$output" 2>&1; then
         read -r seconds rss < <(tail -n 1 "$timing")
         echo "$b,$a,$rep,$seconds,$rss" >> "$csv"
         log "rep $rep $b $a: ${seconds} s, ${rss} KiB: $(tail -n 1 "$output")"
@@ -229,13 +276,13 @@ done
 {
   echo "# Whole-program allocation benchmarks under LD_PRELOAD"
   echo
-  echo "Generated by \`benches/c/run.sh$([ "$quick" = 1 ] && echo " --quick") --reps $reps\` on $(date -u +%Y-%m-%d)."
+  echo "Generated by \`benches/c/run.sh$([ "$quick" = 1 ] && echo " --quick") --reps $reps --threads $thread_counts --peers $peer_list\` on $(date -u +%Y-%m-%d)."
   echo "Machine: $(lscpu 2>/dev/null | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2; exit }'),"
   echo "$(nproc) CPUs, Linux $(uname -r), $(ldd --version 2>/dev/null | head -n 1 | sed 's/^ldd //')."
-  echo "Peers: $(basename "$jemalloc") ($(dpkg-query -W -f '${Version}' libjemalloc2 2>/dev/null || echo '?')),"
-  echo "$(basename "$mimalloc") ($(dpkg-query -W -f '${Version}' libmimalloc2.0 2>/dev/null || echo '?')),"
-  echo "$(basename "$tcmalloc") ($(dpkg-query -W -f '${Version}' libtcmalloc-minimal4 2>/dev/null || echo '?'));"
-  echo "glibc malloc without preload. Medians of $reps repetition(s); ratios are peer / cpuslab"
+  echo "Peers:"
+  for a in "${allocators[@]:1}"; do echo "- $a: ${about[$a]}"; done
+  echo
+  echo "Medians of $reps repetition(s); ratios are peer / cpuslab"
   echo "(above 1.00: cpuslab is faster or smaller)."
   echo
   awk -F, -v order="${allocators[*]}" '

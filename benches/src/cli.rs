@@ -48,7 +48,8 @@ pub struct Cli {
     pub out: PathBuf,
 
     /// Run benches/c/run.sh (whole C programs under LD_PRELOAD, its own peers:
-    /// glibc, jemalloc, mimalloc, tcmalloc; about 1.5 minutes, --quick: seconds)
+    /// glibc, jemalloc, mimalloc 2 and 3, snmalloc, tcmalloc; minutes, --quick:
+    /// seconds)
     /// and fold its tables into the report [default: on, unless --workloads or
     /// --allocators narrows the run]
     #[arg(long, overrides_with = "no_preload")]

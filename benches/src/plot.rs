@@ -25,15 +25,19 @@ pub type PlotResult = Result<(), Box<dyn Error>>;
 
 pub const FONT: &str = "sans-serif";
 
-/// A fixed color per allocator, the same in every plot.
+/// A fixed color per allocator, the same in every plot. `mimalloc3` (the LD_PRELOAD
+/// programs' mimalloc 3) has the color of `mimalloc`, the Rust comparison's, which
+/// is mimalloc 3 too; `mimalloc2` is Debian's mimalloc 2.0.
 pub fn color_of(allocator: &str) -> RGBColor {
     match allocator {
         "cpuslab" => RGBColor(214, 39, 40),
         "glibc" => RGBColor(127, 127, 127),
         "jemalloc" => RGBColor(31, 119, 180),
-        "mimalloc" => RGBColor(44, 160, 44),
+        "mimalloc" | "mimalloc3" => RGBColor(44, 160, 44),
+        "mimalloc2" => RGBColor(188, 189, 34),
         "snmalloc" => RGBColor(148, 103, 189),
-        _ => RGBColor(255, 127, 14),
+        "tcmalloc" => RGBColor(255, 127, 14),
+        _ => RGBColor(140, 86, 75),
     }
 }
 
