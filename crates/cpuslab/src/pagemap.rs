@@ -15,14 +15,14 @@
 //! names a span record that has since moved on); readers therefore check that
 //! the address really lies inside the span they get back.
 //!
-//! An entry of a small-object span also carries its size class, in the top
-//! bits that user pointers leave free (TCMalloc keeps a class byte per page
-//! for the same reason): C `free` learns the class from the entry itself, so
-//! the per-CPU push does not wait for the span record, whose checks run
-//! alongside it (`owner::find`).
+//! The pages of a small-object span also carry its size class, a byte per page
+//! in each leaf beside the span pointers (TCMalloc keeps a class per page for
+//! the same reason): C `free` learns the class there, so the per-CPU push does
+//! not wait for the span record, whose checks run alongside it
+//! (`owner::find`); 64 pages share a cache line of classes, 8 one of pointers.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use crate::os::{self, PAGE_SHIFT, PAGE_SIZE};
 use crate::size_class::Class;
@@ -38,16 +38,15 @@ const ROOT_BITS: u32 = PAGE_NUMBER_BITS - LEAF_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
 const ROOT_LEN: usize = 1 << ROOT_BITS;
 
-/// Where an entry keeps the class tag (class index + 1; 0: no class).
-const TAG_SHIFT: u32 = 56;
-/// The span pointer's bits of an entry.
-const POINTER_MASK: usize = (1 << TAG_SHIFT) - 1;
-const _: () = assert!(ADDRESS_BITS <= TAG_SHIFT);
 const _: () = assert!(crate::size_class::NUM_CLASSES < 255);
 
-/// A leaf: one span pointer per page (covers 1 GiB of address space).
+/// A leaf (covers 1 GiB of address space): one span pointer per page, and one
+/// class byte per page in an array of its own (class index + 1 for the pages
+/// of a small-object span, else 0). C `free` reads the class there, where a
+/// cache line covers 64 pages.
 struct Leaf {
     spans: [AtomicPtr<Span>; LEAF_LEN],
+    classes: [AtomicU8; LEAF_LEN],
 }
 
 static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN];
@@ -68,48 +67,51 @@ fn split(addr: usize) -> Option<(usize, usize)> {
 /// The page map's entry for one page: found with one walk, then read and
 /// cleared without walking again.
 #[derive(Clone, Copy, Debug)]
-pub struct Entry(&'static AtomicPtr<Span>);
+pub struct Entry(&'static AtomicPtr<Span>, &'static AtomicU8);
 
 impl Entry {
     /// The span registered for the page, if any; it may be stale (see the module
     /// comment).
     #[inline]
     pub fn span(self) -> Option<&'static Span> {
-        self.tagged().0
+        self.span_only()
     }
 
-    /// The span registered for the page and the class its entry carries (a
+    /// The span registered for the page and the class byte beside it (a
     /// small-object span's; `None` for anything else). Both may be stale: check
     /// the class against the span's record.
     #[inline(always)]
     pub fn tagged(self) -> (Option<&'static Span>, Option<Class>) {
+        let tag = self.1.load(Ordering::Acquire) as usize;
+        (
+            self.span_only(),
+            tag.checked_sub(1).and_then(Class::from_index),
+        )
+    }
+
+    /// The span pointer alone.
+    #[inline(always)]
+    fn span_only(self) -> Option<&'static Span> {
         let p = self.0.load(Ordering::Acquire);
-        let tag = p.addr() >> TAG_SHIFT;
-        let span = p.map_addr(|a| a & POINTER_MASK);
         // SAFETY: only span records are stored (`set_range` takes
         // `&'static Span`); records are never unmapped and every field of `Span`
         // is an atomic or an owner-only Cell, so a shared reference is sound.
-        let span = unsafe { span.as_ref() };
-        (span, tag.checked_sub(1).and_then(Class::from_index))
+        unsafe { p.as_ref() }
     }
 
     /// Clears the entry if it still names `span` (so a racing owner that
     /// re-registered the page is left alone). Returns whether this call cleared
     /// it: of two threads clearing one entry, exactly one wins.
     pub fn clear_if(self, span: &'static Span) -> bool {
-        let mut current = self.0.load(Ordering::Acquire);
-        while ptr::eq(current.map_addr(|a| a & POINTER_MASK), span) {
-            match self.0.compare_exchange(
-                current,
-                ptr::null_mut(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(now) => current = now,
-            }
+        let span = ptr::from_ref(span).cast_mut();
+        let cleared = self
+            .0
+            .compare_exchange(span, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if cleared {
+            self.1.store(0, Ordering::Release);
         }
-        false
+        cleared
     }
 }
 
@@ -117,7 +119,9 @@ impl Entry {
 /// address.
 #[inline]
 pub fn entry(addr: usize) -> Option<Entry> {
-    leaf_entry(addr, false).map(Entry)
+    let (_, l) = split(addr)?;
+    let leaf = leaf(addr, false)?;
+    Some(Entry(leaf.spans.get(l)?, leaf.classes.get(l)?))
 }
 
 /// The span registered for the page holding `addr`, if any. Safe on any
@@ -153,18 +157,22 @@ pub fn ensure(addr: usize, len: usize) -> bool {
 /// Pages whose nodes were not `ensure`d first are skipped and make it return
 /// `false`.
 pub fn set_range(addr: usize, pages: usize, span: &'static Span) -> bool {
-    store_range(addr, pages, ptr::from_ref(span).cast_mut())
+    store_range(addr, pages, ptr::from_ref(span).cast_mut(), 0)
 }
 
-/// Registers the small-object span `span` of `class` for its pages, its entries
-/// tagged with the class.
+/// Registers the small-object span `span` of `class` for its pages, with the
+/// class byte of each.
 pub fn set_small(span: &'static Span, class: Class) -> bool {
-    let tag = (class.index() + 1) << TAG_SHIFT;
-    let tagged = ptr::from_ref(span).cast_mut().map_addr(|a| a | tag);
-    store_range(span.start(), span.pages(), tagged)
+    let tag = (class.index() + 1) as u8;
+    store_range(
+        span.start(),
+        span.pages(),
+        ptr::from_ref(span).cast_mut(),
+        tag,
+    )
 }
 
-fn store_range(addr: usize, pages: usize, span: *mut Span) -> bool {
+fn store_range(addr: usize, pages: usize, span: *mut Span, class_tag: u8) -> bool {
     let first = addr >> PAGE_SHIFT;
     let Some(end) = first.checked_add(pages) else {
         return false;
@@ -179,6 +187,9 @@ fn store_range(addr: usize, pages: usize, span: *mut Span) -> bool {
             Some(leaf) => {
                 for entry in leaf.spans.iter().skip(index).take(n) {
                     entry.store(span, Ordering::Release);
+                }
+                for class in leaf.classes.iter().skip(index).take(n) {
+                    class.store(class_tag, Ordering::Release);
                 }
             }
             None => ok = false,
@@ -204,13 +215,6 @@ pub fn clear_if(addr: usize, span: &'static Span) -> bool {
 /// resident).
 pub fn node_bytes() -> usize {
     NODE_BYTES.load(Ordering::Relaxed)
-}
-
-/// The entry for `addr`, creating a missing leaf when `create` is set.
-#[inline]
-fn leaf_entry(addr: usize, create: bool) -> Option<&'static AtomicPtr<Span>> {
-    let (_, l) = split(addr)?;
-    leaf(addr, create)?.spans.get(l)
 }
 
 /// The leaf covering `addr`, creating it if missing and `create` is set.
@@ -296,7 +300,7 @@ mod tests {
         assert!(entry(base).unwrap().tagged().1.is_none());
         assert!(clear_if(base + 2 * PAGE_SIZE, span));
         assert!(get(base + 2 * PAGE_SIZE).is_none());
-        assert!(store_range(base, 64, ptr::null_mut()));
+        assert!(store_range(base, 64, ptr::null_mut(), 0));
         assert!(get(base + 2 * PAGE_SIZE).is_none());
         assert!(!ensure(1 << 47, 1));
         assert!(node_bytes() > 0);
