@@ -30,11 +30,12 @@ pub unsafe extern "C" fn malloc_info(options: c_int, stream: *mut libc::FILE) ->
         cpuslab::os::set_errno(cpuslab::os::EINVAL);
         return -1;
     }
-    let mut out = Xml {
-        stream,
-        buffer: [0; 1024],
-        len: 0,
-    };
+    // No allocation by us (stdio may allocate the stream's own buffer, through
+    // our `malloc`, which is not reentered: no lock is held here).
+    let mut out = cpuslab::os::BufferedWriter::new(|bytes: &[u8]| {
+        // SAFETY: `stream` is the caller's open FILE*; the bytes are initialised.
+        unsafe { cpuslab::os::write_stream(stream.cast(), bytes) }
+    });
     let written = write_info(&mut out, &cpuslab::stats()).is_ok() && out.flush();
     if written {
         0
@@ -44,7 +45,7 @@ pub unsafe extern "C" fn malloc_info(options: c_int, stream: *mut libc::FILE) ->
 }
 
 /// The XML of `malloc_info`: glibc's element names where they fit.
-fn write_info(out: &mut Xml, stats: &cpuslab::Stats) -> fmt::Result {
+fn write_info(out: &mut impl Write, stats: &cpuslab::Stats) -> fmt::Result {
     writeln!(out, "<malloc version=\"cpuslab-1\">")?;
     for shelf in 0..stats.shelves {
         let Some(counters) = cpuslab::shelf_counters(shelf) else {
@@ -71,7 +72,10 @@ fn write_info(out: &mut Xml, stats: &cpuslab::Stats) -> fmt::Result {
     }
     writeln!(out, "<sizes>")?;
     for class in stats.classes.iter().filter(|c| c.spans > 0) {
-        let free = class.cpu_cached + class.depot_cached + class.span_free;
+        let free = class
+            .cpu_cached
+            .saturating_add(class.depot_cached)
+            .saturating_add(class.span_free);
         writeln!(
             out,
             "<size from=\"{0}\" to=\"{0}\" total=\"{1}\" count=\"{2}\" in_use=\"{3}\" \
@@ -86,7 +90,7 @@ fn write_info(out: &mut Xml, stats: &cpuslab::Stats) -> fmt::Result {
         )?;
     }
     writeln!(out, "</sizes>")?;
-    let cached = stats.cpu_cache_bytes + stats.depot_bytes;
+    let cached = stats.cpu_cache_bytes.saturating_add(stats.depot_bytes);
     writeln!(
         out,
         "<total type=\"fast\" count=\"0\" size=\"{cached}\"/>\n\
@@ -104,38 +108,6 @@ fn write_info(out: &mut Xml, stats: &cpuslab::Stats) -> fmt::Result {
         stats.mapped,
         stats.returned_bytes
     )
-}
-
-/// A `fmt::Write` onto a C stream through a stack buffer: no allocation by us
-/// (stdio may allocate the stream's own buffer, through our `malloc`, which is
-/// not reentered: no lock is held here).
-struct Xml {
-    stream: *mut libc::FILE,
-    buffer: [u8; 1024],
-    len: usize,
-}
-
-impl Xml {
-    /// Writes the buffer out; false if the stream refused.
-    fn flush(&mut self) -> bool {
-        // SAFETY: `stream` is the caller's open FILE*; the bytes are initialised.
-        let ok = unsafe { cpuslab::os::write_stream(self.stream.cast(), &self.buffer[..self.len]) };
-        self.len = 0;
-        ok
-    }
-}
-
-impl Write for Xml {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        for &byte in text.as_bytes() {
-            if self.len == self.buffer.len() && !self.flush() {
-                return Err(fmt::Error);
-            }
-            self.buffer[self.len] = byte;
-            self.len += 1;
-        }
-        Ok(())
-    }
 }
 
 /// glibc's `mallopt` parameters (malloc.h).

@@ -37,8 +37,13 @@ extern "C" fn run() {
             (interval / 2).clamp(1, 1000)
         };
         os::sleep_ms(nap);
-        while decay::pending() {
+        // At most one sweep per wake-up: with a short interval a new one would
+        // be due as soon as the last ended, and the thread would never sleep.
+        if decay::pending() {
             cpu_cache::decay_step();
+            while decay::sweeping() {
+                cpu_cache::decay_step();
+            }
         }
     }
 }

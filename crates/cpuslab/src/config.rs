@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use rseq_core::Index;
 
-use crate::{decay, os, report};
+use crate::{decay, os};
 
 /// The variables cpuslab reads, in the order docs/tuning.md lists them.
 pub const OPTIONS: [&str; 8] = [
@@ -138,7 +138,9 @@ pub fn config() -> Config {
 }
 
 impl Config {
-    /// Applies every field that differs from the options now, or none of them.
+    /// Applies every field that differs from the options now, or none of them
+    /// (except [`ConfigError::NoThread`], which comes after the other fields
+    /// took effect: the thread is started last).
     pub fn apply(self) -> Result<(), ConfigError> {
         let now = config();
         if self.cpu_cache_bytes > MAX_CPU_CACHE_BYTES {
@@ -151,7 +153,7 @@ impl Config {
         if self.background != now.background && now.background {
             return Err(ConfigError::TooLate(BACKGROUND_VAR));
         }
-        if self.rseq && !now.rseq && crate::first_use::done() {
+        if self.rseq && !now.rseq && rseq_core::mode_if_decided().is_some() {
             return Err(ConfigError::TooLate(RSEQ_VAR));
         }
         // Turning rseq off decides the mode now (the fallback), or fails if it
@@ -174,10 +176,10 @@ impl Config {
             print_report();
         }
         if self.background && !now.background {
-            BACKGROUND.store(true, Ordering::Relaxed);
             if !crate::start_background() {
                 return Err(ConfigError::NoThread);
             }
+            BACKGROUND.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -267,7 +269,7 @@ fn set_from_env(name: &[u8], value: &[u8]) {
         b"STATS" => parse_switch(value).map(|on| STATS_AT_EXIT.store(on, Ordering::Relaxed)),
         b"VERBOSE" => parse_switch(value).map(|on| VERBOSE.store(on, Ordering::Relaxed)),
         _ => {
-            let mut line = report::Stderr::new();
+            let mut line = os::BufferedWriter::stderr();
             let _ = writeln!(
                 line,
                 "cpuslab: ignoring unknown variable CPUSLAB_{} (docs/tuning.md lists the options)",
@@ -283,7 +285,7 @@ fn set_from_env(name: &[u8], value: &[u8]) {
             b"CPU_CACHE_BYTES" => "bytes up to 65536 (k and KiB suffixes allowed)",
             _ => "1/on/yes/true or 0/off/no/false",
         };
-        let mut line = report::Stderr::new();
+        let mut line = os::BufferedWriter::stderr();
         let _ = writeln!(
             line,
             "cpuslab: ignoring CPUSLAB_{}={}: expected {expected}; keeping the default",
@@ -365,8 +367,10 @@ impl fmt::Display for Text<'_> {
 
 /// The start-up line: version, rseq mode, index and every option.
 pub(crate) fn print_report() {
+    // The rseq switch first: reading the mode below decides it.
+    crate::first_use::ensure();
     let config = config();
-    let mut line = report::Stderr::new();
+    let mut line = os::BufferedWriter::stderr();
     let _ = write!(
         line,
         "cpuslab {}: rseq mode {:?}, caches indexed by {:?}, decay ",

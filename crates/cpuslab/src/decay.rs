@@ -29,7 +29,7 @@ pub(crate) const STACKS_PER_STEP: usize = 8;
 const SHRINKING_BYTES: usize = 64 << 20;
 /// Default decay interval, and the page heap's idle time before a free run is
 /// decommitted.
-const DEFAULT_INTERVAL_MS: u64 = 1000;
+pub(crate) const DEFAULT_INTERVAL_MS: u64 = 1000;
 /// The cursor's value between sweeps.
 const IDLE: usize = usize::MAX;
 
@@ -156,7 +156,12 @@ fn claim(stacks: usize) -> Due {
 
 /// Whether a sweep is running or due (the background thread's loop).
 pub(crate) fn pending() -> bool {
-    CURSOR.load(Ordering::Relaxed) != IDLE || interval_passed()
+    sweeping() || interval_passed()
+}
+
+/// Whether a sweep is running (started, not all stacks claimed yet).
+pub(crate) fn sweeping() -> bool {
+    CURSOR.load(Ordering::Relaxed) != IDLE
 }
 
 /// Sweeps started so far, and when the last one started (ms ago; `None`: never).

@@ -25,11 +25,6 @@ pub(crate) fn ensure() {
     }
 }
 
-/// Whether the first-use steps have run (the rseq mode is decided then).
-pub(crate) fn done() -> bool {
-    DONE.load(Ordering::Acquire)
-}
-
 /// The steps are idempotent, so racing first uses may both run them; `DONE` is
 /// set last, so nobody skips them before they are done. Registering the fork
 /// handlers may allocate: the reentered allocator runs the steps again,

@@ -186,19 +186,16 @@ pub use stats::{cached_bytes_bound, print_stats, shelf_counters, stats, ClassSta
 /// API.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::central::{alloc_batch, free_batch, ClassStats};
+    pub use crate::central::{alloc_batch, free_batch};
     pub use crate::config::OPTIONS;
+    pub use crate::decay::set_interval_ms as set_decay_ms;
     pub use crate::fork::handlers_registered as fork_handlers_registered;
     pub use crate::fork::{lock_lower_tiers, unlock_lower_tiers};
-    pub use crate::large::{alloc_large, free_large, realloc_large, LargeStats};
+    pub use crate::large::{alloc_large, free_large, realloc_large};
     pub use crate::os::PAGE_SIZE;
     pub use crate::owner::{lookup, Owner};
-    pub use crate::page_heap::{set_decay_ms, PageHeapStats};
-    pub use crate::size_class::{
-        class_of, Class, MAX_CLASS_ALIGN, MAX_SMALL, MIN_ALIGN, NUM_CLASSES,
-    };
+    pub use crate::size_class::{class_of, Class, NUM_CLASSES};
     pub use crate::stats::{stats_into, LowerStats};
-    pub use crate::sync::{Lock, LockGuard};
 }
 
 /// Serializes unit tests that check exact values of global counters.

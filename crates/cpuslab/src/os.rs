@@ -5,7 +5,7 @@
 //!   allocator uses, object memory and metadata alike, comes from here);
 //! * futex wait and wake (`sync::Lock`);
 //! * a coarse monotonic clock (the page heap's decay);
-//! * stderr and abort (`report`), getenv (`config`), atfork (`fork`), atexit;
+//! * stderr and abort (`report`), the environment (`config`), atfork (`fork`), atexit;
 //! * a detached thread and sleep (`background`);
 //! * errno, the page size, and the calling thread's word (its thread pointer).
 //!
@@ -241,19 +241,6 @@ pub fn thread_word() -> usize {
     }
 }
 
-/// The value of an environment variable, if set. Reads the environment without
-/// allocating.
-pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
-    // SAFETY: getenv reads the environment without allocating; the result is null
-    // or a NUL-terminated string owned by the environment, which we only read.
-    let value = unsafe { libc::getenv(name.as_ptr()) };
-    if value.is_null() {
-        return None;
-    }
-    // SAFETY: a non-null getenv result is NUL-terminated.
-    Some(unsafe { CStr::from_ptr(value) }.to_bytes())
-}
-
 extern "C" {
     /// The C library's environment (POSIX): a null-terminated array of
     /// `NAME=value` strings.
@@ -304,6 +291,72 @@ pub fn write_stderr(bytes: &[u8]) {
             break;
         }
         written += n as usize;
+    }
+}
+
+/// A `fmt::Write` through a 512-byte stack buffer (no allocation) into
+/// `out`, which takes the bytes and says whether it could: the buffer goes out
+/// when full, on [`flush`](Self::flush) and when dropped. stderr's reports and
+/// lines ([`BufferedWriter::stderr`]) and `malloc_info`'s XML use it.
+pub struct BufferedWriter<F: FnMut(&[u8]) -> bool> {
+    out: F,
+    buffer: [u8; 512],
+    len: usize,
+}
+
+impl<F: FnMut(&[u8]) -> bool> BufferedWriter<F> {
+    /// An empty buffer in front of `out`.
+    pub const fn new(out: F) -> Self {
+        BufferedWriter {
+            out,
+            buffer: [0; 512],
+            len: 0,
+        }
+    }
+
+    /// Hands the buffered bytes to the output; false if it refused them.
+    pub fn flush(&mut self) -> bool {
+        let taken = (self.out)(&self.buffer[..self.len]);
+        self.len = 0;
+        taken
+    }
+}
+
+impl BufferedWriter<fn(&[u8]) -> bool> {
+    /// A writer to stderr.
+    pub fn stderr() -> Self {
+        fn to_stderr(bytes: &[u8]) -> bool {
+            write_stderr(bytes);
+            true
+        }
+        BufferedWriter::new(to_stderr)
+    }
+}
+
+impl<F: FnMut(&[u8]) -> bool> core::fmt::Debug for BufferedWriter<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "BufferedWriter({} bytes buffered)", self.len)
+    }
+}
+
+impl<F: FnMut(&[u8]) -> bool> core::fmt::Write for BufferedWriter<F> {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        for &byte in text.as_bytes() {
+            if self.len == self.buffer.len() && !self.flush() {
+                return Err(core::fmt::Error);
+            }
+            self.buffer[self.len] = byte;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+impl<F: FnMut(&[u8]) -> bool> Drop for BufferedWriter<F> {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            self.flush();
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! A retained budget: when more than [`RETAINED_BUDGET_BYTES`] sit in committed
 //! free runs, freeing a span decommits the oldest runs at once, so a program
 //! that frees most of its memory gets it back without waiting for a decay tick
-//! (unless the decay is off: `set_decay_ms(u64::MAX)` leaves it all to `trim`;
+//! (unless the decay is off: `CPUSLAB_DECAY_MS=never` leaves it all to `trim`;
 //! and not while the program is still refilling: `decay::budgets_apply`).
 //!
 //! Decay, with no background thread: committed free runs also sit on an LRU
@@ -271,17 +271,6 @@ pub unsafe fn unlock() {
     unsafe { HEAP.lock.unlock() };
 }
 
-/// Sets how long free runs stay committed (0: decommit at once; `u64::MAX`:
-/// never on a decay).
-pub fn set_decay_ms(ms: u64) {
-    crate::decay::set_interval_ms(ms);
-}
-
-/// The decay time in milliseconds (`u64::MAX`: only `trim` returns memory).
-pub fn decay_ms() -> u64 {
-    crate::decay::interval_ms()
-}
-
 /// A snapshot of the counters (relaxed; no lock, no allocation).
 pub fn stats() -> PageHeapStats {
     PageHeapStats {
@@ -454,7 +443,7 @@ impl Inner {
     /// Decommits the oldest committed free runs while more than the retained
     /// budget is committed free (unless the decay is off: then only `trim`).
     fn keep_within_budget(&mut self) {
-        if decay_ms() == u64::MAX || !crate::decay::budgets_apply() {
+        if crate::decay::interval_ms() == u64::MAX || !crate::decay::budgets_apply() {
             return;
         }
         while HEAP.free_committed.load(Ordering::Relaxed) > RETAINED_BUDGET_BYTES {
@@ -469,7 +458,7 @@ impl Inner {
 
     /// Decommits the runs idle for longer than the decay time.
     fn maybe_decay(&mut self, now: u64) {
-        let decay = decay_ms();
+        let decay = crate::decay::interval_ms();
         if decay == u64::MAX
             || (decay != 0 && now.wrapping_sub(self.last_decay_ms) < DECAY_CHECK_MS)
         {
@@ -528,7 +517,7 @@ mod tests {
     struct DecayGuard;
     impl Drop for DecayGuard {
         fn drop(&mut self) {
-            set_decay_ms(1000); // the default
+            crate::decay::set_interval_ms(crate::decay::DEFAULT_INTERVAL_MS);
         }
     }
 
@@ -548,7 +537,7 @@ mod tests {
     fn freed_neighbours_coalesce() {
         let _serial = crate::test_serial();
         let _decay = DecayGuard;
-        set_decay_ms(u64::MAX);
+        crate::decay::set_interval_ms(u64::MAX);
         let a = alloc_span(4).unwrap();
         let b = alloc_span(8).unwrap();
         let c = alloc_span(16).unwrap();
@@ -576,7 +565,7 @@ mod tests {
     fn trim_returns_free_runs_and_pages_come_back_zeroed() {
         let _serial = crate::test_serial();
         let _decay = DecayGuard;
-        set_decay_ms(u64::MAX);
+        crate::decay::set_interval_ms(u64::MAX);
         let pages = 64;
         let s = alloc_span(pages).unwrap();
         fill(s, 0x5a);
@@ -604,13 +593,13 @@ mod tests {
     fn zero_decay_decommits_at_once_and_idle_runs_decay() {
         let _serial = crate::test_serial();
         let _decay = DecayGuard;
-        set_decay_ms(0);
+        crate::decay::set_interval_ms(0);
         let s = alloc_span(16).unwrap();
         fill(s, 9);
         free_span(s);
         assert_eq!(stats().free_committed, 0);
 
-        set_decay_ms(50);
+        crate::decay::set_interval_ms(50);
         let s = alloc_span(16).unwrap();
         fill(s, 9);
         free_span(s);

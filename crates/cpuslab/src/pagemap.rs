@@ -72,9 +72,13 @@ pub struct Entry(&'static AtomicPtr<Span>, &'static AtomicU8);
 impl Entry {
     /// The span registered for the page, if any; it may be stale (see the module
     /// comment).
-    #[inline]
+    #[inline(always)]
     pub fn span(self) -> Option<&'static Span> {
-        self.span_only()
+        let p = self.0.load(Ordering::Acquire);
+        // SAFETY: only span records are stored (`set_range` takes
+        // `&'static Span`); records are never unmapped and every field of `Span`
+        // is an atomic or an owner-only Cell, so a shared reference is sound.
+        unsafe { p.as_ref() }
     }
 
     /// The span registered for the page and the class byte beside it (a
@@ -83,20 +87,7 @@ impl Entry {
     #[inline(always)]
     pub fn tagged(self) -> (Option<&'static Span>, Option<Class>) {
         let tag = self.1.load(Ordering::Acquire) as usize;
-        (
-            self.span_only(),
-            tag.checked_sub(1).and_then(Class::from_index),
-        )
-    }
-
-    /// The span pointer alone.
-    #[inline(always)]
-    fn span_only(self) -> Option<&'static Span> {
-        let p = self.0.load(Ordering::Acquire);
-        // SAFETY: only span records are stored (`set_range` takes
-        // `&'static Span`); records are never unmapped and every field of `Span`
-        // is an atomic or an owner-only Cell, so a shared reference is sound.
-        unsafe { p.as_ref() }
+        (self.span(), tag.checked_sub(1).and_then(Class::from_index))
     }
 
     /// Clears the entry if it still names `span` (so a racing owner that
@@ -157,22 +148,36 @@ pub fn ensure(addr: usize, len: usize) -> bool {
 /// Pages whose nodes were not `ensure`d first are skipped and make it return
 /// `false`.
 pub fn set_range(addr: usize, pages: usize, span: &'static Span) -> bool {
-    store_range(addr, pages, ptr::from_ref(span).cast_mut(), 0)
+    store_range(addr, pages, ptr::from_ref(span).cast_mut())
 }
 
-/// Registers the small-object span `span` of `class` for its pages, with the
-/// class byte of each.
+/// Gives the pages of the small-object span `span` (registered already, by the
+/// page heap) the class byte of `class`.
 pub fn set_small(span: &'static Span, class: Class) -> bool {
     let tag = (class.index() + 1) as u8;
-    store_range(
-        span.start(),
-        span.pages(),
-        ptr::from_ref(span).cast_mut(),
-        tag,
-    )
+    for_each_run(span.start(), span.pages(), |leaf, index, n| {
+        for byte in leaf.classes.iter().skip(index).take(n) {
+            byte.store(tag, Ordering::Release);
+        }
+    })
 }
 
-fn store_range(addr: usize, pages: usize, span: *mut Span, class_tag: u8) -> bool {
+/// Registers `span` (with no class) for `pages` pages from `addr`.
+fn store_range(addr: usize, pages: usize, span: *mut Span) -> bool {
+    for_each_run(addr, pages, |leaf, index, n| {
+        for entry in leaf.spans.iter().skip(index).take(n) {
+            entry.store(span, Ordering::Release);
+        }
+        for byte in leaf.classes.iter().skip(index).take(n) {
+            byte.store(0, Ordering::Release);
+        }
+    })
+}
+
+/// Calls `f(leaf, first index, count)` for the run of entries of each leaf that
+/// `pages` pages from `addr` cover; false if a leaf was missing (its pages are
+/// skipped).
+fn for_each_run(addr: usize, pages: usize, mut f: impl FnMut(&Leaf, usize, usize)) -> bool {
     let first = addr >> PAGE_SHIFT;
     let Some(end) = first.checked_add(pages) else {
         return false;
@@ -184,14 +189,7 @@ fn store_range(addr: usize, pages: usize, span: *mut Span, class_tag: u8) -> boo
         let index = page & (LEAF_LEN - 1);
         let n = (LEAF_LEN - index).min(end - page);
         match leaf(page << PAGE_SHIFT, false) {
-            Some(leaf) => {
-                for entry in leaf.spans.iter().skip(index).take(n) {
-                    entry.store(span, Ordering::Release);
-                }
-                for class in leaf.classes.iter().skip(index).take(n) {
-                    class.store(class_tag, Ordering::Release);
-                }
-            }
+            Some(leaf) => f(leaf, index, n),
             None => ok = false,
         }
         page += n;
@@ -300,7 +298,7 @@ mod tests {
         assert!(entry(base).unwrap().tagged().1.is_none());
         assert!(clear_if(base + 2 * PAGE_SIZE, span));
         assert!(get(base + 2 * PAGE_SIZE).is_none());
-        assert!(store_range(base, 64, ptr::null_mut(), 0));
+        assert!(store_range(base, 64, ptr::null_mut()));
         assert!(get(base + 2 * PAGE_SIZE).is_none());
         assert!(!ensure(1 << 47, 1));
         assert!(node_bytes() > 0);

@@ -60,59 +60,6 @@ fn abort_with(what: &str, problem: &str, ptr: *const u8, why: &str) -> ! {
     os::abort()
 }
 
-/// A `fmt::Write` to stderr through a stack buffer (no allocation), flushed
-/// when full and when dropped: reports, the start-up line, warnings.
-pub struct Stderr {
-    buffer: [u8; 512],
-    len: usize,
-}
-
-impl Stderr {
-    /// An empty buffer.
-    pub const fn new() -> Stderr {
-        Stderr {
-            buffer: [0; 512],
-            len: 0,
-        }
-    }
-
-    fn flush(&mut self) {
-        os::write_stderr(&self.buffer[..self.len]);
-        self.len = 0;
-    }
-}
-
-impl Default for Stderr {
-    fn default() -> Stderr {
-        Stderr::new()
-    }
-}
-
-impl core::fmt::Debug for Stderr {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("Stderr")
-    }
-}
-
-impl core::fmt::Write for Stderr {
-    fn write_str(&mut self, text: &str) -> core::fmt::Result {
-        for &byte in text.as_bytes() {
-            if self.len == self.buffer.len() {
-                self.flush();
-            }
-            self.buffer[self.len] = byte;
-            self.len += 1;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Stderr {
-    fn drop(&mut self) {
-        self.flush();
-    }
-}
-
 /// `value` in lower-case hex, 16 digits.
 fn hex(value: usize) -> [u8; 16] {
     let mut digits = [b'0'; 16];

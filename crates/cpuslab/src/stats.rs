@@ -104,7 +104,7 @@ pub fn shelf_counters(index: u32) -> Option<[CacheCounters; NUM_CLASSES]> {
 /// Prints [`stats`]'s report to stderr, without allocating (the report at exit
 /// and `malloc_stats` use it).
 pub fn print_stats() {
-    let mut out = crate::report::Stderr::new();
+    let mut out = crate::os::BufferedWriter::stderr();
     let _ = write!(out, "{}", stats());
 }
 

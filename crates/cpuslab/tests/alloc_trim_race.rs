@@ -104,10 +104,10 @@ fn child() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_DURATION_MS),
     );
-    let header_delay = support::pauses_in(HEADER_DELAY);
+    let header_delay = fault::pauses_in(HEADER_DELAY);
     fault::set_delay_spins(SECTION_DELAY_SPINS);
     fault::set_header_delay_spins(header_delay);
-    fault::set_stop_hold_spins(support::pauses_in(STOP_HOLD));
+    fault::set_stop_hold_spins(fault::pauses_in(STOP_HOLD));
     fault::set_broken(broken);
     let threads = 4 * support::online_cpus();
     println!(

@@ -162,6 +162,38 @@ fn verbose_prints_the_start_up_line_and_stats_the_report_at_exit() {
 }
 
 #[test]
+fn verbose_does_not_decide_the_mode_before_the_rseq_switch() {
+    let text = run(
+        "verbose-fallback",
+        &[("CPUSLAB_VERBOSE", "1"), ("CPUSLAB_RSEQ", "off")],
+    );
+    assert!(text.contains("rseq mode Fallback"), "{text}");
+}
+
+#[test]
+fn the_background_thread_sleeps_between_sweeps_even_at_decay_0() {
+    run(
+        "background-decay-0",
+        &[("CPUSLAB_BACKGROUND", "1"), ("CPUSLAB_DECAY_MS", "0")],
+    );
+}
+
+/// CPU time this process used so far.
+fn cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage fills the struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+#[test]
 fn code_sets_options_and_refuses_what_is_too_late() {
     run("code", &[]);
 }
@@ -202,6 +234,20 @@ fn child() {
         }
         "verbose" => {
             assert!(config.verbose && config.stats_at_exit);
+        }
+        "verbose-fallback" => {
+            assert_eq!(cpuslab::stats().mode, Mode::Fallback);
+        }
+        "background-decay-0" => {
+            assert!(cpuslab::background_running());
+            let before = cpu_time();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let used = cpu_time() - before;
+            // A thread that never slept would use most of the 500 ms.
+            assert!(
+                used < std::time::Duration::from_millis(150),
+                "{used:?} of CPU"
+            );
         }
         "code" => {
             let mut changed = config;

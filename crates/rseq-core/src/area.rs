@@ -22,7 +22,8 @@ use rseq_sys::{rseq, RSEQ_CPU_ID_OFFSET};
 /// A registered rseq area of the calling thread, named by its offset from the
 /// thread pointer: the sections and the index reads address it `fs`-relative, which
 /// saves loading the thread pointer first (glibc's offset is the same in every
-/// thread; our own area's is computed per access).
+/// thread, and so is our own area's in a shared-object build; elsewhere ours is
+/// computed per access).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Area {
     tp_offset: isize,
@@ -164,7 +165,12 @@ mod storage {
 
     /// The area's offset from the thread pointer: the same in every thread.
     #[inline(always)]
-    pub(super) fn offset() -> isize {
+    pub(super) fn fixed_offset() -> Option<isize> {
+        Some(offset())
+    }
+
+    #[inline(always)]
+    fn offset() -> isize {
         let offset: isize;
         // SAFETY: loads the GOT entry the dynamic linker filled with the symbol's
         // offset in the static TLS block; no side effects.
@@ -236,6 +242,12 @@ mod storage {
         static OWN_AREA: OwnArea = const { OwnArea::new() };
     }
 
+    /// A thread-local's offset differs between threads in general.
+    #[inline(always)]
+    pub(super) fn fixed_offset() -> Option<isize> {
+        None
+    }
+
     pub(super) fn address() -> NonNull<u8> {
         let area = OWN_AREA.with(|own| own.area.get().cast::<u8>());
         // SAFETY: a thread-local's address is never null.
@@ -259,14 +271,7 @@ const _: () = assert!(RSEQ_CPU_ID_OFFSET == 4);
 /// thread (the initial-exec area of a shared-object build), for the fast path.
 #[inline(always)]
 pub(crate) fn own_area_fixed_offset() -> Option<isize> {
-    #[cfg(all(feature = "shared-object", target_arch = "x86_64"))]
-    {
-        Some(storage::offset())
-    }
-    #[cfg(not(all(feature = "shared-object", target_arch = "x86_64")))]
-    {
-        None
-    }
+    storage::fixed_offset()
 }
 
 /// The address of this thread's own area.
@@ -301,11 +306,6 @@ pub(crate) fn own_area() -> Option<Area> {
         return None;
     }
     Some(area)
-}
-
-/// Registers this thread's own area now (used to probe the mode); true on success.
-pub(crate) fn register_own_area() -> bool {
-    own_area_unregistered().is_registered() || register_this_thread()
 }
 
 /// The raw `cpu_id` of this thread's own area (for tests: it must never read

@@ -47,12 +47,12 @@ impl Drop for Guard {
 pub(crate) fn lock(cpu: u32) -> Option<Guard> {
     let lock = &LOCKS[cpu as usize % LOCK_COUNT].0;
     // Lazily: a Guard built and dropped on refusal would release the holder's lock.
-    acquire(lock, this_thread()).then(|| Guard(lock))
+    acquire(lock, thread_id()).then(|| Guard(lock))
 }
 
 /// A non-zero word unique to the calling thread while it lives.
 #[inline(always)]
-fn this_thread() -> usize {
+fn thread_id() -> usize {
     #[cfg(target_arch = "x86_64")]
     let id = crate::glibc::thread_pointer() as usize;
     #[cfg(not(target_arch = "x86_64"))]
@@ -84,7 +84,7 @@ fn acquire(lock: &AtomicUsize, me: usize) -> bool {
 /// held by a thread that does not exist there. Pair with [`fork_parent`] in the
 /// parent and [`fork_child`] in the child (pthread_atfork's three hooks).
 pub fn fork_prepare() {
-    let me = this_thread();
+    let me = thread_id();
     for (i, lock) in LOCKS.iter().enumerate() {
         // A lock this thread holds already (a fork from a signal handler that
         // interrupted an operation) is not taken again, and must not be released

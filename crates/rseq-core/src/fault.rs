@@ -101,6 +101,24 @@ pub fn own_area_cpu_id() -> i32 {
     crate::area::own_area_cpu_id()
 }
 
+/// `pause` instructions spun in `duration` on this machine, to turn the delays
+/// above into time (a pause takes from a few to over a hundred cycles, depending
+/// on the processor). The fastest of several samples, so that a preemption while
+/// measuring (a loaded machine) does not shorten the delay.
+pub fn pauses_in(duration: std::time::Duration) -> u32 {
+    const SAMPLE: u32 = 20_000;
+    let per_pause = (0..10)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            for _ in 0..SAMPLE {
+                core::hint::spin_loop();
+            }
+            start.elapsed().as_secs_f64() / f64::from(SAMPLE)
+        })
+        .fold(f64::INFINITY, f64::min);
+    (duration.as_secs_f64() / per_pause.max(1e-10)).clamp(1.0, 10_000_000.0) as u32
+}
+
 /// Pretend the kernel has no membarrier RSEQ command.
 pub fn set_membarrier_disabled(on: bool) {
     NO_MEMBARRIER.store(on, Ordering::Relaxed);

@@ -99,7 +99,7 @@ pub use error::{FenceError, OpError};
 pub use fallback::{fork_child, fork_parent, fork_prepare};
 pub use fence::fence;
 pub use list::{ListHead, ListNode};
-pub use mode::{disable_rseq, mode, Mode};
+pub use mode::{disable_rseq, mode, mode_if_decided, Mode};
 pub use percpu::{Index, PerCpu};
 pub use published::PublishedPerCpu;
 pub use route::MAX_RESTARTS;

@@ -57,6 +57,13 @@ pub fn mode() -> Mode {
     }
 }
 
+/// The mode if it is decided already; never decides it (a library on top asks
+/// whether [`disable_rseq`] can still take effect).
+#[inline(always)]
+pub fn mode_if_decided() -> Option<Mode> {
+    decided()
+}
+
 /// The mode if it is decided already (never decides it).
 #[inline(always)]
 pub(crate) fn decided() -> Option<Mode> {
@@ -81,7 +88,7 @@ fn decide() -> Mode {
         Mode::Fallback
     } else if adopt_glibc_area() {
         Mode::Glibc
-    } else if area::register_own_area() {
+    } else if area::own_area().is_some() {
         Mode::Own
     } else {
         Mode::Fallback
@@ -91,7 +98,8 @@ fn decide() -> Mode {
         Mode::Own => OWN,
         Mode::Fallback => FALLBACK,
     };
-    // Every racer computes the same answer from the same facts; the first wins.
+    // The first racer's answer wins (racers may differ only around a concurrent
+    // `disable_rseq`); the others return the published mode.
     match MODE.compare_exchange(UNDECIDED, code, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
             // The fast path's shortcut, from now on, where every thread's area
@@ -138,15 +146,17 @@ pub(crate) fn this_thread_registered() -> Option<Area> {
 /// registration failed).
 #[inline(always)]
 pub(crate) fn this_thread() -> Option<Area> {
-    let area = match mode() {
-        Mode::Glibc => Area::at(GLIBC_OFFSET.load(Ordering::Relaxed)),
-        Mode::Own => area::own_area()?,
-        Mode::Fallback => return None,
-    };
-    // A negative cpu_id means "not registered" (-1, or glibc's -2 after its own
-    // registration failed): sections must not run, the kernel would never abort
-    // them.
-    area.is_registered().then_some(area)
+    match mode() {
+        // A negative cpu_id means "not registered" (glibc's -2 after its own
+        // registration failed): sections must not run, the kernel would never
+        // abort them.
+        Mode::Glibc => {
+            Some(Area::at(GLIBC_OFFSET.load(Ordering::Relaxed))).filter(|area| area.is_registered())
+        }
+        // Registered, or registering now; None if that failed.
+        Mode::Own => area::own_area(),
+        Mode::Fallback => None,
+    }
 }
 
 // --- glibc's area -----------------------------------------------------------------

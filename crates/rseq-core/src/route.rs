@@ -31,8 +31,8 @@ pub(crate) fn run<T, R>(
     refused: impl FnOnce(R) -> OpError,
 ) -> Result<R, OpError> {
     let mut first = None;
-    // Batch, list and word operations are never on an inlined fast path: own
-    // mode's thread-local lookup may run here even in a shared object.
+    // Batch, list and word operations are never on an inlined fast path; their
+    // first attempt is this one.
     if let Some(area) = mode::this_thread_registered() {
         match attempt(region, area, &mut section) {
             Some((Status::DONE, value)) => return Ok(value),
@@ -57,12 +57,12 @@ fn attempt<T, R>(
     let index_offset = region.index_offset();
     let index = area.read_u32(index_offset);
     let slot = region.slot_ptr(index)?;
-    let site = CheckedIndex {
+    let checked = CheckedIndex {
         area: area.tp_offset(),
         index_offset,
         index,
     };
-    Some(section(site, slot.as_ptr()))
+    Some(section(checked, slot.as_ptr()))
 }
 
 /// Everything but a first attempt that ran: the mode decision and registration,

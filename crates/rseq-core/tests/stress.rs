@@ -175,24 +175,6 @@ fn scenario(name: &str) -> Scenario {
     }
 }
 
-/// `pause` instructions spun in `duration` on this machine (measured: a pause
-/// takes from a few to over a hundred cycles, depending on the processor). The
-/// fastest of several samples, so that a preemption while measuring (a loaded
-/// machine) does not shorten the delay.
-fn pauses_in(duration: Duration) -> u32 {
-    const SAMPLE: u32 = 20_000;
-    let per_pause = (0..10)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..SAMPLE {
-                std::hint::spin_loop();
-            }
-            start.elapsed().as_secs_f64() / f64::from(SAMPLE)
-        })
-        .fold(f64::INFINITY, f64::min);
-    (duration.as_secs_f64() / per_pause.max(1e-10)).clamp(1.0, 10_000_000.0) as u32
-}
-
 #[test]
 fn child() {
     let Ok(name) = std::env::var(CHILD_ENV) else {
@@ -208,9 +190,9 @@ fn child() {
         "the environment did not select the mode"
     );
     fault::set_delay_spins(scenario.delay);
-    let header_delay = pauses_in(HEADER_DELAY);
+    let header_delay = fault::pauses_in(HEADER_DELAY);
     fault::set_header_delay_spins(header_delay);
-    fault::set_stop_hold_spins(pauses_in(HOLD));
+    fault::set_stop_hold_spins(fault::pauses_in(HOLD));
     fault::set_broken(scenario.broken);
     let world = World::new();
     world.seed();

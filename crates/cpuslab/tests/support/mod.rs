@@ -410,26 +410,6 @@ impl Signaller {
     }
 }
 
-// ---- fault injection -------------------------------------------------------------
-
-/// `pause` instructions spun in `duration` on this machine, for rseq-core's fault
-/// injection (a pause takes from a few to over a hundred cycles, depending on the
-/// processor). The fastest of several samples, so that a preemption while
-/// measuring (a loaded machine) does not shorten the delay.
-pub fn pauses_in(duration: std::time::Duration) -> u32 {
-    const SAMPLE: u32 = 20_000;
-    let per_pause = (0..10)
-        .map(|_| {
-            let start = std::time::Instant::now();
-            for _ in 0..SAMPLE {
-                std::hint::spin_loop();
-            }
-            start.elapsed().as_secs_f64() / f64::from(SAMPLE)
-        })
-        .fold(f64::INFINITY, f64::min);
-    (duration.as_secs_f64() / per_pause.max(1e-10)).clamp(1.0, 10_000_000.0) as u32
-}
-
 // ---- block tracking for memory tests -----------------------------------------------
 
 /// Blocks a [`Tracker`] holds at most.

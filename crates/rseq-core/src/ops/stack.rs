@@ -7,7 +7,7 @@ use core::sync::atomic::Ordering;
 use crate::arch::{self, IndexedRegion};
 use crate::area::Area;
 use crate::fallback;
-use crate::mode::{self, Mode};
+use crate::mode;
 use crate::route;
 use crate::stack::{Stack, StackParts};
 use crate::{fence, FenceError, OpError, PerCpu};
@@ -15,7 +15,7 @@ use crate::{fence, FenceError, OpError, PerCpu};
 /// Runs a stack section: the shipped one, or in test builds the broken twin of
 /// the bug a test asked for ([`crate::fault::set_broken`]). The caller's
 /// contract is the section's.
-#[cfg(feature = "fault-injection")]
+#[cfg(all(feature = "fault-injection", target_arch = "x86_64"))]
 macro_rules! section {
     ($shipped:ident, $broken_restart:ident, $top_first:ident, ($($arg:expr),*)) => {
         match crate::fault::broken() {
@@ -29,7 +29,7 @@ macro_rules! section {
     };
 }
 
-#[cfg(not(feature = "fault-injection"))]
+#[cfg(not(all(feature = "fault-injection", target_arch = "x86_64")))]
 macro_rules! section {
     ($shipped:ident, $broken_restart:ident, $top_first:ident, ($($arg:expr),*)) => {
         // SAFETY: the caller's contract, forwarded.
@@ -61,7 +61,7 @@ impl PerCpu<Stack> {
     /// Pops the top item of the calling thread's CPU's stack.
     #[inline(always)]
     pub fn pop(&self) -> Result<*mut u8, OpError> {
-        if let Some(item) = mode::this_thread_registered().and_then(|a| self.try_pop_in(a)) {
+        if let Some(item) = self.try_pop() {
             return Ok(item);
         }
         self.pop_restarting()
@@ -74,7 +74,7 @@ impl PerCpu<Stack> {
     #[allow(clippy::not_unsafe_ptr_arg_deref)]
     #[inline(always)]
     pub fn push(&self, item: *mut u8) -> Result<(), OpError> {
-        if mode::this_thread_registered().is_some_and(|a| self.try_push_in(a, item)) {
+        if self.try_push(item) {
             return Ok(());
         }
         self.push_restarting(item)
@@ -146,9 +146,6 @@ impl PerCpu<Stack> {
     #[cold]
     #[inline(never)]
     fn pop_restarting(&self) -> Result<*mut u8, OpError> {
-        if mode::decided() == Some(Mode::Fallback) {
-            return fallback::run_locked(self, fallback::stack_pop);
-        }
         route::run_slow(
             *self,
             // SAFETY: `run_slow` passes the registered area, the index it read and
@@ -172,9 +169,6 @@ impl PerCpu<Stack> {
     #[cold]
     #[inline(never)]
     fn push_restarting(&self, item: *mut u8) -> Result<(), OpError> {
-        if mode::decided() == Some(Mode::Fallback) {
-            return fallback::run_locked(self, |stack| fallback::stack_push(stack, item));
-        }
         route::run_slow(
             *self,
             // SAFETY: as in `pop_restarting`.
