@@ -221,14 +221,24 @@ fn install(stacks: PerCpu<Stack>, region: PerCpu<Shelf>, class: Class) {
     unsafe { stacks.install(index, slots.cast_mut().cast(), capacity(class) as u32) };
 }
 
-/// Allocation miss: refill this CPU's stack of `class` with a batch from the
-/// depot and return one object of it (null when out of memory).
+/// Allocation miss: the fast path's attempt failed. Without rseq, the
+/// thread's cache serves it (`thread_cache`); else `refill`.
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_miss(class: Class) -> *mut u8 {
+    match crate::thread_cache::pop(class) {
+        Some(object) => object,
+        None => refill(class),
+    }
+}
+
+/// Refills this CPU's stack of `class` with a batch from the depot and returns
+/// one object of it (null when out of memory).
+#[inline(never)]
+fn refill(class: Class) -> *mut u8 {
     let region = match region() {
         Some(region) => region,
-        None if init() => return alloc_miss(class),
+        None if init() => return refill(class),
         None => {
             decay_step();
             return depot::pop_one(class, home());
@@ -313,18 +323,33 @@ pub(crate) fn alloc_zeroed_miss(class: Class, size: usize) -> *mut u8 {
     object
 }
 
-/// Free overflow: move a batch from this CPU's stack of `class` to the depot to
-/// make room, then push `object` (or leave it in the depot).
+/// Free miss: the fast path's attempt failed. Without rseq, the thread's
+/// cache keeps the object (`thread_cache`); else `overflow`.
 ///
 /// # Safety
 /// `object` is a free object of `class` that nobody uses any more.
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
+    // SAFETY: forwarded contract (twice: `push` keeps it only when it returns true).
+    unsafe {
+        if !crate::thread_cache::push(class, object) {
+            overflow(class, object);
+        }
+    }
+}
+
+/// Free overflow: move a batch from this CPU's stack of `class` to the depot to
+/// make room, then push `object` (or leave it in the depot).
+///
+/// # Safety
+/// `object` is a free object of `class` that nobody uses any more.
+#[inline(never)]
+unsafe fn overflow(class: Class, object: *mut u8) {
     let region = match region() {
         Some(region) => region,
         // SAFETY: forwarded contract.
-        None if init() => return unsafe { dealloc_miss(class, object) },
+        None if init() => return unsafe { overflow(class, object) },
         None => {
             decay_step();
             // SAFETY: forwarded contract.
@@ -363,6 +388,46 @@ pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
         Err(OpError::Duplicate) => report::double_free("free", object),
         // SAFETY: forwarded contract.
         Err(_) => unsafe { depot::push_one(class, home, object) },
+    }
+}
+
+/// Up to `out.len()` (<= MAX_BATCH) free objects of `class` for a thread's
+/// cache (`thread_cache`, the fallback's front): from this CPU's stack, else
+/// from the depot. Returns how many; 0 only when out of memory.
+pub(crate) fn take_batch(class: Class, out: &mut [*mut u8]) -> usize {
+    if let Some(region) = region() {
+        if let Ok(n) = stacks(region, class).pop_batch(out) {
+            return n;
+        }
+    }
+    decay_step();
+    depot::pop_batch(class, home(), out)
+}
+
+/// Keeps free objects of `class` from a thread's cache: on this CPU's stack as
+/// far as they fit, the rest in the depot.
+///
+/// # Safety
+/// `objects` are free objects of `class` that nobody uses any more.
+pub(crate) unsafe fn give_batch(class: Class, objects: &[*mut u8]) {
+    let mut kept = 0;
+    let region = match region() {
+        Some(region) => Some(region),
+        None => init().then(region).flatten(),
+    };
+    if let Some(region) = region.filter(|_| capacity(class) != 0) {
+        let stacks = stacks(region, class);
+        install(stacks, region, class);
+        match stacks.push_batch(objects) {
+            Ok(n) => kept = n,
+            Err(OpError::Duplicate) => report::double_free("free", objects[0]),
+            Err(_) => {}
+        }
+    }
+    if kept < objects.len() {
+        decay_step();
+        // SAFETY: forwarded contract.
+        unsafe { depot::push_batch(class, home(), &objects[kept..]) };
     }
 }
 

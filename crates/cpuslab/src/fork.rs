@@ -11,7 +11,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::{central, depot, large_cache, meta, page_heap, span};
+use crate::{central, depot, large_cache, meta, page_heap, span, thread_cache};
 
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
@@ -59,7 +59,7 @@ extern "C" fn child() {
 }
 
 /// Takes every lock of the lower tiers in lock order (central lists, page
-/// heap, large-mapping cache, span record pool, metadata arena): call from a `pthread_atfork`
+/// heap, large-mapping cache, span record pool, metadata arena, the spare thread caches): call from a `pthread_atfork`
 /// prepare handler, after the upper tiers' locks, so that the child never
 /// inherits a lock held by a thread that does not exist there.
 pub fn lock_lower_tiers() {
@@ -68,6 +68,7 @@ pub fn lock_lower_tiers() {
     large_cache::lock();
     span::lock_pool();
     meta::lock();
+    thread_cache::lock();
 }
 
 /// Releases what [`lock_lower_tiers`] took, in reverse order: call from both the parent
@@ -78,8 +79,9 @@ pub fn lock_lower_tiers() {
 /// The calling thread took the locks with [`lock_lower_tiers`] (in the child: the
 /// parent's thread that forked did).
 pub unsafe fn unlock_lower_tiers() {
-    // SAFETY: all five were taken by `lock_lower_tiers` (caller's contract).
+    // SAFETY: all six were taken by `lock_lower_tiers` (caller's contract).
     unsafe {
+        thread_cache::unlock();
         meta::unlock();
         span::unlock_pool();
         large_cache::unlock();

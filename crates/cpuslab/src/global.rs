@@ -256,6 +256,7 @@ pub fn owns(ptr: *const u8) -> bool {
 /// into the spans, and decommits every free page.
 pub fn trim() {
     first_use::ensure();
+    crate::thread_cache::empty_mine();
     cpu_cache::drain_all();
     crate::depot::flush();
     crate::page_heap::trim();

@@ -173,6 +173,7 @@ mod size_class;
 mod span;
 mod stats;
 mod sync;
+mod thread_cache;
 
 pub use background::{background_running, start_background};
 pub use cache_counters::{CacheCounters, OP_COUNTERS};
@@ -196,6 +197,10 @@ pub mod internals {
     pub use crate::owner::{lookup, Owner};
     pub use crate::size_class::{class_of, Class, NUM_CLASSES};
     pub use crate::stats::{stats_into, LowerStats};
+    pub use crate::thread_cache::{
+        blocks_made as thread_caches_made, cached_objects as thread_cached_objects,
+        while_busy as while_thread_cache_busy,
+    };
 }
 
 /// Serializes unit tests that check exact values of global counters.

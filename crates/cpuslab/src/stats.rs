@@ -24,7 +24,7 @@ pub struct ClassStats {
     pub size: usize,
     /// Objects in the program's hands.
     pub in_use: usize,
-    /// Free objects cached on CPUs.
+    /// Free objects cached on CPUs (and, without rseq, in threads' caches).
     pub cpu_cached: usize,
     /// Free objects in the depot.
     pub depot_cached: usize,
@@ -50,7 +50,8 @@ pub struct Stats {
     pub resident: usize,
     /// Bytes of address space mapped.
     pub mapped: usize,
-    /// Bytes of free objects cached on CPUs.
+    /// Bytes of free objects cached on CPUs (and, without rseq, in threads'
+    /// caches).
     pub cpu_cache_bytes: usize,
     /// Bytes of free objects in the depot.
     pub depot_bytes: usize,
@@ -153,7 +154,8 @@ pub fn stats() -> Stats {
     };
     for (class, (out, lower)) in Class::all().zip(stats.classes.iter_mut().zip(&lower.classes)) {
         let size = class.size();
-        let cpu_cached = cpu_cache::cached_objects(class);
+        let cpu_cached = cpu_cache::cached_objects(class)
+            .saturating_add(crate::thread_cache::cached_objects(class));
         let depot_cached = depot::cached_objects(class);
         *out = ClassStats {
             size,

@@ -1,9 +1,10 @@
 //! Thread churn leaves no residue beyond the documented bound: 256 short-lived
 //! threads (8 at a time, on however few CPUs the machine has) allocate and free
 //! blocks of every small class; once they are gone, what cpuslab caches (per-CPU
-//! caches, depot, retained page runs) is within `cached_bytes_bound(CPUs)`: no
-//! per-thread cache exists, and per-CPU shelves are bounded by the CPUs, not the
-//! threads. In each rseq mode.
+//! caches, depot, retained page runs) is within `cached_bytes_bound(CPUs)`:
+//! per-CPU shelves are bounded by the CPUs, not the threads, and the per-thread
+//! caches of the fallback mode are emptied when their threads exit. In each
+//! rseq mode.
 
 mod support;
 

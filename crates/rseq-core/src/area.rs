@@ -155,11 +155,13 @@ mod storage {
         ".long -1",
         ".zero {rest}",
         ".byte 0",
+        ".zero 7",
+        ".quad 0",
         ".zero {tail}",
         ".popsection",
         align = const OWN_AREA_ALIGN,
         rest = const OWN_AREA_BYTES - 8,
-        tail = const OWN_AREA_ALIGN - 1,
+        tail = const OWN_AREA_ALIGN - 16,
         size = const OWN_AREA_BYTES + OWN_AREA_ALIGN,
     );
 
@@ -204,6 +206,12 @@ mod storage {
         // SAFETY: as in `failed`; nobody else writes this thread's byte.
         unsafe { failed_byte().write(true) }
     }
+
+    /// The calling thread's word for the layer above, 8 bytes after `failed`.
+    #[inline(always)]
+    pub(super) fn word() -> *mut usize {
+        address().as_ptr().wrapping_add(OWN_AREA_BYTES + 8).cast()
+    }
 }
 
 #[cfg(not(all(feature = "shared-object", target_arch = "x86_64")))]
@@ -222,6 +230,8 @@ mod storage {
         /// Ours alone, beyond any registered length: this thread's registration
         /// failed, so that it is not retried on every operation.
         failed: Cell<bool>,
+        /// The layer above's word ([`super::thread_word`]).
+        word: Cell<usize>,
     }
 
     const _: () = assert!(core::mem::align_of::<OwnArea>() == OWN_AREA_ALIGN);
@@ -234,6 +244,7 @@ mod storage {
             OwnArea {
                 area: UnsafeCell::new(words),
                 failed: Cell::new(false),
+                word: Cell::new(0),
             }
         }
     }
@@ -261,11 +272,28 @@ mod storage {
     pub(super) fn set_failed() {
         OWN_AREA.with(|own| own.failed.set(true));
     }
+
+    #[inline(always)]
+    pub(super) fn word() -> *mut usize {
+        OWN_AREA.with(|own| own.word.as_ptr())
+    }
 }
 
 const _: () = assert!(OWN_AREA_BYTES >= core::mem::size_of::<rseq>());
 // The assembly image puts -1 at byte 4.
 const _: () = assert!(RSEQ_CPU_ID_OFFSET == 4);
+
+/// A word of thread-local storage for the layer above, kept beside our own area
+/// (beyond any registered length, so the kernel never sees it) and reached the
+/// same way: in a shared-object build one load of a fixed offset (initial-exec
+/// TLS), elsewhere a `thread_local!` without destructor. It reads 0 in every new
+/// thread; a forked child keeps the forking thread's value. Only the calling
+/// thread (and its signal handlers) may use the pointer; it is valid until the
+/// thread exits. cpuslab keeps its per-thread cache of the fallback mode here.
+#[inline(always)]
+pub fn thread_word() -> *mut usize {
+    storage::word()
+}
 
 /// Own areas' offset from the thread pointer when it is the same in every
 /// thread (the initial-exec area of a shared-object build), for the fast path.

@@ -93,6 +93,7 @@ mod published;
 mod route;
 mod stack;
 
+pub use area::thread_word;
 pub use counters::{counters, Counters};
 pub use cpu::{current_cpu, mm_cid, mm_cid_available, possible_cpus};
 pub use error::{FenceError, OpError};
