@@ -418,11 +418,7 @@ pub(crate) unsafe fn give_batch(class: Class, objects: &[*mut u8]) {
     if let Some(region) = region.filter(|_| capacity(class) != 0) {
         let stacks = stacks(region, class);
         install(stacks, region, class);
-        match stacks.push_batch(objects) {
-            Ok(n) => kept = n,
-            Err(OpError::Duplicate) => report::double_free("free", objects[0]),
-            Err(_) => {}
-        }
+        kept = stacks.push_batch(objects).unwrap_or(0);
     }
     if kept < objects.len() {
         decay_step();

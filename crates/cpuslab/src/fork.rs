@@ -7,7 +7,8 @@
 //! Lock order, the same everywhere: rseq-core's per-CPU locks (remote access and
 //! the fallback), then the depot's shards, then the lower tiers
 //! ([`lock_lower_tiers`]: central lists, page heap, large-mapping cache, span
-//! record pool, metadata arena).
+//! record pool, metadata arena), then the spare thread caches' lock (held
+//! alone everywhere else).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 

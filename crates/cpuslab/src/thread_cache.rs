@@ -20,7 +20,9 @@
 
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{
+    compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering,
+};
 
 use rseq_core::Mode;
 
@@ -96,8 +98,9 @@ const OFF: usize = 1;
 /// One thread's cache.
 #[repr(C)]
 struct Block {
-    /// Set while the owner works on the block (a signal handler then stays out).
-    busy: Cell<bool>,
+    /// Set while the owner works on the block (a signal handler then stays
+    /// out). Atomic (relaxed) because a handler reads it.
+    busy: AtomicBool,
     /// Objects per class; atomic only so that statistics can read it from
     /// other threads (the owner alone writes it).
     counts: [AtomicU8; CLASSES],
@@ -149,15 +152,23 @@ fn block(class: Class) -> Option<&'static Block> {
     if class.index() >= CLASSES || !wanted() {
         return None;
     }
-    // SAFETY: the calling thread's own word, used by it alone.
-    let word = unsafe { *rseq_core::thread_word() };
-    let block = match word {
+    let block = match word().load(Ordering::Relaxed) {
         NONE => set_up()?,
         OFF => return None,
         // SAFETY: the word holds this thread's block, which lives forever.
-        _ => unsafe { &*(word as *const Block) },
+        word => unsafe { &*(word as *const Block) },
     };
-    (!block.busy.get()).then_some(block)
+    (!block.busy.load(Ordering::Relaxed)).then_some(block)
+}
+
+/// The calling thread's word (rseq-core's), as an atomic: the thread's signal
+/// handlers use it too.
+#[inline(always)]
+fn word() -> &'static AtomicUsize {
+    // SAFETY: the word is aligned to 8, valid while the calling thread lives
+    // (the reference is used only within calls on this thread, never kept),
+    // and every access to it goes through this atomic view.
+    unsafe { AtomicUsize::from_ptr(rseq_core::thread_word()) }
 }
 
 /// One object of `class` from the calling thread's cache (refilled from this
@@ -208,14 +219,14 @@ pub(crate) unsafe fn push(class: Class, object: *mut u8) -> bool {
 /// finds it so and stays out.
 #[inline(always)]
 fn enter(block: &Block) {
-    block.busy.set(true);
+    block.busy.store(true, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
 }
 
 #[inline(always)]
 fn leave(block: &Block) {
     compiler_fence(Ordering::SeqCst);
-    block.busy.set(false);
+    block.busy.store(false, Ordering::Relaxed);
 }
 
 /// Fills the empty class with half its limit (`cpu_cache::take_batch`: this
@@ -260,11 +271,15 @@ fn flush(block: &Block, class: Class, count: usize) -> usize {
 #[cold]
 #[inline(never)]
 fn set_up() -> Option<&'static Block> {
-    let word = rseq_core::thread_word();
-    // SAFETY: the calling thread's own word. `OFF` first: an allocation
-    // reentered from here (pthread_setspecific may allocate) or from a signal
-    // handler takes the lock instead.
-    unsafe { *word = OFF };
+    // `OFF` first, in one instruction: an allocation reentered from here
+    // (pthread_setspecific may allocate) or from a signal handler takes the
+    // lock instead. A handler that ran before it set up the block itself.
+    match word().compare_exchange(NONE, OFF, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => {}
+        Err(OFF) => return None,
+        // SAFETY: a handler set up this thread's block; blocks live forever.
+        Err(block) => return Some(unsafe { &*(block as *const Block) }),
+    }
     // No per-CPU caching configured: none per thread either.
     if crate::config::cpu_cache_bytes() == 0 {
         return None;
@@ -276,8 +291,7 @@ fn set_up() -> Option<&'static Block> {
         give_back(block);
         return None;
     }
-    // SAFETY: as above.
-    unsafe { *word = block.as_ptr() as usize };
+    word().store(block.as_ptr() as usize, Ordering::Relaxed);
     // SAFETY: blocks live forever.
     Some(unsafe { block.as_ref() })
 }
@@ -342,15 +356,21 @@ fn give_back(block: NonNull<Block>) {
 
 /// The key's destructor, at thread exit: later operations of this thread take
 /// the lock; its objects go to the per-CPU stacks; the block is kept.
+/// A block left busy (the thread exited from inside it: `pthread_exit` or a
+/// `longjmp` out of a signal handler that interrupted it) is left alone: its
+/// counts may not match its slots, and a leak beats handing out an object twice.
 extern "C" fn thread_exit(value: *mut libc::c_void) {
-    // SAFETY: the exiting thread's own word, still valid while its key
-    // destructors run.
-    unsafe { *rseq_core::thread_word() = OFF };
+    // The exiting thread's word is still valid while its key destructors run.
+    word().store(OFF, Ordering::Relaxed);
     let Some(block) = NonNull::new(value.cast::<Block>()) else {
         return;
     };
     // SAFETY: the value set in `set_up`: this thread's block.
-    empty(unsafe { block.as_ref() });
+    let block_ref = unsafe { block.as_ref() };
+    if block_ref.busy.load(Ordering::Relaxed) {
+        return;
+    }
+    empty(block_ref);
     give_back(block);
 }
 
@@ -371,12 +391,11 @@ pub(crate) fn empty_mine() {
     if !wanted() {
         return;
     }
-    // SAFETY: the calling thread's own word.
-    let word = unsafe { *rseq_core::thread_word() };
+    let word = word().load(Ordering::Relaxed);
     if word != NONE && word != OFF {
         // SAFETY: the word holds this thread's block.
         let block = unsafe { &*(word as *const Block) };
-        if !block.busy.get() {
+        if !block.busy.load(Ordering::Relaxed) {
             empty(block);
         }
     }
@@ -415,8 +434,7 @@ pub fn blocks_made() -> usize {
 /// allocates and frees must bypass the block). False when the thread has no
 /// block.
 pub fn while_busy(f: impl FnOnce()) -> bool {
-    // SAFETY: the calling thread's own word.
-    let word = unsafe { *rseq_core::thread_word() };
+    let word = word().load(Ordering::Relaxed);
     if word == NONE || word == OFF {
         return false;
     }

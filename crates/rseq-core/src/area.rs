@@ -142,7 +142,8 @@ mod storage {
     }
 
     // The image of every thread's block: `cpu_id_start` 0, `cpu_id` -1
-    // (RSEQ_CPU_ID_UNINITIALIZED), zeroes, then the `failed` byte (0).
+    // (RSEQ_CPU_ID_UNINITIALIZED), zeroes, then the `failed` byte (0) and,
+    // 8 bytes after it, the layer above's word (0).
     core::arch::global_asm!(
         concat!(".pushsection .tdata.", own_area_symbol!(), ",\"awT\",@progbits"),
         concat!(".globl ", own_area_symbol!()),
