@@ -60,4 +60,19 @@ static inline void start_thread(pthread_t *id, void *(*body)(void *), void *arg)
     start_thread_with(id, NULL, body, arg);
 }
 
+/* Runs `body` on `threads` threads, thread t on the t-th of the `jobs` (each
+ * `job_size` bytes), waits for all of them and returns the seconds it took. */
+static inline double run_threads(long threads, void *(*body)(void *), void *jobs,
+                                 size_t job_size) {
+    pthread_t *ids = checked(calloc((size_t)threads, sizeof *ids));
+    double start = now_seconds();
+    for (long t = 0; t < threads; t++)
+        start_thread(&ids[t], body, (char *)jobs + (size_t)t * job_size);
+    for (long t = 0; t < threads; t++)
+        pthread_join(ids[t], NULL);
+    double seconds = now_seconds() - start;
+    free(ids);
+    return seconds;
+}
+
 #endif

@@ -96,16 +96,10 @@ int main(int argc, char **argv) {
     long ops = arg_long(argc, argv, 2, 4000) * 1000L;
     long live = arg_long(argc, argv, 3, 1000);
     struct job *jobs = checked(calloc((size_t)threads, sizeof *jobs));
-    pthread_t *ids = checked(calloc((size_t)threads, sizeof *ids));
     for (long t = 0; t < threads; t++)
         jobs[t] = (struct job){ops / threads, live, 0xd1b54a32d192ed03ull * (uint64_t)(t + 7), 0, 0};
     ops = ops / threads * threads;
-    double start = now_seconds();
-    for (long t = 0; t < threads; t++)
-        start_thread(&ids[t], run, &jobs[t]);
-    for (long t = 0; t < threads; t++)
-        pthread_join(ids[t], NULL);
-    double seconds = now_seconds() - start;
+    double seconds = run_threads(threads, run, jobs, sizeof *jobs);
     unsigned long sum = 0;
     long large = 0;
     for (long t = 0; t < threads; t++) {
@@ -116,6 +110,5 @@ int main(int argc, char **argv) {
            "%.2f M operations/s, every block checked (check %lu)\n",
            threads, live, ops, large, seconds, (double)ops / seconds / 1e6, sum);
     free(jobs);
-    free(ids);
     return 0;
 }

@@ -36,20 +36,17 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 1024; i++)
         sizes[i] = 16 + rng_next(&rng) % 1009;
     struct job *jobs = checked(calloc((size_t)threads, sizeof *jobs));
-    pthread_t *ids = checked(calloc((size_t)threads, sizeof *ids));
     for (long t = 0; t < threads; t++)
         jobs[t].pairs = pairs / threads;
     pairs = jobs[0].pairs * threads;
-    double start = now_seconds();
+    double seconds;
     if (threads == 1) {
+        double start = now_seconds();
         run(&jobs[0]); /* no thread at all: the single-threaded case as it always was */
+        seconds = now_seconds() - start;
     } else {
-        for (long t = 0; t < threads; t++)
-            start_thread(&ids[t], run, &jobs[t]);
-        for (long t = 0; t < threads; t++)
-            pthread_join(ids[t], NULL);
+        seconds = run_threads(threads, run, jobs, sizeof *jobs);
     }
-    double seconds = now_seconds() - start;
     unsigned long sum = 0;
     for (long t = 0; t < threads; t++)
         sum += jobs[t].sum;
@@ -58,6 +55,5 @@ int main(int argc, char **argv) {
            threads, pairs, seconds, seconds * 1e9 / (double)pairs, (double)pairs / seconds / 1e6,
            sum);
     free(jobs);
-    free(ids);
     return 0;
 }

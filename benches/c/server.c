@@ -110,24 +110,17 @@ int main(int argc, char **argv) {
     long threads = arg_long(argc, argv, 2, 4);
     for (int i = 0; i < STRIPES; i++)
         pthread_mutex_init(&stripes[i], NULL);
-    pthread_t *ids = checked(calloc((size_t)threads, sizeof *ids));
     struct job *jobs = checked(calloc((size_t)threads, sizeof *jobs));
-    double start = now_seconds();
-    for (long t = 0; t < threads; t++) {
+    for (long t = 0; t < threads; t++)
         jobs[t] = (struct job){requests / threads, 0x2545f4914f6cdd1dull * (uint64_t)(t + 3), 0};
-        pthread_create(&ids[t], NULL, worker, &jobs[t]);
-    }
+    double seconds = run_threads(threads, worker, jobs, sizeof *jobs);
     unsigned long sum = 0;
-    for (long t = 0; t < threads; t++) {
-        pthread_join(ids[t], NULL);
+    for (long t = 0; t < threads; t++)
         sum += jobs[t].sum;
-    }
-    double seconds = now_seconds() - start;
     for (int i = 0; i < CACHE_SLOTS; i++)
         free(cache[i]);
     printf("server: %ld threads, %ld requests in %.3f s: %.2f us/request (check %lu)\n", threads,
            requests, seconds, seconds * 1e6 / (double)requests, sum);
-    free(ids);
     free(jobs);
     return 0;
 }

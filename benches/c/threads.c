@@ -59,22 +59,15 @@ int main(int argc, char **argv) {
     long steps = arg_long(argc, argv, 1, 40) * 1000000L;
     long threads = arg_long(argc, argv, 2, 8);
     long w = arg_long(argc, argv, 3, 4000);
-    pthread_t *ids = checked(calloc((size_t)threads, sizeof *ids));
     struct job *jobs = checked(calloc((size_t)threads, sizeof *jobs));
-    double start = now_seconds();
-    for (long t = 0; t < threads; t++) {
+    for (long t = 0; t < threads; t++)
         jobs[t] = (struct job){steps / threads, w, 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1), 0};
-        pthread_create(&ids[t], NULL, run, &jobs[t]);
-    }
+    double seconds = run_threads(threads, run, jobs, sizeof *jobs);
     unsigned long sum = 0;
-    for (long t = 0; t < threads; t++) {
-        pthread_join(ids[t], NULL);
+    for (long t = 0; t < threads; t++)
         sum += jobs[t].sum;
-    }
-    double seconds = now_seconds() - start;
     printf("threads: %ld threads x %ld live blocks, %ld replacements in %.3f s: %.1f ns/step (check %lu)\n",
            threads, w, steps, seconds, seconds * 1e9 / (double)steps, sum);
-    free(ids);
     free(jobs);
     return 0;
 }

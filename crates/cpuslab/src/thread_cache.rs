@@ -207,7 +207,7 @@ pub(crate) unsafe fn push(class: Class, object: *mut u8) -> bool {
         report::double_free("free", object);
     }
     if n == limit(class) {
-        n = flush(block, class, n / 2);
+        n = flush(block, class, n, n / 2);
     }
     block.slots[c][n].set(object);
     block.counts[c].store((n + 1) as u8, Ordering::Relaxed);
@@ -242,15 +242,13 @@ fn refill(block: &Block, class: Class) -> usize {
     n
 }
 
-/// Moves the `count` oldest objects of the class out (`cpu_cache::give_batch`:
-/// this CPU's stack, else the depot) and keeps the rest; returns how many it
-/// holds now.
+/// Moves the `count` oldest of the class's `n` objects out
+/// (`cpu_cache::give_batch`: this CPU's stack, else the depot) and keeps the
+/// rest; returns how many it holds now.
 #[cold]
 #[inline(never)]
-fn flush(block: &Block, class: Class, count: usize) -> usize {
+fn flush(block: &Block, class: Class, n: usize, count: usize) -> usize {
     let slots = &block.slots[class.index()];
-    let n = block.counts[class.index()].load(Ordering::Relaxed) as usize;
-    let count = count.min(n);
     let mut batch = [ptr::null_mut(); SLOTS];
     for (object, slot) in batch.iter_mut().zip(&slots[..count]) {
         *object = slot.get();
@@ -380,7 +378,7 @@ fn empty(block: &Block) {
     for class in Class::all().take(CLASSES) {
         let n = block.counts[class.index()].load(Ordering::Relaxed) as usize;
         if n > 0 {
-            flush(block, class, n);
+            flush(block, class, n, n);
         }
     }
     leave(block);
@@ -407,26 +405,25 @@ pub fn cached_objects(class: Class) -> usize {
     if c >= CLASSES {
         return 0;
     }
-    let mut sum = 0;
-    let mut block = MADE.load(Ordering::Acquire);
-    // SAFETY: blocks in `MADE` live forever and their links never change.
-    while let Some(b) = unsafe { block.as_ref() } {
-        sum += b.counts[c].load(Ordering::Relaxed) as usize;
-        block = b.next_made.load(Ordering::Relaxed);
-    }
-    sum
+    made()
+        .map(|block| block.counts[c].load(Ordering::Relaxed) as usize)
+        .sum()
 }
 
 /// Blocks made so far (for tests: exited threads' blocks are reused).
 pub fn blocks_made() -> usize {
-    let mut n = 0;
-    let mut block = MADE.load(Ordering::Acquire);
-    // SAFETY: as in `cached_objects`.
-    while let Some(b) = unsafe { block.as_ref() } {
-        n += 1;
-        block = b.next_made.load(Ordering::Relaxed);
-    }
-    n
+    made().count()
+}
+
+/// Every block ever made, newest first.
+fn made() -> impl Iterator<Item = &'static Block> {
+    let mut next = MADE.load(Ordering::Acquire);
+    core::iter::from_fn(move || {
+        // SAFETY: blocks in `MADE` live forever and their links never change.
+        let block = unsafe { next.as_ref() }?;
+        next = block.next_made.load(Ordering::Relaxed);
+        Some(block)
+    })
 }
 
 /// Runs `f` with the calling thread's block marked busy, as a signal handler
