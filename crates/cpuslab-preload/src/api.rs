@@ -38,8 +38,9 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
     block.cast()
 }
 
-/// `malloc(3)`: one attempt at this CPU's cache, else the full path as a tail
-/// call (so the fast path saves no register).
+/// `malloc(3)`: a small block from this CPU's cache (its miss path a call
+/// with the class known), else the full path as a tail call (so the fast path
+/// saves no register).
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
     let block = cpuslab::alloc_cached(size);
@@ -49,8 +50,7 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
     malloc_slow(size)
 }
 
-/// `malloc` when the per-CPU cache's attempt failed: refills, large blocks,
-/// errno.
+/// `malloc` for large blocks and out of memory: the full path, errno.
 #[cold]
 #[inline(never)]
 fn malloc_slow(size: usize) -> *mut c_void {

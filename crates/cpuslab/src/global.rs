@@ -29,26 +29,19 @@ fn alloc_small(class: Class) -> *mut u8 {
     cpu_cache::alloc_miss(class)
 }
 
-/// The per-CPU cache's attempt alone, for C `malloc`: a block of `size` bytes
-/// (aligned to [`MIN_ALIGN`]) popped from this CPU's cache, or null when that
-/// attempt fails for any reason (a large size, an empty cache, a restart),
-/// after which the caller takes the full path ([`GlobalAlloc::alloc`]). Null
-/// here is not out of memory. The caller's full path can then be a tail call,
-/// so this fast path saves no register.
+/// A block of a small class for C `malloc`: `size` bytes (aligned to
+/// [`MIN_ALIGN`]) from this CPU's cache, or through the class's miss path
+/// (restarts, the fallback's per-thread cache, refills) with the class already
+/// known; null for a size above the classes, and when out of memory, after
+/// which the caller takes the full path ([`GlobalAlloc::alloc`]: large blocks,
+/// errno). The caller's full path can then be a tail call, so the fast path
+/// saves no register.
 #[inline(always)]
 pub fn alloc_cached(size: usize) -> *mut u8 {
     let Some(class) = class_of_layout(size, MIN_ALIGN) else {
         return ptr::null_mut();
     };
-    let region = cpu_cache::fast_region();
-    match cpu_cache::stacks(region, class).try_pop() {
-        Some(object) => {
-            #[cfg(feature = "op-counters")]
-            cpu_cache::note_operation(class, true);
-            object
-        }
-        None => ptr::null_mut(),
-    }
+    alloc_small(class)
 }
 
 /// # Safety

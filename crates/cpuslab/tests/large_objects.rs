@@ -7,7 +7,19 @@ use common::{check_stamp, stamp, Rng};
 use cpuslab::internals::{alloc_large, free_large, lookup, realloc_large, Owner, PAGE_SIZE};
 
 const MIB: usize = 1 << 20;
+
 const GIB: usize = 1 << 30;
+
+/// Taken by every test here: a test that checks that a freed block's address
+/// is no longer ours would fail whenever a concurrent test's new block took
+/// that address (a freed mapping's address is the next one's to get).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn usable(p: *const u8) -> usize {
     match lookup(p) {
@@ -18,6 +30,7 @@ fn usable(p: *const u8) -> usize {
 
 #[test]
 fn sizes_up_to_64_mib_are_zeroed_and_owned() {
+    let _serial = one_at_a_time();
     for size in [
         256 * 1024 + 1,
         300_000,
@@ -45,6 +58,7 @@ fn sizes_up_to_64_mib_are_zeroed_and_owned() {
 
 #[test]
 fn alignments_up_to_1_gib() {
+    let _serial = one_at_a_time();
     let mut shift = 12;
     while 1usize << shift <= GIB {
         let align = 1usize << shift;
@@ -70,6 +84,7 @@ fn alignments_up_to_1_gib() {
 
 #[test]
 fn realloc_grows_and_shrinks_keeping_contents() {
+    let _serial = one_at_a_time();
     for align in [16, PAGE_SIZE, 64 * 1024, 2 * MIB] {
         let mut size = 300_000;
         let mut p = alloc_large(size, align);
@@ -113,6 +128,7 @@ fn realloc_grows_and_shrinks_keeping_contents() {
 
 #[test]
 fn threads_allocate_large_objects_concurrently() {
+    let _serial = one_at_a_time();
     let handles: Vec<_> = (0..8u64)
         .map(|t| {
             std::thread::spawn(move || {
@@ -166,6 +182,7 @@ fn threads_allocate_large_objects_concurrently() {
 
 #[test]
 fn impossible_requests_return_null() {
+    let _serial = one_at_a_time();
     assert!(alloc_large(usize::MAX, 16).is_null());
     assert!(alloc_large(1 << 62, 16).is_null());
     assert!(alloc_large(10, 1 << 62).is_null());
