@@ -7,7 +7,6 @@ use common::{check_stamp, stamp, Rng};
 use cpuslab::internals::{alloc_large, free_large, lookup, realloc_large, Owner, PAGE_SIZE};
 
 const MIB: usize = 1 << 20;
-
 const GIB: usize = 1 << 30;
 
 /// Taken by every test here: a test that checks that a freed block's address
