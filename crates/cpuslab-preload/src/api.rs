@@ -43,7 +43,7 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
 /// saves no register).
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    let block = cpuslab::alloc_cached(size);
+    let block = cpuslab::alloc_small_by_size(size);
     if !block.is_null() {
         return block.cast();
     }

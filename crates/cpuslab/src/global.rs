@@ -29,15 +29,12 @@ fn alloc_small(class: Class) -> *mut u8 {
     cpu_cache::alloc_miss(class)
 }
 
-/// A block of a small class for C `malloc`: `size` bytes (aligned to
-/// [`MIN_ALIGN`]) from this CPU's cache, or through the class's miss path
-/// (restarts, the fallback's per-thread cache, refills) with the class already
-/// known; null for a size above the classes, and when out of memory, after
-/// which the caller takes the full path ([`GlobalAlloc::alloc`]: large blocks,
-/// errno). The caller's full path can then be a tail call, so the fast path
-/// saves no register.
+/// For C `malloc`: a block of `size` bytes (aligned to [`MIN_ALIGN`]) of a
+/// small class, as [`GlobalAlloc::alloc`] gives it; null for a size above the
+/// classes and when out of memory, for which the caller takes the full path
+/// ([`GlobalAlloc::alloc`]: large blocks; errno) as a tail call.
 #[inline(always)]
-pub fn alloc_cached(size: usize) -> *mut u8 {
+pub fn alloc_small_by_size(size: usize) -> *mut u8 {
     let Some(class) = class_of_layout(size, MIN_ALIGN) else {
         return ptr::null_mut();
     };
