@@ -7,7 +7,9 @@
 //! `sched_setaffinity`. A drainer thread meanwhile stops random CPUs' stacks
 //! remotely, in a tight loop, rearranges them, and moves items between CPUs. After
 //! each round a single-threaded check finds every item exactly once and the
-//! counters summing to exactly what the threads counted.
+//! counters summing to exactly what the threads counted. The timer keeps firing
+//! during the check, so the handler is kept quiet while it counts (and the check
+//! holds its window open long enough that signals land in it every round).
 //!
 //! The remote race is forced, not left to luck: the drainer holds each stack
 //! stopped for `HOLD` after its fence, so that the sections its fence aborted
@@ -221,13 +223,14 @@ fn child() {
         let c = rseq_core::counters();
         println!(
             "round {round}: {} ops, {} remote stops ({} refused), {} migrations, {} signals \
-             ({} handler ops); aborts {}, cpu moved {}, gave up {}; {} header delays; {check}",
+             ({} handler ops, {} quieted by the check); aborts {}, cpu moved {}, gave up {}; {} header delays; {check}",
             tally.ops,
             tally.stops,
             tally.stop_errors,
             tally.migrations,
             SIGNALS.load(Ordering::Relaxed),
             HANDLER_OPS.load(Ordering::Relaxed),
+            HANDLERS_QUIETED.load(Ordering::Relaxed),
             c.aborts,
             c.cpu_moved,
             c.gave_up,
@@ -253,6 +256,10 @@ fn child() {
             fault::header_delays() > 0,
             "no section spun the delay between its header loads"
         );
+        assert!(
+            HANDLERS_QUIETED.load(Ordering::Relaxed) > 0,
+            "no signal landed in the check's quiet window"
+        );
     }
     println!("CLEAN");
     std::process::exit(0);
@@ -263,6 +270,9 @@ const ITEMS: usize = 2048;
 /// Each stack can hold every item of its region, so pushes fail only while stopped.
 const STACK_CAPACITY: usize = ITEMS;
 const SIGNAL_INTERVAL_US: i64 = 200;
+/// How long the check spins between its reads of the handler's count and of the
+/// words: twenty timer periods of CPU time (several ticks, whatever the HZ).
+const QUIET_WINDOW: Duration = Duration::from_micros(20 * SIGNAL_INTERVAL_US as u64);
 /// Failed pushes before a thread concludes its items cannot fit anywhere.
 const GIVE_BACK_TRIES: u32 = 10_000;
 /// Items that could not be put back because stacks were over-full (duplication).
@@ -576,8 +586,10 @@ impl World {
         tally
     }
 
-    /// Counts every item and node, and sums the counters.
+    /// Counts every item and node, and sums the counters, with the signal handler
+    /// quiet: it would otherwise move list nodes and add to the words under the count.
     fn check(&self, tally: &Tally) -> Check {
+        let _quiet = QuietHandler::new();
         let mut check = Check::default();
         let mut seen = vec![0u32; 2 * ITEMS];
         let cpus = rseq_core::possible_cpus();
@@ -601,8 +613,7 @@ impl World {
         let mut nodes_seen = vec![0u32; ITEMS];
         let mut chains = Vec::new();
         for cpu in 0..cpus {
-            // SAFETY: every thread is joined; the signal handler is the only other user
-            // and it puts back what it takes before returning, on this thread too.
+            // SAFETY: every thread is joined, and the signal handler is quiet.
             let mut next = unsafe { self.list.slot(cpu).unwrap().take_all() };
             let mut steps = 0;
             while let Some(link) = next {
@@ -634,6 +645,13 @@ impl World {
                 .sum()
         };
         let handler_adds = HANDLER_ADDS.load(Ordering::Relaxed) as usize;
+        // Hold the window between the two reads open for several timer periods, so
+        // that signals land in it in every round and the quiet is what keeps the
+        // sums equal (the child asserts that handlers were quieted).
+        let window = Instant::now();
+        while window.elapsed() < QUIET_WINDOW {
+            std::hint::spin_loop();
+        }
         check.adds_off = sum(&self.adds).abs_diff(tally.total_adds() + handler_adds);
         check.swaps_off = sum(&self.swaps).abs_diff(tally.total_swaps());
         check.overflowed = OVERFLOWS.swap(0, Ordering::Relaxed);
@@ -729,18 +747,57 @@ static HANDLER_ADDS_REGION: AtomicPtr<PerCpu<AtomicUsize>> = AtomicPtr::new(std:
 static SIGNALS: AtomicU64 = AtomicU64::new(0);
 static HANDLER_OPS: AtomicU64 = AtomicU64::new(0);
 static HANDLER_ADDS: AtomicU64 = AtomicU64::new(0);
+/// Set while the check counts: a handler that starts then leaves at once.
+static QUIET: AtomicBool = AtomicBool::new(false);
+/// Handlers between their first and last step, on any thread.
+static HANDLERS_RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Handlers that found the check counting and left.
+static HANDLERS_QUIETED: AtomicU64 = AtomicU64::new(0);
+
+/// Keeps the handler quiet while it lives. The timer keeps firing during the check
+/// (on the checking thread too), and a handler adding between the check's reads of
+/// `HANDLER_ADDS` and of the words made the sums disagree by one. A handler marks
+/// itself running before it reads `QUIET`, and `new` sets `QUIET` before it reads
+/// the running count (both sequentially consistent): either the handler sees
+/// `QUIET`, or `new` sees it running and waits for it to finish.
+struct QuietHandler;
+
+impl QuietHandler {
+    fn new() -> QuietHandler {
+        QUIET.store(true, Ordering::SeqCst);
+        while HANDLERS_RUNNING.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+        QuietHandler
+    }
+}
+
+impl Drop for QuietHandler {
+    fn drop(&mut self) {
+        QUIET.store(false, Ordering::SeqCst);
+    }
+}
 
 /// SIGPROF: interrupts running threads, often inside a section (which the kernel
 /// then aborts). In rseq modes the handler runs sections of its own: it takes a
 /// node from its CPU's list and puts it back, and counts on a per-CPU word.
 extern "C" fn on_sigprof(_: libc::c_int) {
     SIGNALS.fetch_add(1, Ordering::Relaxed);
-    if rseq_core::mode() == Mode::Fallback {
-        // A handler that interrupted its own thread inside a CPU's lock gets
-        // Unavailable (tests/reentry.rs), and a node it popped could then not go
-        // back: in fallback mode the handler only counts.
-        return;
+    HANDLERS_RUNNING.fetch_add(1, Ordering::SeqCst);
+    if QUIET.load(Ordering::SeqCst) {
+        HANDLERS_QUIETED.fetch_add(1, Ordering::Relaxed);
+    } else if rseq_core::mode() != Mode::Fallback {
+        // In fallback mode the handler only counts: one that interrupted its own
+        // thread inside a CPU's lock gets Unavailable (tests/reentry.rs), and a node
+        // it popped could then not go back.
+        run_handler_sections();
     }
+    HANDLERS_RUNNING.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// The handler's own sections: takes a node from its CPU's list and puts it back,
+/// and counts on a per-CPU word.
+fn run_handler_sections() {
     // SAFETY: both pointers are set before the timer starts and point to leaked data.
     let (list, adds) = unsafe {
         (
