@@ -14,6 +14,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::class_range;
 use crate::page_heap;
 use crate::pagemap;
 use crate::size_class::{Class, NUM_CLASSES};
@@ -130,7 +131,7 @@ pub fn alloc_one(class: Class) -> (*mut u8, bool) {
 /// Carves a new span of `class` from the page heap into the partial list
 /// (without holding the class lock meanwhile); false when out of memory.
 fn carve(list: &CentralFreeList, class: Class) -> bool {
-    let Some(span) = page_heap::alloc_span(class.span_pages()) else {
+    let Some(span) = page_heap::alloc_class_span(class) else {
         return false;
     };
     list.with_partial(|partial| {
@@ -138,6 +139,8 @@ fn carve(list: &CentralFreeList, class: Class) -> bool {
         // The entries learn the class (C `free` reads it there); the page heap
         // registered the span's pages already, so this cannot fail.
         pagemap::set_small(span, class);
+        // And in its class range, C `free` accepts its objects from now on.
+        class_range::mark(span);
         partial.push_front(span);
         list.spans.fetch_add(1, Ordering::Relaxed);
         list.free

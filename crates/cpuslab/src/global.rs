@@ -7,6 +7,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
+use crate::class_range;
 use crate::cpu_cache;
 use crate::first_use;
 use crate::large;
@@ -152,6 +153,12 @@ unsafe impl GlobalAlloc for CpuSlab {
 /// `ptr` is null or a live block from this allocator that nobody uses after this.
 #[inline]
 pub unsafe fn free(ptr: *mut u8) {
+    // In a class range, one load says the class and checks the pointer
+    // (class_range.rs says why that matters); elsewhere the page map does.
+    if let Some(class) = class_range::object_class(ptr as usize) {
+        // SAFETY: `ptr` starts an object of `class`, which the caller gives up.
+        return unsafe { dealloc_small(class, ptr) };
+    }
     match owner::find(ptr) {
         // SAFETY: the page map says `ptr` starts an object of this class.
         Some(Found::Small(class)) => unsafe { dealloc_small(class, ptr) },

@@ -86,6 +86,7 @@
 //   large block), with its record (`span.rs`);
 // * **chunk**: memory mapped from the OS in bulk (page-heap chunks, metadata
 //   chunks), never handed out as it is;
+// * **class range**: address space reserved for one class's spans;
 // * **shelf**: one CPU's (or concurrency id's) part of the per-CPU tier: the
 //   stack headers of every class, their counters, then each class's slot array;
 // * **stack**: rseq-core's per-CPU pointer stack, one per shelf and class;
@@ -132,6 +133,8 @@
 // - `central`, `page_heap`, `large`, `large_cache`: the tiers above;
 // - `span`: the span record (page run + object bitmap) and its pool;
 // - `pagemap`: address -> span, O(1), safe on any address;
+// - `class_range`: address space reserved per class (address -> class by
+//   arithmetic, for C `free`);
 // - `meta`: permanent metadata memory from mmap;
 // - `sync`: `Lock`, a futex mutex that knows its holder;
 // - `os`: the one boundary to the OS: mmap / munmap / madvise / mremap, futex,
@@ -152,6 +155,7 @@
 mod background;
 mod cache_counters;
 mod central;
+mod class_range;
 mod config;
 mod cpu_cache;
 mod decay;
@@ -188,6 +192,8 @@ pub use stats::{cached_bytes_bound, print_stats, shelf_counters, stats, ClassSta
 #[doc(hidden)]
 pub mod internals {
     pub use crate::central::{alloc_batch, free_batch};
+    pub use crate::class_range::RANGE_BYTES as CLASS_RANGE_BYTES;
+    pub use crate::class_range::{class_at as class_range_of, range_start as class_range_start};
     pub use crate::config::OPTIONS;
     pub use crate::decay::set_interval_ms as set_decay_ms;
     pub use crate::fork::handlers_registered as fork_handlers_registered;

@@ -98,6 +98,37 @@ pub fn map(len: usize) -> Option<NonNull<u8>> {
     }
 }
 
+/// Maps `len` bytes as [`map`] does, but exactly at `addr` (OS-page aligned),
+/// and only if nothing is mapped there (`MAP_FIXED_NOREPLACE`); false if the
+/// kernel refused or placed it elsewhere (a kernel older than 4.17 takes the
+/// address as a hint: that mapping is undone).
+pub fn map_at(addr: usize, len: usize) -> bool {
+    if len == 0 {
+        return false;
+    }
+    // SAFETY: NOREPLACE never replaces an existing mapping, so the new one
+    // cannot alias any Rust object.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    if p as usize != addr {
+        // SAFETY: the mapping just made, somewhere nobody knows of.
+        unsafe { unmap(p.cast(), len) };
+        return false;
+    }
+    true
+}
+
 /// Maps `len` bytes (an OS page multiple) at an address that is a multiple of
 /// `align` (a power of two): over-maps by `align - page_size()`, then unmaps the
 /// unaligned head and the tail, so the result is exactly one mapping of `len`.

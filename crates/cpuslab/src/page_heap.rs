@@ -22,19 +22,36 @@
 //! for all of them now. Decommitted runs then merge with their decommitted
 //! neighbours, so after an idle period free memory coalesces again.
 //!
-//! One lock guards everything here. Lock order: central list -> page heap ->
-//! span record pool -> metadata arena.
+//! One heap per size class, plus a shared one. A class's heap grows inside
+//! the class's range of address space (`class_range`), so that every span of
+//! that class lies there; it is the same structure with a different source of
+//! chunks. Its runs never merge with another heap's (a range's last chunk can
+//! touch the next range's first), and `trim` decommits them but does not
+//! unmap them (the range stays reserved for the class). The shared heap serves
+//! `alloc_span` callers and the classes whose range is full or was refused.
+//! The counters are shared by all heaps.
+//!
+//! Each heap has its own lock. Lock order: central list -> page heaps (in
+//! index order, the shared one last) -> span record pool -> metadata arena.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::class_range;
 use crate::os::{self, now_ms, PAGE_SIZE};
 use crate::pagemap;
+use crate::size_class::{Class, NUM_CLASSES};
 use crate::span::{self, Span, SpanKind, SpanList};
 use crate::sync::Lock;
 
-/// Address space reserved from the OS at a time.
+/// Address space reserved from the OS at a time (the shared heap).
 const CHUNK_BYTES: usize = 64 << 20;
+/// Bytes of a class's range made usable at a time, rounded up to whole spans.
+const CLASS_CHUNK_BYTES: usize = 1 << 20;
+/// Heaps: one per class, then the shared one.
+const HEAPS: usize = NUM_CLASSES + 1;
+/// Index of the shared heap.
+const SHARED: usize = NUM_CLASSES;
 /// Runs up to this many pages have a free list of their own (covers every
 /// span size class uses).
 const MAX_EXACT_PAGES: usize = 512;
@@ -122,12 +139,37 @@ struct Inner {
     lru: SpanList<true>,
     /// When decay last ran (ms).
     last_decay_ms: u64,
+    /// A class heap: bytes of its range mapped so far (from its start).
+    range_used: usize,
+    /// A class heap whose range could not grow (full, its place taken, or
+    /// out of memory): its class's new spans come from the shared heap, with
+    /// no further attempt.
+    range_closed: bool,
 }
 
 struct PageHeap {
     lock: Lock,
     inner: UnsafeCell<Inner>,
-    // Statistics (written under the lock, read without it).
+}
+
+impl PageHeap {
+    const fn new() -> PageHeap {
+        PageHeap {
+            lock: Lock::new(),
+            inner: UnsafeCell::new(Inner {
+                committed: Buckets::new(),
+                decommitted: Buckets::new(),
+                lru: SpanList::new(),
+                last_decay_ms: 0,
+                range_used: 0,
+                range_closed: false,
+            }),
+        }
+    }
+}
+
+/// Statistics of all heaps (written under a heap's lock, read without one).
+struct Counters {
     mapped: AtomicUsize,
     in_use: AtomicUsize,
     free_committed: AtomicUsize,
@@ -139,14 +181,9 @@ struct PageHeap {
 // SAFETY: `inner` is only accessed with `lock` held.
 unsafe impl Sync for PageHeap {}
 
-static HEAP: PageHeap = PageHeap {
-    lock: Lock::new(),
-    inner: UnsafeCell::new(Inner {
-        committed: Buckets::new(),
-        decommitted: Buckets::new(),
-        lru: SpanList::new(),
-        last_decay_ms: 0,
-    }),
+static HEAP_LIST: [PageHeap; HEAPS] = [const { PageHeap::new() }; HEAPS];
+
+static HEAP: Counters = Counters {
     mapped: AtomicUsize::new(0),
     in_use: AtomicUsize::new(0),
     free_committed: AtomicUsize::new(0),
@@ -180,30 +217,47 @@ impl PageHeapStats {
     }
 }
 
-/// Runs `f` with the page heap locked.
-fn with_heap<R>(f: impl FnOnce(&mut Inner) -> R) -> R {
-    let _guard = HEAP.lock.guard();
-    // SAFETY: the page heap lock is held for the life of this reference.
-    let inner = unsafe { &mut *HEAP.inner.get() };
+/// Runs `f` with heap `which` (an index below `HEAPS`) locked.
+fn with_heap<R>(which: usize, f: impl FnOnce(&mut Inner) -> R) -> R {
+    let heap = HEAP_LIST.get(which).unwrap_or(&HEAP_LIST[SHARED]);
+    let _guard = heap.lock.guard();
+    // SAFETY: the heap's lock is held for the life of this reference.
+    let inner = unsafe { &mut *heap.inner.get() };
     f(inner)
 }
 
-/// A span of `pages` pages in state `Allocated`, registered in the page map
-/// for every page. Its `zeroed()` says whether all its pages read as zero.
-/// `None` when out of memory.
+/// The heap whose pages hold `addr`: its class's, inside a class range.
+fn heap_of(addr: usize) -> usize {
+    class_range::class_at(addr).map_or(SHARED, Class::index)
+}
+
+/// A span of `pages` pages in state `Allocated`, from the shared heap,
+/// registered in the page map for every page. Its `zeroed()` says whether all
+/// its pages read as zero. `None` when out of memory.
 pub fn alloc_span(pages: usize) -> Option<&'static Span> {
+    alloc_from(SHARED, pages)
+}
+
+/// A span for `class` (of its `span_pages()`), from the class's range when it
+/// has room, else as [`alloc_span`].
+pub fn alloc_class_span(class: Class) -> Option<&'static Span> {
+    let pages = class.span_pages();
+    alloc_from(class.index(), pages).or_else(|| alloc_span(pages))
+}
+
+fn alloc_from(which: usize, pages: usize) -> Option<&'static Span> {
     if pages == 0 {
         return None;
     }
     let bytes = pages.checked_mul(PAGE_SIZE)?;
     crate::decay::note_refill();
-    with_heap(|h| {
+    with_heap(which, |h| {
         h.maybe_decay(now_ms());
         let (run, decommitted) = match h.committed.best_fit(pages) {
             Some(r) => (r, false),
             None => match h.decommitted.best_fit(pages) {
                 Some(r) => (r, true),
-                None => (h.grow(bytes)?, true),
+                None => (h.grow(which, bytes)?, true),
             },
         };
         h.carve(run, pages, decommitted)
@@ -211,10 +265,12 @@ pub fn alloc_span(pages: usize) -> Option<&'static Span> {
 }
 
 /// Gives a span (any state but `FreeRun`/`Unused`, obtained from
-/// `alloc_span`) back to the page heap. Its pages become a committed free run.
+/// `alloc_span` or `alloc_class_span`) back to its heap. Its pages become a
+/// committed free run.
 pub fn free_span(span: &'static Span) {
     crate::decay::note_freed(span.bytes());
-    with_heap(|h| {
+    class_range::clear(span);
+    with_heap(heap_of(span.start()), |h| {
         let now = now_ms();
         HEAP.in_use.fetch_sub(span.bytes(), Ordering::Relaxed);
         HEAP.free_committed
@@ -230,45 +286,60 @@ pub fn free_span(span: &'static Span) {
     })
 }
 
-/// Runs the page heap's decay now (for the allocator-wide decay, which calls it
+/// Runs every heap's decay now (for the allocator-wide decay, which calls it
 /// from slow paths and the background thread).
 pub fn decay() {
-    with_heap(|h| h.maybe_decay(now_ms()));
+    let now = now_ms();
+    for which in 0..HEAPS {
+        with_heap(which, |h| h.maybe_decay(now));
+    }
 }
 
 /// Returns every free run to the OS now: committed runs are decommitted, then
 /// every decommitted run is unmapped, so that the address space too goes back
 /// (under `RLIMIT_AS` or strict overcommit, freed small-object memory can then
 /// serve large objects, which are mapped on their own).
+/// A class heap's runs are decommitted but stay in its range.
 pub fn trim() {
-    with_heap(|h| {
-        while let Some(run) = h.lru.first() {
-            if !h.decommit(run) {
-                break;
+    for which in 0..HEAPS {
+        with_heap(which, |h| {
+            while let Some(run) = h.lru.first() {
+                if !h.decommit(run) {
+                    break;
+                }
             }
-        }
-        while let Some(run) = h.decommitted.best_fit(1) {
-            if !h.unmap(run) {
-                break;
+            match Class::from_index(which) {
+                Some(class) => h.shrink_range(class),
+                None => {
+                    while let Some(run) = h.decommitted.best_fit(1) {
+                        if !h.unmap(run) {
+                            break;
+                        }
+                    }
+                }
             }
-        }
-    })
+        })
+    }
 }
 
-/// Takes the page heap lock (for `fork`).
+/// Takes every heap's lock, in index order (for `fork`).
 pub fn lock() {
-    HEAP.lock.lock();
+    for heap in &HEAP_LIST {
+        heap.lock.lock();
+    }
 }
 
-/// Releases the page heap lock taken by `lock`.
+/// Releases the locks taken by `lock`.
 ///
 /// # Safety
 ///
-/// The caller took it with `lock` (in this process or, after `fork`, in the
+/// The caller took them with `lock` (in this process or, after `fork`, in the
 /// parent).
 pub unsafe fn unlock() {
-    // SAFETY: caller's contract.
-    unsafe { HEAP.lock.unlock() };
+    for heap in HEAP_LIST.iter().rev() {
+        // SAFETY: caller's contract.
+        unsafe { heap.lock.unlock() };
+    }
 }
 
 /// A snapshot of the counters (relaxed; no lock, no allocation).
@@ -292,21 +363,34 @@ impl Inner {
         }
     }
 
-    /// Reserves a new chunk of at least `bytes` and files it as a
-    /// decommitted free run (fresh pages read as zero).
-    fn grow(&mut self, bytes: usize) -> Option<&'static Span> {
-        let len = os::round_up(bytes, CHUNK_BYTES)?;
-        let base = os::map(len)?.as_ptr();
+    /// Adds a new chunk of at least `bytes` to heap `which` and files it as
+    /// a decommitted free run (fresh pages read as zero).
+    fn grow(&mut self, which: usize, bytes: usize) -> Option<&'static Span> {
+        let (base, len) = match Class::from_index(which) {
+            Some(class) => self.grow_in_range(class, bytes)?,
+            None => {
+                let len = os::round_up(bytes, CHUNK_BYTES)?;
+                (os::map(len)?.as_ptr(), len)
+            }
+        };
         let record = if pagemap::ensure(base as usize, len) {
             span::alloc_record()
         } else {
             None
         };
         let Some(run) = record else {
-            // SAFETY: the chunk was just mapped and never published.
-            unsafe { os::unmap(base, len) };
+            match Class::from_index(which) {
+                // SAFETY: the chunk was just mapped at the prefix's end, and
+                // holds nothing.
+                Some(class) => unsafe { class_range::shrink(class, self.range_used) },
+                // SAFETY: the chunk was just mapped and never published.
+                None => unsafe { os::unmap(base, len) },
+            };
             return None;
         };
+        if which != SHARED {
+            self.range_used += len;
+        }
         run.set_range(base as usize, len / PAGE_SIZE);
         run.set_kind(SpanKind::FreeRun);
         run.set_zeroed(true);
@@ -315,6 +399,24 @@ impl Inner {
         let run = self.coalesce(run, true);
         self.decommitted.insert(run);
         Some(run)
+    }
+
+    /// The next chunk of `class`'s range (a whole number of its spans, so that
+    /// spans stay at multiples of their size from the range's start), mapped;
+    /// `None` when the range is full or the place is taken.
+    fn grow_in_range(&mut self, class: Class, bytes: usize) -> Option<(*mut u8, usize)> {
+        if self.range_closed {
+            return None;
+        }
+        let span_bytes = class.span_pages() * PAGE_SIZE;
+        let spans = CLASS_CHUNK_BYTES
+            .div_ceil(span_bytes)
+            .max(bytes.div_ceil(span_bytes));
+        let len = os::round_up(spans.checked_mul(span_bytes)?, os::page_size())?;
+        // SAFETY: this heap's lock is held, and `range_used` is its prefix.
+        let start = unsafe { class_range::grow(class, self.range_used, len) };
+        self.range_closed = start.is_none();
+        Some((start? as *mut u8, len))
     }
 
     /// Takes `pages` pages off the low end of the free run `run` (which is in
@@ -361,7 +463,10 @@ impl Inner {
     /// free runs in the same state, takes them off their lists, registers the
     /// merged run's first and last pages and returns it.
     fn coalesce(&mut self, run: &'static Span, decommitted: bool) -> &'static Span {
-        let mergeable = |n: &Span| n.kind() == SpanKind::FreeRun && n.zeroed() == decommitted;
+        let heap = heap_of(run.start());
+        let mergeable = |n: &Span| {
+            n.kind() == SpanKind::FreeRun && n.zeroed() == decommitted && heap_of(n.start()) == heap
+        };
         // A stale page-map entry names a record whose range excludes the
         // page; the adjacency checks below reject it.
         if let Some(prev) = pagemap::get(run.start().wrapping_sub(PAGE_SIZE)) {
@@ -431,13 +536,41 @@ impl Inner {
             return false;
         }
         self.decommitted.remove(run);
+        self.forget(run);
+        true
+    }
+
+    /// Forgets the run `run`, unmapped and off every list: its page-map
+    /// entries, counters and record.
+    fn forget(&mut self, run: &'static Span) {
         pagemap::clear_if(run.start(), run);
         pagemap::clear_if(run.end() - PAGE_SIZE, run);
         HEAP.mapped.fetch_sub(run.bytes(), Ordering::Relaxed);
         HEAP.free_decommitted
             .fetch_sub(run.bytes(), Ordering::Relaxed);
         span::free_record(run);
-        true
+    }
+
+    /// Unmaps the decommitted free run at the end of `class`'s range, if there
+    /// is one (runs further in stay mapped: the range must stay one prefix).
+    fn shrink_range(&mut self, class: Class) {
+        let end = class_range::range_start(class) + self.range_used;
+        let Some(run) = pagemap::get(end.wrapping_sub(PAGE_SIZE)) else {
+            return;
+        };
+        if run.kind() != SpanKind::FreeRun || !run.zeroed() || run.end() != end {
+            return;
+        }
+        let keep = self.range_used - run.bytes();
+        self.decommitted.remove(run);
+        // SAFETY: this heap's lock is held; the run is free, decommitted and
+        // ends the prefix.
+        if !unsafe { class_range::shrink(class, keep) } {
+            self.decommitted.insert(run);
+            return;
+        }
+        self.range_used = keep;
+        self.forget(run);
     }
 
     /// Decommits the oldest committed free runs while more than the retained
@@ -575,9 +708,11 @@ mod tests {
         trim();
         let after = stats();
         assert_eq!(after.free_committed, 0);
-        assert_eq!(after.free_decommitted, 0, "free runs are unmapped");
+        // The shared heap's free runs are unmapped (class heaps' stay
+        // decommitted in their ranges).
+        assert!(after.mapped <= before.mapped - pages * PAGE_SIZE);
         assert_eq!(
-            after.mapped,
+            after.mapped - after.free_decommitted,
             before.mapped - before.free_decommitted - before.free_committed
         );
         assert!(after.decommits > before.decommits);

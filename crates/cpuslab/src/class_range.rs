@@ -1,0 +1,253 @@
+//! Class ranges: address space set aside per size class, so that C `free`
+//! learns a small object's class, and checks it, from its address with one
+//! load.
+//!
+//! Range `c` is [`RANGE_BYTES`] at a fixed address, `WINDOW + c * RANGE_BYTES`;
+//! the page entries follow every range, a `u16` for each page. Nothing is
+//! reserved in advance: each class's page heap (`page_heap`) grows its range
+//! from the start, a chunk at a time, mapped exactly there (and the chunk's
+//! page entries with it), so every span of that class lies in its range, the
+//! mapped part of a range is one prefix (`USABLE`), and the address space a
+//! process uses is what it maps, as with any other chunk (`RLIMIT_AS` and
+//! overcommit apply as before). A page's entry is 0, or, while a small-object
+//! span holds the page, the page's index in its span plus one (`mark`,
+//! `clear`).
+//!
+//! `object_class` then answers C `free` with a subtraction and a shift (the
+//! class), a compare with the prefix, one load (the page entry: live, and
+//! where its span starts) and the object-boundary arithmetic. The page map
+//! still registers every span and answers every other question.
+//!
+//! Why: a `free` that walked the page map (root, leaf, span record) made the
+//! per-CPU push wait for the walk's dependent loads
+//! (docs/benchmarks-preload.md, "Why random sizes cost the C pair").
+//!
+//! When a chunk cannot be mapped at its place (something else is there: the
+//! kernel never puts its own mappings this low unless the address space is
+//! crowded) or a class has used its whole range, spans come from the shared
+//! page heap as before, and `free` finds them through the page map.
+
+use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
+use crate::os::{self, PAGE_SHIFT, PAGE_SIZE};
+use crate::size_class::{Class, NUM_CLASSES};
+use crate::span::Span;
+
+/// Where range 0 starts: 48 TiB, below where Linux loads programs (PIE
+/// binaries near 85 TiB) and places mappings (down from near 128 TiB).
+const WINDOW: usize = 0x3000_0000_0000;
+/// log2 of one class's range: 16 GiB of spans per class.
+pub const RANGE_SHIFT: u32 = 34;
+/// Bytes of one class's range.
+pub const RANGE_BYTES: usize = 1 << RANGE_SHIFT;
+/// Bytes of every range together (1.5 TiB of the 128 TiB user address space).
+const ALL_BYTES: usize = NUM_CLASSES << RANGE_SHIFT;
+/// Where the page entries start (range `c`'s entries: `ENTRY_AREA` bytes at
+/// `ENTRIES + c * ENTRY_AREA`).
+const ENTRIES: usize = WINDOW + ALL_BYTES;
+/// Bytes of one range's page entries (8 MiB).
+const ENTRY_AREA: usize = (RANGE_BYTES >> PAGE_SHIFT) * core::mem::size_of::<u16>();
+
+const _: () = assert!(ENTRIES + NUM_CLASSES * ENTRY_AREA <= 1 << 47);
+
+/// Per class: bytes from the range's start that are mapped and have their
+/// page entries (written under the class's page-heap lock).
+static USABLE: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
+/// Per class: bytes of its page entries mapped (entries are never unmapped, so
+/// a reader that saw a larger `USABLE` still reads mapped entries).
+static ENTRIES_MAPPED: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
+
+/// The start of `class`'s range.
+pub const fn range_start(class: Class) -> usize {
+    WINDOW + (class.index() << RANGE_SHIFT)
+}
+
+/// The class whose range holds `addr` in its mapped prefix, if any. Says
+/// nothing about whether an object starts there.
+#[inline(always)]
+pub fn class_at(addr: usize) -> Option<Class> {
+    let offset = addr.wrapping_sub(WINDOW);
+    if offset >= ALL_BYTES {
+        return None;
+    }
+    let class = Class::from_index(offset >> RANGE_SHIFT)?;
+    let usable = USABLE.get(class.index())?.load(Ordering::Acquire);
+    (offset & (RANGE_BYTES - 1) < usable).then_some(class)
+}
+
+/// The class of the object starting at `addr`, if `addr` is the start of an
+/// object of a span in a class range (free objects included: their spans are
+/// live); `None` for anything else, including every address outside the
+/// ranges. Safe on any address: reads only mapped page entries.
+#[inline(always)]
+pub fn object_class(addr: usize) -> Option<Class> {
+    let class = class_at(addr)?;
+    // SAFETY: `addr` lies in its range's mapped prefix, whose entries are
+    // mapped (`class_at`'s Acquire pairs with the Release that published it).
+    let entry = unsafe { entry(addr) }.load(Ordering::Relaxed) as usize;
+    let page_in_span = entry.checked_sub(1)?;
+    let span_start = (addr & !(PAGE_SIZE - 1)).wrapping_sub(page_in_span << PAGE_SHIFT);
+    crate::span::object_index(span_start, class, addr)?;
+    Some(class)
+}
+
+/// The page entry of `addr`.
+///
+/// # Safety
+/// `addr` lies in a class range, where its entry is mapped.
+#[inline(always)]
+unsafe fn entry(addr: usize) -> &'static AtomicU16 {
+    let at = ENTRIES + ((addr - WINDOW) >> PAGE_SHIFT) * core::mem::size_of::<u16>();
+    // SAFETY: mapped (caller), zero until written, aligned, never unmapped.
+    unsafe { &*(at as *const AtomicU16) }
+}
+
+/// Maps the next `len` bytes (a page multiple) of `class`'s range, after the
+/// `used` bytes mapped already, and their page entries; returns where they
+/// start, or `None` when the range is full or the place is taken.
+///
+/// # Safety
+///
+/// The class's page-heap lock is held and `used` is its range's mapped prefix.
+pub unsafe fn grow(class: Class, used: usize, len: usize) -> Option<usize> {
+    let end = used.checked_add(len).filter(|&end| end <= RANGE_BYTES)?;
+    let mapped = ENTRIES_MAPPED.get(class.index())?;
+    let area = ENTRIES + class.index() * ENTRY_AREA;
+    let needed = os::round_up((end >> PAGE_SHIFT) * 2, os::page_size())?;
+    let have = mapped.load(Ordering::Relaxed);
+    if needed > have {
+        if !os::map_at(area + have, needed - have) {
+            return None;
+        }
+        mapped.store(needed, Ordering::Relaxed);
+    }
+    let start = range_start(class) + used;
+    if !os::map_at(start, len) {
+        return None;
+    }
+    USABLE.get(class.index())?.store(end, Ordering::Release);
+    Some(start)
+}
+
+/// Gives back the end of `class`'s mapped prefix, from `keep` bytes on: it is
+/// no longer in the range for `class_at`, then unmapped.
+///
+/// # Safety
+///
+/// The class's page-heap lock is held, `keep` is page aligned and below the
+/// prefix, and nothing lives in `[keep, prefix)` (a free run).
+pub unsafe fn shrink(class: Class, keep: usize) -> bool {
+    let Some(usable) = USABLE.get(class.index()) else {
+        return false;
+    };
+    let end = usable.load(Ordering::Relaxed);
+    if keep >= end || !os::os_page_aligned(keep) {
+        return false;
+    }
+    usable.store(keep, Ordering::Release);
+    // SAFETY: mapped by `grow`, free (caller), and out of `class_at`'s reach.
+    let unmapped = unsafe { os::unmap((range_start(class) + keep) as *mut u8, end - keep) };
+    if !unmapped {
+        usable.store(end, Ordering::Release);
+    }
+    unmapped
+}
+
+/// Marks the pages of `span`, a small-object span in a class range, as held
+/// by it: `object_class` accepts its objects from now on.
+pub fn mark(span: &Span) {
+    set_entries(span, |page| (page + 1) as u16);
+}
+
+/// Clears the page entries of `span` (given back to its page heap):
+/// `object_class` rejects its addresses from now on.
+pub fn clear(span: &Span) {
+    set_entries(span, |_| 0);
+}
+
+fn set_entries(span: &Span, value: impl Fn(usize) -> u16) {
+    if class_at(span.start()).is_none() {
+        return;
+    }
+    for page in 0..span.pages() {
+        let addr = span.start() + (page << PAGE_SHIFT);
+        // SAFETY: the span lies in the mapped prefix of its range (it came
+        // from there and is not given back yet), whose entries are mapped.
+        unsafe { entry(addr) }.store(value(page), Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mapped_prefixes_of_ranges_have_a_class() {
+        let _serial = crate::test_serial();
+        let class = crate::size_class::class_of(48, 16).unwrap();
+        let span = crate::page_heap::alloc_class_span(class).unwrap();
+        assert_eq!(
+            class_at(span.start()),
+            Some(class),
+            "a class span in its range"
+        );
+        let start = range_start(class);
+        assert_eq!(class_at(start), Some(class));
+        let prefix = USABLE[class.index()].load(Ordering::Relaxed);
+        assert_eq!(class_at(start + prefix - 1), Some(class));
+        assert_eq!(class_at(start + prefix), None, "past the mapped prefix");
+        assert_ne!(class_at(start + RANGE_BYTES), Some(class), "the next range");
+        for addr in [0, 16, WINDOW - 1, ENTRIES, usize::MAX - 15] {
+            assert_eq!(class_at(addr), None, "{addr:#x}");
+            assert_eq!(object_class(addr), None, "{addr:#x}");
+        }
+        let stack_word = 0u64;
+        assert_eq!(class_at(&stack_word as *const u64 as usize), None);
+        crate::page_heap::free_span(span);
+    }
+
+    #[test]
+    fn growth_stays_inside_the_range_and_its_place() {
+        let class = Class::from_index(3).unwrap();
+        // SAFETY: both are refused before anything is mapped: past the range,
+        // and straddling its end.
+        unsafe {
+            assert_eq!(grow(class, RANGE_BYTES, PAGE_SIZE), None);
+            assert_eq!(grow(class, RANGE_BYTES - PAGE_SIZE, 2 * PAGE_SIZE), None);
+        }
+        // A place taken by someone else is not mapped over.
+        let taken = range_start(class) + RANGE_BYTES - 64 * PAGE_SIZE;
+        assert!(os::map_at(taken, PAGE_SIZE));
+        assert!(!os::map_at(taken, PAGE_SIZE), "NOREPLACE");
+        // SAFETY: mapped just above, unused.
+        unsafe { os::unmap(taken as *mut u8, PAGE_SIZE) };
+    }
+
+    #[test]
+    fn object_class_accepts_object_starts_of_marked_spans_only() {
+        let _serial = crate::test_serial();
+        let class = crate::size_class::class_of(48, 16).unwrap();
+        let span = crate::page_heap::alloc_class_span(class).unwrap();
+        span.init_small(class);
+        let last = span.start() + (class.objects_per_span() - 1) * class.size();
+        assert_eq!(object_class(span.start()), None, "not marked yet");
+        mark(span);
+        assert_eq!(object_class(span.start()), Some(class));
+        assert_eq!(object_class(last), Some(class), "the span's last object");
+        assert_eq!(object_class(span.start() + 16), None, "interior");
+        assert_eq!(
+            object_class(last + class.size()),
+            None,
+            "past the last object"
+        );
+        let object_on_page = span.start() + PAGE_SIZE.div_ceil(class.size()) * class.size();
+        assert_eq!(
+            object_class(object_on_page),
+            Some(class),
+            "a later page's object"
+        );
+        clear(span);
+        assert_eq!(object_class(span.start()), None, "cleared");
+        crate::page_heap::free_span(span);
+    }
+}

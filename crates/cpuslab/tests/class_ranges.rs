@@ -1,0 +1,119 @@
+//! Class ranges (class_range.rs): every span of a class comes from its range
+//! while the range has room, C `free` takes the class from the address there,
+//! a class whose range is taken is served from the shared page heap, and
+//! `trim` gives a range's free end back. A binary of its own: the classes it
+//! uses are untouched by anything else in the process.
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use cpuslab::internals::{
+    class_of, class_range_of, class_range_start, lookup, Owner, CLASS_RANGE_BYTES, PAGE_SIZE,
+};
+use cpuslab::CpuSlab;
+
+/// Serializes the tests: `trim` in one must not race another's allocations.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn allocate(size: usize, count: usize) -> Vec<*mut u8> {
+    let layout = Layout::from_size_align(size, 16).unwrap();
+    (0..count)
+        .map(|i| {
+            // SAFETY: a valid layout of non-zero size.
+            let p = unsafe { CpuSlab.alloc(layout) };
+            assert!(!p.is_null());
+            // SAFETY: `size` bytes are ours.
+            unsafe { p.write_bytes(i as u8, size) };
+            p
+        })
+        .collect()
+}
+
+fn free_by_address(blocks: Vec<*mut u8>) {
+    for p in blocks {
+        // SAFETY: live blocks of ours, freed once.
+        unsafe { cpuslab::free(p) };
+    }
+}
+
+#[test]
+fn small_objects_live_in_their_class_range_and_free_by_address() {
+    let _one = one_at_a_time();
+    for size in [16, 80, 496, 3000, 40_000] {
+        let class = class_of(size, 16).unwrap();
+        let start = class_range_start(class);
+        let blocks = allocate(size, 200);
+        for &p in &blocks {
+            let addr = p as usize;
+            assert!(
+                (start..start + CLASS_RANGE_BYTES).contains(&addr),
+                "{size} B at {p:?}, outside its range at {start:#x}"
+            );
+            assert_eq!(class_range_of(addr), Some(class));
+            assert_eq!(lookup(p), Some(Owner::Small(class)));
+        }
+        free_by_address(blocks);
+        // Freed by address, pushed onto this CPU's stack: served again.
+        free_by_address(allocate(size, 200));
+    }
+}
+
+#[test]
+fn a_class_whose_range_is_taken_is_served_from_the_shared_heap() {
+    let _one = one_at_a_time();
+    let size = 200 << 10; // a class nothing else in this binary uses
+    let class = class_of(size, 16).unwrap();
+    let start = class_range_start(class);
+    // Someone else's mapping where the range begins, before its first span.
+    // SAFETY: NOREPLACE maps only where nothing is mapped.
+    let taken = unsafe {
+        libc::mmap(
+            start as *mut libc::c_void,
+            PAGE_SIZE,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(taken as usize, start, "the range start was free");
+    let blocks = allocate(size, 40);
+    for &p in &blocks {
+        assert_eq!(
+            class_range_of(p as usize),
+            None,
+            "{p:?} is in the taken range"
+        );
+        assert_eq!(lookup(p), Some(Owner::Small(class)));
+    }
+    free_by_address(blocks);
+    free_by_address(allocate(size, 40));
+    // SAFETY: our mapping from above, which the allocator never touched.
+    assert_eq!(unsafe { libc::munmap(taken, PAGE_SIZE) }, 0);
+}
+
+#[test]
+fn trim_gives_back_the_free_end_of_a_range() {
+    let _one = one_at_a_time();
+    let size = 6000; // a class nothing else in this binary uses
+    let class = class_of(size, 16).unwrap();
+    let blocks = allocate(size, 4000); // 24 MiB: many chunks of the range
+    let last = *blocks.iter().max().unwrap() as usize;
+    assert_eq!(class_range_of(last), Some(class));
+    free_by_address(blocks);
+    cpuslab::trim();
+    assert_eq!(
+        class_range_of(last),
+        None,
+        "the range's end is still mapped after everything was freed and trimmed: {}",
+        cpuslab::stats()
+    );
+    // And it grows again from where it stopped.
+    let again = allocate(size, 100);
+    assert!(again
+        .iter()
+        .all(|&p| class_range_of(p as usize) == Some(class)));
+    free_by_address(again);
+}
