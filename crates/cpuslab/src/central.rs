@@ -136,10 +136,11 @@ fn carve(list: &CentralFreeList, class: Class) -> bool {
     };
     list.with_partial(|partial| {
         span.init_small(class);
-        // The entries learn the class (C `free` reads it there); the page heap
-        // registered the span's pages already, so this cannot fail.
+        // The page-map entries learn the class (C `free` of a span outside the
+        // class ranges reads it there); the page heap registered the span's
+        // pages already, so this cannot fail.
         pagemap::set_small(span, class);
-        // And in its class range, C `free` accepts its objects from now on.
+        // In its class range, the marks: C `free` accepts its objects now.
         class_range::mark(span);
         partial.push_front(span);
         list.spans.fetch_add(1, Ordering::Relaxed);

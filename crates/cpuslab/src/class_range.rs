@@ -3,21 +3,22 @@
 //! load.
 //!
 //! Range `c` lies in the [`RANGE_BYTES`] at a fixed address, `WINDOW + c *
-//! RANGE_BYTES`, from `c * STAGGER` on; the page entries follow every range,
-//! a `u16` for each page, in rows: row `p` holds every class's entry of its
-//! range's page `p`, so the first pages of all classes share one page of
-//! entries. Nothing is
-//! reserved in advance: each class's page heap (`page_heap`) grows its range
-//! from the start, a chunk at a time, mapped exactly there (and the chunk's
-//! page entries with it), so every span of that class lies in its range, the
+//! RANGE_BYTES`, from `c * STAGGER` on. Nothing is mapped ahead: each class's
+//! page heap (`page_heap`) grows its range from the start, a chunk at a time,
+//! mapped exactly there, so every span of that class lies in its range, the
 //! mapped part of a range is one prefix (`USABLE`), and the address space a
 //! process uses is what it maps, as with any other chunk (`RLIMIT_AS` and
-//! overcommit apply as before). A page's entry is 0, or, while a small-object
+//! overcommit apply as before).
+//!
+//! Every page of a range has a *mark*, a `u16`: 0, or, while a small-object
 //! span holds the page, the page's index in its span plus one (`mark`,
-//! `clear`).
+//! `clear`). The marks lie after the ranges, mapped with the chunks they
+//! describe: those of each range's first `ROW_PAGES` pages in rows (row `p`
+//! holds every class's mark of its page `p`, so a working set of many classes
+//! reads one page of marks), the rest in a column per class.
 //!
 //! `object_class` then answers C `free` with a subtraction and a shift (the
-//! class), a compare with the prefix, one load (the page entry: live, and
+//! class), a compare with the prefix, one load (the page's mark: live, and
 //! where its span starts) and the object-boundary arithmetic. The page map
 //! still registers every span and answers every other question.
 //!
@@ -27,10 +28,11 @@
 //!
 //! When a chunk cannot be mapped at its place (something else is there: the
 //! kernel never puts its own mappings this low unless the address space is
-//! crowded) or a class has used its whole range, spans come from the shared
+//! crowded; another copy of the allocator in the process), a class has used
+//! its whole range, or the OS pages are not 4 KiB, spans come from the shared
 //! page heap as before, and `free` finds them through the page map.
 
-use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 
 use crate::os::{self, PAGE_SHIFT, PAGE_SIZE};
 use crate::size_class::{Class, NUM_CLASSES};
@@ -49,27 +51,37 @@ const ALL_BYTES: usize = NUM_CLASSES << RANGE_SHIFT;
 /// How far each range starts after the previous one's place: aligned alike,
 /// the first pages of every class would share one set of the TLB, and a
 /// working set of many classes thrashed it (`threads 30 1`: 13.4 -> 20 ns
-/// per step, with each class's entries apart too). An odd number of pages
-/// spreads them over every set.
+/// per step). An odd number of pages spreads them over every set.
 const STAGGER: usize = 9 * PAGE_SIZE;
-/// Where the page entries start.
-const ENTRIES: usize = WINDOW + ALL_BYTES;
-/// Bytes of one row of entries (one page of every range).
-const ROW_BYTES: usize = NUM_CLASSES * core::mem::size_of::<u16>();
+const MARK_BYTES: usize = core::mem::size_of::<u16>();
+/// Pages of each range whose marks lie in rows.
+const ROW_PAGES: usize = 512;
+/// Where the rows of marks start, and the bytes of one row (one page of every
+/// range) and of all of them (96 KiB, mapped at the first growth).
+const ROWS: usize = WINDOW + ALL_BYTES;
+const ROW_BYTES: usize = NUM_CLASSES * MARK_BYTES;
+const ALL_ROWS_BYTES: usize = ROW_PAGES * ROW_BYTES;
+/// Where the columns of marks start (one per class, staggered like the
+/// ranges), and the room of one column (the marks of every page of a range).
+const COLUMNS: usize = ROWS + ALL_ROWS_BYTES;
+const COLUMN_ROOM: usize = (RANGE_BYTES >> PAGE_SHIFT) * MARK_BYTES + STAGGER;
 
 const _: () = assert!(NUM_CLASSES * STAGGER < RANGE_BYTES / 8);
-const _: () = assert!(ENTRIES + (RANGE_BYTES >> PAGE_SHIFT) * ROW_BYTES <= 1 << 47);
+const _: () = assert!(ALL_ROWS_BYTES.is_multiple_of(PAGE_SIZE));
+const _: () = assert!(COLUMNS + NUM_CLASSES * COLUMN_ROOM <= 1 << 47);
 
 /// Per class: bytes from the range's start that are mapped and have their
-/// page entries (written under the class's page-heap lock).
+/// marks (written under the class's page-heap lock).
 static USABLE: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
-/// Bytes of the entries mapped from `ENTRIES` on (entries are never unmapped,
-/// so a reader that saw a larger `USABLE` still reads mapped entries).
-static ENTRIES_MAPPED: AtomicUsize = AtomicUsize::new(0);
-/// Orders the growth of the entries among the classes' page heaps. Taken only
+/// Whether the rows are mapped (once; marks are never unmapped, so a reader
+/// that saw a larger `USABLE` still reads mapped marks).
+static ROWS_MAPPED: AtomicBool = AtomicBool::new(false);
+/// Orders the mapping of the rows among the classes' page heaps. Taken only
 /// under a page-heap lock, so `fork`, which holds all of those, needs not
 /// take it.
-static ENTRIES_LOCK: Lock = Lock::new();
+static ROWS_LOCK: Lock = Lock::new();
+/// Per class: bytes of its column mapped (under the class's page-heap lock).
+static COLUMN_MAPPED: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
 
 /// The start of `class`'s range.
 pub const fn range_start(class: Class) -> usize {
@@ -79,6 +91,17 @@ pub const fn range_start(class: Class) -> usize {
 /// Bytes of `class`'s range (what its place leaves after the stagger).
 const fn range_bytes(class: Class) -> usize {
     RANGE_BYTES - class.index() * STAGGER
+}
+
+/// Where `class`'s column of marks starts.
+const fn column(class: Class) -> usize {
+    COLUMNS + class.index() * COLUMN_ROOM
+}
+
+/// Whether `addr` lies where the class ranges are (mapped by us or not).
+#[inline]
+pub fn in_window(addr: usize) -> bool {
+    addr.wrapping_sub(WINDOW) < ALL_BYTES
 }
 
 /// The class whose range holds `addr` in its mapped prefix, and how far into
@@ -105,43 +128,51 @@ pub fn class_at(addr: usize) -> Option<Class> {
 /// The class of the object starting at `addr`, if `addr` is the start of an
 /// object of a span in a class range (free objects included: their spans are
 /// live); `None` for anything else, including every address outside the
-/// ranges. Safe on any address: reads only mapped page entries.
+/// ranges. Safe on any address: reads only mapped marks.
 #[inline(always)]
 pub fn object_class(addr: usize) -> Option<Class> {
     let (class, in_range) = locate(addr)?;
-    // SAFETY: `in_range` lies in the range's mapped prefix, whose entries are
+    // SAFETY: `in_range` lies in the range's mapped prefix, whose marks are
     // mapped (`locate`'s Acquire pairs with the Release that published it).
-    let entry = unsafe { entry(class, in_range) }.load(Ordering::Relaxed) as usize;
-    let page_in_span = entry.checked_sub(1)?;
+    let mark = unsafe { mark_of(class, in_range) }.load(Ordering::Relaxed) as usize;
+    let page_in_span = mark.checked_sub(1)?;
     let span_start = (addr & !(PAGE_SIZE - 1)).wrapping_sub(page_in_span << PAGE_SHIFT);
     crate::span::object_index(span_start, class, addr)?;
     Some(class)
 }
 
-/// The page entry of the page `in_range` bytes into `class`'s range.
+/// The mark of the page `in_range` bytes into `class`'s range.
 ///
 /// # Safety
-/// That page lies in the range's mapped prefix (or had: entries stay mapped).
+/// That page lies in the range's mapped prefix (or did: marks stay mapped).
 #[inline(always)]
-unsafe fn entry(class: Class, in_range: usize) -> &'static AtomicU16 {
-    let row = ENTRIES + (in_range >> PAGE_SHIFT) * ROW_BYTES;
-    let at = row + class.index() * core::mem::size_of::<u16>();
+unsafe fn mark_of(class: Class, in_range: usize) -> &'static AtomicU16 {
+    let page = in_range >> PAGE_SHIFT;
+    let at = if page < ROW_PAGES {
+        ROWS + page * ROW_BYTES + class.index() * MARK_BYTES
+    } else {
+        column(class) + page * MARK_BYTES
+    };
     // SAFETY: mapped (caller), zero until written, aligned, never unmapped.
     unsafe { &*(at as *const AtomicU16) }
 }
 
 /// Maps the next `len` bytes (a page multiple) of `class`'s range, after the
-/// `used` bytes mapped already, and their page entries; returns where they
-/// start, or `None` when the range is full or the place is taken.
+/// `used` bytes mapped already, and their marks; returns where they start, or
+/// `None` when the range is full, the place is taken or the OS pages are not
+/// ours (4 KiB: the stagger would misalign the ranges).
 ///
 /// # Safety
 ///
 /// The class's page-heap lock is held and `used` is its range's mapped prefix.
 pub unsafe fn grow(class: Class, used: usize, len: usize) -> Option<usize> {
+    if os::page_size() != PAGE_SIZE {
+        return None;
+    }
     let end = used
         .checked_add(len)
         .filter(|&end| end <= range_bytes(class))?;
-    if !map_entries(end.div_ceil(PAGE_SIZE) * ROW_BYTES) {
+    if !map_rows() || !map_column(class, end) {
         return None;
     }
     let start = range_start(class) + used;
@@ -152,21 +183,58 @@ pub unsafe fn grow(class: Class, used: usize, len: usize) -> Option<usize> {
     Some(start)
 }
 
-/// Makes sure the first `bytes` of the entries are mapped.
-fn map_entries(bytes: usize) -> bool {
-    let _guard = ENTRIES_LOCK.guard();
-    let have = ENTRIES_MAPPED.load(Ordering::Relaxed);
-    if bytes <= have {
+/// Maps the rows of marks, once.
+fn map_rows() -> bool {
+    if ROWS_MAPPED.load(Ordering::Acquire) {
         return true;
     }
-    let Some(needed) = os::round_up(bytes, os::page_size()) else {
+    let _guard = ROWS_LOCK.guard();
+    if ROWS_MAPPED.load(Ordering::Relaxed) || os::map_at(ROWS, ALL_ROWS_BYTES) {
+        ROWS_MAPPED.store(true, Ordering::Release);
+        return true;
+    }
+    false
+}
+
+/// Maps `class`'s column far enough for a prefix of `end` bytes (the class's
+/// page-heap lock is held).
+fn map_column(class: Class, end: usize) -> bool {
+    let Some(mapped) = COLUMN_MAPPED.get(class.index()) else {
         return false;
     };
-    if !os::map_at(ENTRIES + have, needed - have) {
+    let pages = end.div_ceil(PAGE_SIZE);
+    if pages <= ROW_PAGES {
+        return true;
+    }
+    let have = mapped.load(Ordering::Relaxed);
+    // The column's marks for pages below ROW_PAGES are never read: it is
+    // mapped from the page holding the first mark it serves.
+    let from = if have == 0 {
+        (ROW_PAGES * MARK_BYTES) & !(PAGE_SIZE - 1)
+    } else {
+        have
+    };
+    let needed = (pages * MARK_BYTES).next_multiple_of(PAGE_SIZE);
+    if needed <= from {
+        return true;
+    }
+    if !os::map_at(column(class) + from, needed - from) {
         return false;
     }
-    ENTRIES_MAPPED.store(needed, Ordering::Relaxed);
+    mapped.store(needed, Ordering::Relaxed);
     true
+}
+
+/// Bytes mapped for marks (statistics: metadata).
+pub fn marks_bytes() -> usize {
+    let rows = if ROWS_MAPPED.load(Ordering::Relaxed) {
+        ALL_ROWS_BYTES
+    } else {
+        0
+    };
+    COLUMN_MAPPED
+        .iter()
+        .fold(rows, |sum, column| sum + column.load(Ordering::Relaxed))
 }
 
 /// Gives back the end of `class`'s mapped prefix, from `keep` bytes on: it is
@@ -185,7 +253,9 @@ pub unsafe fn shrink(class: Class, keep: usize) -> bool {
         return false;
     }
     usable.store(keep, Ordering::Release);
-    // SAFETY: mapped by `grow`, free (caller), and out of `class_at`'s reach.
+    // SAFETY: mapped by `grow` and free (caller). New lookups no longer reach
+    // it; one that read the old prefix reads only marks, which stay mapped,
+    // and the shared heap never merges with a run in the window.
     let unmapped = unsafe { os::unmap((range_start(class) + keep) as *mut u8, end - keep) };
     if !unmapped {
         usable.store(end, Ordering::Release);
@@ -196,23 +266,23 @@ pub unsafe fn shrink(class: Class, keep: usize) -> bool {
 /// Marks the pages of `span`, a small-object span in a class range, as held
 /// by it: `object_class` accepts its objects from now on.
 pub fn mark(span: &Span) {
-    set_entries(span, |page| (page + 1) as u16);
+    set_marks(span, |page| (page + 1) as u16);
 }
 
-/// Clears the page entries of `span` (given back to its page heap):
+/// Clears the marks of `span` (given back to its page heap):
 /// `object_class` rejects its addresses from now on.
 pub fn clear(span: &Span) {
-    set_entries(span, |_| 0);
+    set_marks(span, |_| 0);
 }
 
-fn set_entries(span: &Span, value: impl Fn(usize) -> u16) {
+fn set_marks(span: &Span, value: impl Fn(usize) -> u16) {
     let Some((class, in_range)) = locate(span.start()) else {
         return;
     };
     for page in 0..span.pages() {
         // SAFETY: the span lies in the mapped prefix of its range (it came
-        // from there and is not given back yet), whose entries are mapped.
-        unsafe { entry(class, in_range + (page << PAGE_SHIFT)) }
+        // from there and is not given back yet), whose marks are mapped.
+        unsafe { mark_of(class, in_range + (page << PAGE_SHIFT)) }
             .store(value(page), Ordering::Release);
     }
 }
@@ -242,7 +312,7 @@ mod tests {
             Some(class),
             "the next range"
         );
-        for addr in [0, 16, WINDOW - 1, ENTRIES, usize::MAX - 15] {
+        for addr in [0, 16, WINDOW - 1, ROWS, COLUMNS, usize::MAX - 15] {
             assert_eq!(class_at(addr), None, "{addr:#x}");
             assert_eq!(object_class(addr), None, "{addr:#x}");
         }

@@ -86,7 +86,8 @@
 //   large block), with its record (`span.rs`);
 // * **chunk**: memory mapped from the OS in bulk (page-heap chunks, metadata
 //   chunks), never handed out as it is;
-// * **class range**: address space reserved for one class's spans;
+// * **class range**: address space set aside for one class's spans, and a
+//   page's **mark** there (live, and its index in its span);
 // * **shelf**: one CPU's (or concurrency id's) part of the per-CPU tier: the
 //   stack headers of every class, their counters, then each class's slot array;
 // * **stack**: rseq-core's per-CPU pointer stack, one per shelf and class;
@@ -193,7 +194,10 @@ pub use stats::{cached_bytes_bound, print_stats, shelf_counters, stats, ClassSta
 pub mod internals {
     pub use crate::central::{alloc_batch, free_batch};
     pub use crate::class_range::RANGE_BYTES as CLASS_RANGE_BYTES;
-    pub use crate::class_range::{class_at as class_range_of, range_start as class_range_start};
+    pub use crate::class_range::{
+        class_at as class_range_of, object_class as class_range_object,
+        range_start as class_range_start,
+    };
     pub use crate::config::OPTIONS;
     pub use crate::decay::set_interval_ms as set_decay_ms;
     pub use crate::fork::handlers_registered as fork_handlers_registered;

@@ -1,7 +1,8 @@
 //! The page heap: runs of pages for spans, and returning memory to the OS.
 //!
-//! Address space is reserved from the OS in chunks of at least 64 MiB
-//! (the kernel commits pages on first touch); `trim()` unmaps free runs. Free runs of pages are kept in two sets of free lists bucketed by
+//! Address space is mapped from the OS in chunks (the kernel commits pages on
+//! first touch); `trim()` unmaps free runs. Free runs of pages are kept in two
+//! sets of free lists bucketed by
 //! length (one list per length up to `MAX_EXACT_PAGES`, one list for longer
 //! runs): *committed* runs (pages may be resident) and *decommitted* runs
 //! (given back with `MADV_DONTNEED`, read as zero). Allocation is best fit,
@@ -22,14 +23,18 @@
 //! for all of them now. Decommitted runs then merge with their decommitted
 //! neighbours, so after an idle period free memory coalesces again.
 //!
-//! One heap per size class, plus a shared one. A class's heap grows inside
-//! the class's range of address space (`class_range`), so that every span of
-//! that class lies there; it is the same structure with a different source of
-//! chunks. Its runs never merge with another heap's (a range's last chunk can
-//! touch the next range's first), and `trim` decommits them but does not
-//! unmap them (the range stays reserved for the class). The shared heap serves
-//! `alloc_span` callers and the classes whose range is full or was refused.
-//! The counters are shared by all heaps.
+//! One heap per size class, plus a shared one. A class's heap grows its
+//! class range (`class_range`) from its start, 1 MiB chunks mapped in place,
+//! so that every span of that class lies there; it is the same structure with
+//! a different source of chunks. The shared heap maps 64 MiB chunks wherever
+//! the kernel puts them, and serves `alloc_span` callers and the classes whose
+//! range cannot grow. Runs of different heaps never merge: a class heap
+//! merges only within its range's mapped prefix (which moves only under its
+//! lock), and the shared heap never with a run inside the class ranges'
+//! window. `trim` unmaps the shared heap's free runs, and of a class heap's
+//! only the free run that ends its prefix (the prefix must stay one mapping;
+//! runs further in stay mapped, decommitted). The counters are shared by all
+//! heaps.
 //!
 //! Each heap has its own lock. Lock order: central list -> page heaps (in
 //! index order, the shared one last) -> span record pool -> metadata arena.
@@ -168,6 +173,9 @@ impl PageHeap {
     }
 }
 
+// SAFETY: `inner` is only accessed with `lock` held.
+unsafe impl Sync for PageHeap {}
+
 /// Statistics of all heaps (written under a heap's lock, read without one).
 struct Counters {
     mapped: AtomicUsize,
@@ -177,9 +185,6 @@ struct Counters {
     decommits: AtomicUsize,
     returned: AtomicUsize,
 }
-
-// SAFETY: `inner` is only accessed with `lock` held.
-unsafe impl Sync for PageHeap {}
 
 static HEAP_LIST: [PageHeap; HEAPS] = [const { PageHeap::new() }; HEAPS];
 
@@ -296,10 +301,11 @@ pub fn decay() {
 }
 
 /// Returns every free run to the OS now: committed runs are decommitted, then
-/// every decommitted run is unmapped, so that the address space too goes back
-/// (under `RLIMIT_AS` or strict overcommit, freed small-object memory can then
-/// serve large objects, which are mapped on their own).
-/// A class heap's runs are decommitted but stay in its range.
+/// the shared heap's decommitted runs and the free end of each class range are
+/// unmapped, so that the address space too goes back (under `RLIMIT_AS` or
+/// strict overcommit, freed small-object memory can then serve large objects,
+/// which are mapped on their own). A class range that stopped growing may
+/// try again.
 pub fn trim() {
     for which in 0..HEAPS {
         with_heap(which, |h| {
@@ -463,10 +469,16 @@ impl Inner {
     /// free runs in the same state, takes them off their lists, registers the
     /// merged run's first and last pages and returns it.
     fn coalesce(&mut self, run: &'static Span, decommitted: bool) -> &'static Span {
+        // `run` is this heap's: `heap` is stable while its lock is held. Of a
+        // neighbour, only atomic fields are read until it is known to be this
+        // heap's too (another heap's owner may be changing its `zeroed`).
         let heap = heap_of(run.start());
-        let mergeable = |n: &Span| {
-            n.kind() == SpanKind::FreeRun && n.zeroed() == decommitted && heap_of(n.start()) == heap
+        let mine = |n: &Span| match heap {
+            SHARED => !class_range::in_window(n.start()),
+            _ => heap_of(n.start()) == heap,
         };
+        let mergeable =
+            |n: &Span| n.kind() == SpanKind::FreeRun && mine(n) && n.zeroed() == decommitted;
         // A stale page-map entry names a record whose range excludes the
         // page; the adjacency checks below reject it.
         if let Some(prev) = pagemap::get(run.start().wrapping_sub(PAGE_SIZE)) {
@@ -554,17 +566,28 @@ impl Inner {
     /// Unmaps the decommitted free run at the end of `class`'s range, if there
     /// is one (runs further in stay mapped: the range must stay one prefix).
     fn shrink_range(&mut self, class: Class) {
-        let end = class_range::range_start(class) + self.range_used;
-        let Some(run) = pagemap::get(end.wrapping_sub(PAGE_SIZE)) else {
-            return;
-        };
-        if run.kind() != SpanKind::FreeRun || !run.zeroed() || run.end() != end {
+        // Whatever made the range stop growing may be over (out of memory).
+        self.range_closed = false;
+        if self.range_used == 0 {
             return;
         }
-        let keep = self.range_used - run.bytes();
+        let start = class_range::range_start(class);
+        let end = start + self.range_used;
+        let Some(run) = pagemap::get(end - PAGE_SIZE) else {
+            return;
+        };
+        // The last page is in the prefix, so its record is this heap's (or a
+        // stale one, which the bounds reject) and its `Cell`s are ours to read.
+        if run.kind() != SpanKind::FreeRun || run.start() < start || run.end() != end {
+            return;
+        }
+        if !run.zeroed() {
+            return;
+        }
+        let keep = self.range_used - run.bytes(); // run lies inside the prefix
         self.decommitted.remove(run);
-        // SAFETY: this heap's lock is held; the run is free, decommitted and
-        // ends the prefix.
+        // SAFETY: this heap's lock is held; the run lies inside the prefix and
+        // ends it, free and decommitted.
         if !unsafe { class_range::shrink(class, keep) } {
             self.decommitted.insert(run);
             return;
@@ -573,8 +596,10 @@ impl Inner {
         self.forget(run);
     }
 
-    /// Decommits the oldest committed free runs while more than the retained
-    /// budget is committed free (unless the decay is off: then only `trim`).
+    /// Decommits this heap's oldest committed free runs while more than the
+    /// retained budget is committed free in all heaps (unless the decay is
+    /// off: then only `trim`). Other heaps' runs wait for their own frees or
+    /// for the decay.
     fn keep_within_budget(&mut self) {
         if crate::decay::interval_ms() == u64::MAX || !crate::decay::budgets_apply() {
             return;

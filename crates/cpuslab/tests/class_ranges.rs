@@ -7,7 +7,8 @@
 use std::alloc::{GlobalAlloc, Layout};
 
 use cpuslab::internals::{
-    class_of, class_range_of, class_range_start, lookup, Owner, CLASS_RANGE_BYTES, PAGE_SIZE,
+    class_of, class_range_object, class_range_of, class_range_start, lookup, Owner,
+    CLASS_RANGE_BYTES, PAGE_SIZE,
 };
 use cpuslab::CpuSlab;
 
@@ -52,6 +53,8 @@ fn small_objects_live_in_their_class_range_and_free_by_address() {
                 "{size} B at {p:?}, outside its range at {start:#x}"
             );
             assert_eq!(class_range_of(addr), Some(class));
+            assert_eq!(class_range_object(addr), Some(class));
+            assert_eq!(class_range_object(addr + 8), None, "interior");
             assert_eq!(lookup(p), Some(Owner::Small(class)));
         }
         free_by_address(blocks);
@@ -100,10 +103,21 @@ fn trim_gives_back_the_free_end_of_a_range() {
     let size = 6000; // a class nothing else in this binary uses
     let class = class_of(size, 16).unwrap();
     let blocks = allocate(size, 4000); // 24 MiB: many chunks of the range
+                                       // Past the range's first 2 MiB its pages' marks lie in the class's column,
+                                       // not in the rows: both answer.
+    for &p in &blocks {
+        assert_eq!(class_range_object(p as usize), Some(class), "{p:?}");
+        assert_eq!(class_range_object(p as usize + 8), None, "{p:?} + 8");
+    }
     let last = *blocks.iter().max().unwrap() as usize;
+    assert!(
+        last - class_range_start(class) > 2 << 20,
+        "all within the rows"
+    );
     assert_eq!(class_range_of(last), Some(class));
     free_by_address(blocks);
     cpuslab::trim();
+    assert_eq!(class_range_object(last), None, "its span went back");
     assert_eq!(
         class_range_of(last),
         None,
