@@ -1,11 +1,15 @@
 //! The page map: address -> owning `Span`, in O(1), for any address.
 //!
 //! A two-level radix tree over the 47-bit user address space, indexed by page
-//! number (addr >> 12, 35 bits): a static root of 2^17 leaf pointers (1 MiB of
+//! number (addr >> 12, 35 bits): a static root of 2^20 leaf pointers (8 MiB of
 //! zero-fill .bss, of which only the pages covering used address space are ever
-//! touched), then leaves of 2^18 entries (one span pointer per page, 1 GiB of
-//! address space each), mmap'ed (zeroed) on demand. C `free` walks it on every
-//! call, so it has two levels rather than three: one dependent load less.
+//! touched), then leaves of 2^15 entries (one span pointer per page, 128 MiB of
+//! address space each, 288 KiB mapped), mmap'ed (zeroed) on demand. A C `free`
+//! outside the class ranges walks it, so it has two levels rather than three:
+//! one dependent load less. Leaves are small because every class range
+//! (`class_range`) lies in its own part of the address space and needs a leaf
+//! of its own: with 1 GiB leaves a program using every class mapped 216 MiB
+//! of leaves.
 //! Leaves are installed with a compare-and-swap and never freed, so `get` is
 //! lock-free, works on any address (null, garbage, kernel addresses) and never
 //! faults: unmapped parts of the tree simply read as null.
@@ -33,14 +37,14 @@ const ADDRESS_BITS: u32 = 47;
 /// Bits of page number.
 const PAGE_NUMBER_BITS: u32 = ADDRESS_BITS - PAGE_SHIFT;
 /// Index bits of a leaf (the root gets the rest).
-const LEAF_BITS: u32 = 18;
+const LEAF_BITS: u32 = 15;
 const ROOT_BITS: u32 = PAGE_NUMBER_BITS - LEAF_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
 const ROOT_LEN: usize = 1 << ROOT_BITS;
 
 const _: () = assert!(crate::size_class::NUM_CLASSES < 255);
 
-/// A leaf (covers 1 GiB of address space): one span pointer per page, and one
+/// A leaf (covers 128 MiB of address space): one span pointer per page, and one
 /// class byte per page in an array of its own (class index + 1 for the pages
 /// of a small-object span, else 0). C `free` reads the class there, where a
 /// cache line covers 64 pages.
