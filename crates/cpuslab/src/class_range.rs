@@ -137,8 +137,9 @@ pub fn object_class(addr: usize) -> Option<Class> {
     let mark = unsafe { mark_of(class, in_range) }.load(Ordering::Relaxed) as usize;
     let page_in_span = mark.checked_sub(1)?;
     let span_start = (addr & !(PAGE_SIZE - 1)).wrapping_sub(page_in_span << PAGE_SHIFT);
-    crate::span::object_index(span_start, class, addr)?;
-    Some(class)
+    class
+        .starts_object(addr.wrapping_sub(span_start))
+        .then_some(class)
 }
 
 /// The mark of the page `in_range` bytes into `class`'s range.

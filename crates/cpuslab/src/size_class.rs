@@ -117,6 +117,20 @@ impl Class {
         ((offset as u64 * RECIPROCAL[self.0 as usize]) >> RECIPROCAL_SHIFT) as usize
     }
 
+    /// Whether an object of this class starts `offset` bytes into a span of
+    /// it: `offset` is a multiple of the size below the span's last object's
+    /// end. One multiply (by the inverse of the size's odd part), a rotation
+    /// and two compares, none waiting on another (Hacker's Delight, 10-17):
+    /// C `free` checks every pointer with it.
+    #[inline]
+    pub const fn starts_object(self, offset: usize) -> bool {
+        let i = self.0 as usize;
+        let q = (offset as u64)
+            .wrapping_mul(ODD_INVERSE[i])
+            .rotate_right(TWOS[i] as u32);
+        q <= MULTIPLE_LIMIT[i] && offset < OBJECT_BYTES[i] as usize
+    }
+
     /// Every class in increasing size order.
     pub fn all() -> impl Iterator<Item = Class> {
         (0..NUM_CLASSES as u8).map(Class)
@@ -285,10 +299,60 @@ const fn build_reciprocals() -> [u64; TABLE_LEN] {
     t
 }
 
-static CLASS_SIZE: [u32; TABLE_LEN] = build_sizes();
+/// Per class, for `starts_object`: the size is `2^TWOS * odd`; `ODD_INVERSE`
+/// is the inverse of `odd` modulo 2^64; a multiple of the size times it,
+/// rotated right by TWOS, is at most `MULTIPLE_LIMIT` = (2^64 - 1) / size, and
+/// nothing else is. `OBJECT_BYTES`: objects per span times the size.
+const fn build_divisibility() -> (
+    [u64; TABLE_LEN],
+    [u8; TABLE_LEN],
+    [u64; TABLE_LEN],
+    [u32; TABLE_LEN],
+) {
+    let mut inverse = [0u64; TABLE_LEN];
+    let mut twos = [0u8; TABLE_LEN];
+    let mut limit = [0u64; TABLE_LEN];
+    let mut bytes = [0u32; TABLE_LEN];
+    let mut i = 0;
+    while i < TABLE_LEN {
+        let size = CLASS_SIZE_TABLE[i] as u64;
+        if size > 0 {
+            let k = size.trailing_zeros();
+            let odd = size >> k;
+            // Newton's iteration doubles the correct low bits: 3 -> 6 -> ... -> 96.
+            let mut x = odd;
+            let mut step = 0;
+            while step < 5 {
+                x = x.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(x)));
+                step += 1;
+            }
+            inverse[i] = x;
+            twos[i] = k as u8;
+            limit[i] = u64::MAX / size;
+            bytes[i] = (OBJECTS_PER_SPAN_TABLE[i] as u64 * size) as u32;
+        }
+        i += 1;
+    }
+    (inverse, twos, limit, bytes)
+}
+
+const CLASS_SIZE_TABLE: [u32; TABLE_LEN] = build_sizes();
+const OBJECTS_PER_SPAN_TABLE: [u16; TABLE_LEN] = build_objects_per_span();
+const DIVISIBILITY: (
+    [u64; TABLE_LEN],
+    [u8; TABLE_LEN],
+    [u64; TABLE_LEN],
+    [u32; TABLE_LEN],
+) = build_divisibility();
+static ODD_INVERSE: [u64; TABLE_LEN] = DIVISIBILITY.0;
+static TWOS: [u8; TABLE_LEN] = DIVISIBILITY.1;
+static MULTIPLE_LIMIT: [u64; TABLE_LEN] = DIVISIBILITY.2;
+static OBJECT_BYTES: [u32; TABLE_LEN] = DIVISIBILITY.3;
+
+static CLASS_SIZE: [u32; TABLE_LEN] = CLASS_SIZE_TABLE;
 static SPAN_PAGES: [u16; TABLE_LEN] = build_span_pages();
 static RECIPROCAL: [u64; TABLE_LEN] = build_reciprocals();
-static OBJECTS_PER_SPAN: [u16; TABLE_LEN] = build_objects_per_span();
+static OBJECTS_PER_SPAN: [u16; TABLE_LEN] = OBJECTS_PER_SPAN_TABLE;
 
 // Compile-time checks of the table's shape.
 const _: () = assert!(NUM_CLASSES <= u8::MAX as usize);
@@ -299,6 +363,26 @@ const _: () = assert!(index_of_size(MAX_SMALL) == NUM_CLASSES - 1);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn starts_object_agrees_with_division_on_every_offset_of_a_span() {
+        for class in Class::all() {
+            let size = class.size();
+            let end = class.span_pages() * PAGE_SIZE + 2 * size;
+            for offset in (0..end).step_by(16).chain([1, 8, size - 1, size + 1]) {
+                let expected = offset % size == 0 && offset / size < class.objects_per_span();
+                assert_eq!(
+                    class.starts_object(offset),
+                    expected,
+                    "{size} B at {offset}"
+                );
+            }
+            assert!(
+                !class.starts_object(usize::MAX - size + 1),
+                "{size} B, wrapped"
+            );
+        }
+    }
 
     fn check(size: usize, align: usize) {
         let c = class_of(size, align).unwrap_or_else(|| panic!("no class for {size} {align}"));
