@@ -236,6 +236,7 @@ pub(crate) fn alloc_miss(class: Class) -> *mut u8 {
 /// one object of it (null when out of memory).
 #[inline(never)]
 fn refill(class: Class) -> *mut u8 {
+    crate::thread_cache::set_up_for_next_time();
     let region = match region() {
         Some(region) => region,
         None if init() => return refill(class),
@@ -346,6 +347,7 @@ pub(crate) unsafe fn dealloc_miss(class: Class, object: *mut u8) {
 /// `object` is a free object of `class` that nobody uses any more.
 #[inline(never)]
 unsafe fn overflow(class: Class, object: *mut u8) {
+    crate::thread_cache::set_up_for_next_time();
     let region = match region() {
         Some(region) => region,
         // SAFETY: forwarded contract.

@@ -145,20 +145,29 @@ fn wanted() -> bool {
     rseq_core::mode_if_decided() == Some(Mode::Fallback)
 }
 
-/// The calling thread's block, set up on first use; None when it has none
-/// (rseq modes, a class without a place, setting up, exited, out of memory).
+/// The calling thread's block; None when it has none (rseq modes, a class
+/// without a place, not set up yet, setting up, exited, out of memory).
 #[inline(always)]
 fn block(class: Class) -> Option<&'static Block> {
     if class.index() >= CLASSES || !wanted() {
         return None;
     }
     let block = match word().load(Ordering::Relaxed) {
-        NONE => set_up()?,
-        OFF => return None,
+        NONE | OFF => return None,
         // SAFETY: the word holds this thread's block, which lives forever.
         word => unsafe { &*(word as *const Block) },
     };
     (!block.busy.load(Ordering::Relaxed)).then_some(block)
+}
+
+/// Sets up the calling thread's block if it wants one and has none yet: from
+/// the per-CPU tier's slow paths, so that the fast ones (`pop`, `push`) make
+/// no call that returns to them. The operation that calls it took the slow
+/// path; the thread's next ones find the block.
+pub(crate) fn set_up_for_next_time() {
+    if wanted() && word().load(Ordering::Relaxed) == NONE {
+        let _ = set_up();
+    }
 }
 
 /// The calling thread's word (rseq-core's), as an atomic: the thread's signal
@@ -178,13 +187,26 @@ pub(crate) fn pop(class: Class) -> Option<*mut u8> {
     let block = block(class)?;
     enter(block);
     let c = class.index();
-    let mut n = block.counts[c].load(Ordering::Relaxed) as usize;
-    if n == 0 {
-        n = refill(block, class);
-    }
+    let n = block.counts[c].load(Ordering::Relaxed) as usize;
+    let Some(top) = n.checked_sub(1) else {
+        // A call that returns here would make every pop save registers.
+        return pop_refilled(block, class);
+    };
+    block.counts[c].store(top as u8, Ordering::Relaxed);
+    let object = block.slots[c][top].get();
+    leave(block);
+    Some(object)
+}
+
+/// `pop` of an empty class: refills it, then takes one (None when nothing
+/// came); the block is entered, and left here.
+#[cold]
+#[inline(never)]
+fn pop_refilled(block: &Block, class: Class) -> Option<*mut u8> {
+    let n = refill(block, class);
     let object = n.checked_sub(1).map(|top| {
-        block.counts[c].store(top as u8, Ordering::Relaxed);
-        block.slots[c][top].get()
+        block.counts[class.index()].store(top as u8, Ordering::Relaxed);
+        block.slots[class.index()][top].get()
     });
     leave(block);
     object
@@ -202,13 +224,31 @@ pub(crate) unsafe fn push(class: Class, object: *mut u8) -> bool {
     };
     enter(block);
     let c = class.index();
-    let mut n = block.counts[c].load(Ordering::Relaxed) as usize;
+    let n = block.counts[c].load(Ordering::Relaxed) as usize;
+    if n == limit(class) || (n > 0 && block.slots[c][n - 1].get() == object) {
+        // SAFETY: forwarded contract. (Out of line: a call that returned here
+        // would make every push save registers.)
+        return unsafe { push_slow(block, class, object, n) };
+    }
+    block.slots[c][n].set(object);
+    block.counts[c].store((n + 1) as u8, Ordering::Relaxed);
+    leave(block);
+    true
+}
+
+/// `push` of an immediate double free (reported) or into a full class
+/// (half of it flushed first); the block is entered, and left here.
+///
+/// # Safety
+/// As for `push`.
+#[cold]
+#[inline(never)]
+unsafe fn push_slow(block: &Block, class: Class, object: *mut u8, n: usize) -> bool {
+    let c = class.index();
     if n > 0 && block.slots[c][n - 1].get() == object {
         report::double_free("free", object);
     }
-    if n == limit(class) {
-        n = flush(block, class, n, n / 2);
-    }
+    let n = flush(block, class, n, n / 2);
     block.slots[c][n].set(object);
     block.counts[c].store((n + 1) as u8, Ordering::Relaxed);
     leave(block);
