@@ -158,15 +158,31 @@ unsafe fn mark_of(class: Class, in_range: usize) -> &'static AtomicU16 {
     unsafe { &*(at as *const AtomicU16) }
 }
 
-/// Maps the next `len` bytes (a page multiple) of `class`'s range, after the
-/// `used` bytes mapped already, and their marks; returns where they start, or
-/// `None` when the range is full, the place is taken or the OS pages are not
-/// ours (4 KiB: the stagger would misalign the ranges).
+/// Bytes of `class`'s range mapped from its start (its page heap's to move).
+pub fn prefix(class: Class) -> usize {
+    USABLE
+        .get(class.index())
+        .map_or(0, |usable| usable.load(Ordering::Relaxed))
+}
+
+/// Maps the next `len` bytes (a page multiple) of `class`'s range, after its
+/// mapped prefix, and their marks; returns where they start, or `None` when
+/// the range is full, the place is taken or the OS pages are not ours (4 KiB:
+/// the stagger would misalign the ranges).
 ///
 /// # Safety
 ///
-/// The class's page-heap lock is held and `used` is its range's mapped prefix.
-pub unsafe fn grow(class: Class, used: usize, len: usize) -> Option<usize> {
+/// The class's page-heap lock is held (it orders the prefix's moves).
+pub unsafe fn grow(class: Class, len: usize) -> Option<usize> {
+    // SAFETY: forwarded contract; the prefix is the range's.
+    unsafe { grow_after(class, prefix(class), len) }
+}
+
+/// [`grow`] after `used` bytes of the range.
+///
+/// # Safety
+/// As for `grow`, and `used` is the range's mapped prefix.
+unsafe fn grow_after(class: Class, used: usize, len: usize) -> Option<usize> {
     if os::page_size() != PAGE_SIZE {
         return None;
     }
@@ -329,8 +345,8 @@ mod tests {
         // and straddling its end.
         unsafe {
             let bytes = range_bytes(class);
-            assert_eq!(grow(class, bytes, PAGE_SIZE), None);
-            assert_eq!(grow(class, bytes - PAGE_SIZE, 2 * PAGE_SIZE), None);
+            assert_eq!(grow_after(class, bytes, PAGE_SIZE), None);
+            assert_eq!(grow_after(class, bytes - PAGE_SIZE, 2 * PAGE_SIZE), None);
         }
         // A place taken by someone else is not mapped over.
         let taken = range_start(class) + range_bytes(class) - 64 * PAGE_SIZE;

@@ -144,8 +144,6 @@ struct Inner {
     lru: SpanList<true>,
     /// When decay last ran (ms).
     last_decay_ms: u64,
-    /// A class heap: bytes of its range mapped so far (from its start).
-    range_used: usize,
     /// A class heap whose range could not grow (full, its place taken, or
     /// out of memory): its class's new spans come from the shared heap, with
     /// no further attempt.
@@ -166,7 +164,6 @@ impl PageHeap {
                 decommitted: Buckets::new(),
                 lru: SpanList::new(),
                 last_decay_ms: 0,
-                range_used: 0,
                 range_closed: false,
             }),
         }
@@ -372,7 +369,8 @@ impl Inner {
     /// Adds a new chunk of at least `bytes` to heap `which` and files it as
     /// a decommitted free run (fresh pages read as zero).
     fn grow(&mut self, which: usize, bytes: usize) -> Option<&'static Span> {
-        let (base, len) = match Class::from_index(which) {
+        let class = Class::from_index(which);
+        let (base, len) = match class {
             Some(class) => self.grow_in_range(class, bytes)?,
             None => {
                 let len = os::round_up(bytes, CHUNK_BYTES)?;
@@ -385,18 +383,17 @@ impl Inner {
             None
         };
         let Some(run) = record else {
-            match Class::from_index(which) {
+            match class {
                 // SAFETY: the chunk was just mapped at the prefix's end, and
                 // holds nothing.
-                Some(class) => unsafe { class_range::shrink(class, self.range_used) },
+                Some(class) => unsafe {
+                    class_range::shrink(class, base as usize - class_range::range_start(class))
+                },
                 // SAFETY: the chunk was just mapped and never published.
                 None => unsafe { os::unmap(base, len) },
             };
             return None;
         };
-        if which != SHARED {
-            self.range_used += len;
-        }
         run.set_range(base as usize, len / PAGE_SIZE);
         run.set_kind(SpanKind::FreeRun);
         run.set_zeroed(true);
@@ -419,8 +416,8 @@ impl Inner {
             .div_ceil(span_bytes)
             .max(bytes.div_ceil(span_bytes));
         let len = os::round_up(spans.checked_mul(span_bytes)?, os::page_size())?;
-        // SAFETY: this heap's lock is held, and `range_used` is its prefix.
-        let start = unsafe { class_range::grow(class, self.range_used, len) };
+        // SAFETY: this heap's lock is held.
+        let start = unsafe { class_range::grow(class, len) };
         self.range_closed = start.is_none();
         Some((start? as *mut u8, len))
     }
@@ -568,11 +565,12 @@ impl Inner {
     fn shrink_range(&mut self, class: Class) {
         // Whatever made the range stop growing may be over (out of memory).
         self.range_closed = false;
-        if self.range_used == 0 {
+        let prefix = class_range::prefix(class);
+        if prefix == 0 {
             return;
         }
         let start = class_range::range_start(class);
-        let end = start + self.range_used;
+        let end = start + prefix;
         let Some(run) = pagemap::get(end - PAGE_SIZE) else {
             return;
         };
@@ -584,7 +582,7 @@ impl Inner {
         if !run.zeroed() {
             return;
         }
-        let keep = self.range_used - run.bytes(); // run lies inside the prefix
+        let keep = run.start() - start; // the run lies inside the prefix
         self.decommitted.remove(run);
         // SAFETY: this heap's lock is held; the run lies inside the prefix and
         // ends it, free and decommitted.
@@ -592,7 +590,6 @@ impl Inner {
             self.decommitted.insert(run);
             return;
         }
-        self.range_used = keep;
         self.forget(run);
     }
 

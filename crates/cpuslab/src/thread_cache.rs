@@ -188,14 +188,31 @@ pub(crate) fn pop(class: Class) -> Option<*mut u8> {
     enter(block);
     let c = class.index();
     let n = block.counts[c].load(Ordering::Relaxed) as usize;
-    let Some(top) = n.checked_sub(1) else {
+    if n == 0 {
         // A call that returns here would make every pop save registers.
         return pop_refilled(block, class);
-    };
-    block.counts[c].store(top as u8, Ordering::Relaxed);
-    let object = block.slots[c][top].get();
+    }
+    take(block, c, n)
+}
+
+/// Takes the newest of the `n` objects of class index `c` and leaves the block.
+#[inline(always)]
+fn take(block: &Block, c: usize, n: usize) -> Option<*mut u8> {
+    let object = n.checked_sub(1).map(|top| {
+        block.counts[c].store(top as u8, Ordering::Relaxed);
+        block.slots[c][top].get()
+    });
     leave(block);
-    Some(object)
+    object
+}
+
+/// Puts `object` above the `n` objects of class index `c` and leaves the block.
+#[inline(always)]
+fn put(block: &Block, c: usize, n: usize, object: *mut u8) -> bool {
+    block.slots[c][n].set(object);
+    block.counts[c].store((n + 1) as u8, Ordering::Relaxed);
+    leave(block);
+    true
 }
 
 /// `pop` of an empty class: refills it, then takes one (None when nothing
@@ -204,12 +221,7 @@ pub(crate) fn pop(class: Class) -> Option<*mut u8> {
 #[inline(never)]
 fn pop_refilled(block: &Block, class: Class) -> Option<*mut u8> {
     let n = refill(block, class);
-    let object = n.checked_sub(1).map(|top| {
-        block.counts[class.index()].store(top as u8, Ordering::Relaxed);
-        block.slots[class.index()][top].get()
-    });
-    leave(block);
-    object
+    take(block, class.index(), n)
 }
 
 /// Keeps the free `object` of `class` in the calling thread's cache (half of
@@ -230,10 +242,7 @@ pub(crate) unsafe fn push(class: Class, object: *mut u8) -> bool {
         // would make every push save registers.)
         return unsafe { push_slow(block, class, object, n) };
     }
-    block.slots[c][n].set(object);
-    block.counts[c].store((n + 1) as u8, Ordering::Relaxed);
-    leave(block);
-    true
+    put(block, c, n, object)
 }
 
 /// `push` of an immediate double free (reported) or into a full class
@@ -248,11 +257,7 @@ unsafe fn push_slow(block: &Block, class: Class, object: *mut u8, n: usize) -> b
     if n > 0 && block.slots[c][n - 1].get() == object {
         report::double_free("free", object);
     }
-    let n = flush(block, class, n, n / 2);
-    block.slots[c][n].set(object);
-    block.counts[c].store((n + 1) as u8, Ordering::Relaxed);
-    leave(block);
-    true
+    put(block, c, flush(block, class, n, n / 2), object)
 }
 
 /// Marks the block busy: a signal handler that runs from here to `leave`
