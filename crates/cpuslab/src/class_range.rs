@@ -6,21 +6,20 @@
 //! RANGE_BYTES`, from `c * STAGGER` on. Nothing is mapped ahead: each class's
 //! page heap (`page_heap`) grows its range from the start, a chunk at a time,
 //! mapped exactly there, so every span of that class lies in its range, the
-//! mapped part of a range is one prefix (`USABLE`), and the address space a
-//! process uses is what it maps, as with any other chunk (`RLIMIT_AS` and
-//! overcommit apply as before).
+//! mapped part of a range is one prefix (`Place::usable`), and the address
+//! space a process uses is what it maps, as with any other chunk
+//! (`RLIMIT_AS` and overcommit apply as before).
 //!
 //! Every page of a range has a *mark*, a `u16`: 0, or, while a small-object
 //! span holds the page, the page's index in its span plus one (`mark`,
-//! `clear`). The marks lie after the ranges, mapped with the chunks they
-//! describe: those of each range's first `ROW_PAGES` pages in rows (row `p`
-//! holds every class's mark of its page `p`, so a working set of many classes
-//! reads one page of marks), the rest in a column per class.
+//! `clear`). The marks lie after the ranges, in a column per class (staggered
+//! like the ranges), mapped with the chunks they describe.
 //!
-//! `object_class` then answers C `free` with a subtraction and a shift (the
-//! class), a compare with the prefix, one load (the page's mark: live, and
-//! where its span starts) and the object-boundary arithmetic. The page map
-//! still registers every span and answers every other question.
+//! `object_class` then answers C `free` from one line of per-class data (a
+//! `Place`, found by a shift of the address): a subtraction and a compare with
+//! the prefix, one load (the page's mark: live, and where its span starts)
+//! and one multiply and compare (`ObjectCheck`). The page map still registers
+//! every span and answers every other question.
 //!
 //! Why: a `free` that walked the page map (root, leaf, span record) made the
 //! per-CPU push wait for the walk's dependent loads
@@ -32,12 +31,11 @@
 //! its whole range, or the OS pages are not 4 KiB, spans come from the shared
 //! page heap as before, and `free` finds them through the page map.
 
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 use crate::os::{self, PAGE_SHIFT, PAGE_SIZE};
-use crate::size_class::{Class, NUM_CLASSES};
+use crate::size_class::{Class, ObjectCheck, NUM_CLASSES};
 use crate::span::Span;
-use crate::sync::Lock;
 
 /// Where range 0 starts: 48 TiB, below where Linux loads programs (PIE
 /// binaries near 85 TiB) and places mappings (down from near 128 TiB).
@@ -54,33 +52,57 @@ const ALL_BYTES: usize = NUM_CLASSES << RANGE_SHIFT;
 /// per step). An odd number of pages spreads them over every set.
 const STAGGER: usize = 9 * PAGE_SIZE;
 const MARK_BYTES: usize = core::mem::size_of::<u16>();
-/// Pages of each range whose marks lie in rows.
-const ROW_PAGES: usize = 512;
-/// Where the rows of marks start, and the bytes of one row (one page of every
-/// range) and of all of them (96 KiB, mapped at the first growth).
-const ROWS: usize = WINDOW + ALL_BYTES;
-const ROW_BYTES: usize = NUM_CLASSES * MARK_BYTES;
-const ALL_ROWS_BYTES: usize = ROW_PAGES * ROW_BYTES;
 /// Where the columns of marks start (one per class, staggered like the
-/// ranges), and the room of one column (the marks of every page of a range).
-const COLUMNS: usize = ROWS + ALL_ROWS_BYTES;
+/// ranges, so that every class's first marks do not share a TLB set either),
+/// and the room of one column (the marks of every page of a range).
+const COLUMNS: usize = WINDOW + ALL_BYTES;
 const COLUMN_ROOM: usize = (RANGE_BYTES >> PAGE_SHIFT) * MARK_BYTES + STAGGER;
 
 const _: () = assert!(NUM_CLASSES * STAGGER < RANGE_BYTES / 8);
-const _: () = assert!(ALL_ROWS_BYTES.is_multiple_of(PAGE_SIZE));
 const _: () = assert!(COLUMNS + NUM_CLASSES * COLUMN_ROOM <= 1 << 47);
 
-/// Per class: bytes from the range's start that are mapped and have their
-/// marks (written under the class's page-heap lock).
-static USABLE: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
-/// Whether the rows are mapped (once; marks are never unmapped, so a reader
-/// that saw a larger `USABLE` still reads mapped marks).
-static ROWS_MAPPED: AtomicBool = AtomicBool::new(false);
-/// Orders the mapping of the rows among the classes' page heaps. Taken only
-/// under a page-heap lock, so `fork`, which holds all of those, needs not
-/// take it.
-static ROWS_LOCK: Lock = Lock::new();
-/// Per class: bytes of its column mapped (under the class's page-heap lock).
+/// What `free` needs of a class from an address in its range: where the
+/// range and its column of marks start, its usable prefix (the bytes from
+/// the start that are mapped and have their marks; written under the class's
+/// page-heap lock), and its object check. In one cache line, found with one
+/// index.
+#[repr(C, align(64))]
+struct Place {
+    start: usize,
+    usable: AtomicUsize,
+    marks: usize,
+    check: ObjectCheck,
+}
+
+/// Every class's place, by class index.
+static PLACES: [Place; NUM_CLASSES] = {
+    let mut places = [const {
+        Place {
+            start: 0,
+            usable: AtomicUsize::new(0),
+            marks: 0,
+            check: ObjectCheck::NOTHING,
+        }
+    }; NUM_CLASSES];
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        if let Some(class) = Class::from_index(i) {
+            places[i].start = range_start(class);
+            places[i].marks = column(class);
+            places[i].check = class.object_check();
+        }
+        i += 1;
+    }
+    places
+};
+
+/// `class`'s usable prefix, in bytes.
+fn usable(class: Class) -> &'static AtomicUsize {
+    &PLACES[class.index()].usable
+}
+/// Per class: bytes of its column mapped (under the class's page-heap lock;
+/// marks are never unmapped, so a reader that saw a larger usable prefix
+/// still reads mapped marks).
 static COLUMN_MAPPED: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
 
 /// The start of `class`'s range.
@@ -104,25 +126,48 @@ pub fn in_window(addr: usize) -> bool {
     addr.wrapping_sub(WINDOW) < ALL_BYTES
 }
 
-/// The class whose range holds `addr` in its mapped prefix, and how far into
-/// the range `addr` lies.
+/// A place in a class range's mapped prefix: the class, its place, and how
+/// far into the range.
+struct Located {
+    class: Class,
+    place: &'static Place,
+    in_range: usize,
+}
+
+impl Located {
+    /// The mark of the page at `in_range + offset`.
+    ///
+    /// # Safety
+    /// That page lies in the range's mapped prefix (or did: marks stay mapped).
+    #[inline(always)]
+    unsafe fn mark(&self, offset: usize) -> &'static AtomicU16 {
+        let at = self.place.marks + ((self.in_range + offset) >> PAGE_SHIFT) * MARK_BYTES;
+        // SAFETY: mapped (caller), zero until written, aligned, never unmapped.
+        unsafe { &*(at as *const AtomicU16) }
+    }
+}
+
+/// Where `addr` lies, if in a class range's mapped prefix.
 #[inline(always)]
-fn locate(addr: usize) -> Option<(Class, usize)> {
-    let offset = addr.wrapping_sub(WINDOW);
-    if offset >= ALL_BYTES {
+fn locate(addr: usize) -> Option<Located> {
+    let index = addr.wrapping_sub(WINDOW) >> RANGE_SHIFT;
+    let place = PLACES.get(index)?;
+    let in_range = addr.wrapping_sub(place.start);
+    if in_range >= place.usable.load(Ordering::Acquire) {
         return None;
     }
-    let class = Class::from_index(offset >> RANGE_SHIFT)?;
-    let in_range = (offset & (RANGE_BYTES - 1)).wrapping_sub(class.index() * STAGGER);
-    let usable = USABLE.get(class.index())?.load(Ordering::Acquire);
-    (in_range < usable).then_some((class, in_range))
+    Some(Located {
+        class: Class::from_index(index)?,
+        place,
+        in_range,
+    })
 }
 
 /// The class whose range holds `addr` in its mapped prefix, if any. Says
 /// nothing about whether an object starts there.
 #[inline(always)]
 pub fn class_at(addr: usize) -> Option<Class> {
-    locate(addr).map(|(class, _)| class)
+    locate(addr).map(|at| at.class)
 }
 
 /// The class of the object starting at `addr`, if `addr` is the start of an
@@ -131,38 +176,20 @@ pub fn class_at(addr: usize) -> Option<Class> {
 /// ranges. Safe on any address: reads only mapped marks.
 #[inline(always)]
 pub fn object_class(addr: usize) -> Option<Class> {
-    let (class, in_range) = locate(addr)?;
-    // SAFETY: `in_range` lies in the range's mapped prefix, whose marks are
+    let at = locate(addr)?;
+    // SAFETY: `addr` lies in the range's mapped prefix, whose marks are
     // mapped (`locate`'s Acquire pairs with the Release that published it).
-    let mark = unsafe { mark_of(class, in_range) }.load(Ordering::Relaxed) as usize;
-    let page_in_span = mark.checked_sub(1)?;
-    let span_start = (addr & !(PAGE_SIZE - 1)).wrapping_sub(page_in_span << PAGE_SHIFT);
-    class
-        .starts_object(addr.wrapping_sub(span_start))
-        .then_some(class)
-}
-
-/// The mark of the page `in_range` bytes into `class`'s range.
-///
-/// # Safety
-/// That page lies in the range's mapped prefix (or did: marks stay mapped).
-#[inline(always)]
-unsafe fn mark_of(class: Class, in_range: usize) -> &'static AtomicU16 {
-    let page = in_range >> PAGE_SHIFT;
-    let at = if page < ROW_PAGES {
-        ROWS + page * ROW_BYTES + class.index() * MARK_BYTES
-    } else {
-        column(class) + page * MARK_BYTES
-    };
-    // SAFETY: mapped (caller), zero until written, aligned, never unmapped.
-    unsafe { &*(at as *const AtomicU16) }
+    let mark = unsafe { at.mark(0) }.load(Ordering::Relaxed) as usize;
+    // The offset from the span's start. A page with no span (mark 0) gives
+    // an offset just below 0, wrapped, which `starts_object` refuses: no
+    // branch of its own.
+    let offset = (addr & (PAGE_SIZE - 1)).wrapping_add(mark.wrapping_sub(1) << PAGE_SHIFT);
+    at.place.check.starts_object(offset).then_some(at.class)
 }
 
 /// Bytes of `class`'s range mapped from its start (its page heap's to move).
 pub fn prefix(class: Class) -> usize {
-    USABLE
-        .get(class.index())
-        .map_or(0, |usable| usable.load(Ordering::Relaxed))
+    usable(class).load(Ordering::Relaxed)
 }
 
 /// Maps the next `len` bytes (a page multiple) of `class`'s range, after its
@@ -189,28 +216,15 @@ unsafe fn grow_after(class: Class, used: usize, len: usize) -> Option<usize> {
     let end = used
         .checked_add(len)
         .filter(|&end| end <= range_bytes(class))?;
-    if !map_rows() || !map_column(class, end) {
+    if !map_column(class, end) {
         return None;
     }
     let start = range_start(class) + used;
     if !os::map_at(start, len) {
         return None;
     }
-    USABLE.get(class.index())?.store(end, Ordering::Release);
+    usable(class).store(end, Ordering::Release);
     Some(start)
-}
-
-/// Maps the rows of marks, once.
-fn map_rows() -> bool {
-    if ROWS_MAPPED.load(Ordering::Acquire) {
-        return true;
-    }
-    let _guard = ROWS_LOCK.guard();
-    if ROWS_MAPPED.load(Ordering::Relaxed) || os::map_at(ROWS, ALL_ROWS_BYTES) {
-        ROWS_MAPPED.store(true, Ordering::Release);
-        return true;
-    }
-    false
 }
 
 /// Maps `class`'s column far enough for a prefix of `end` bytes (the class's
@@ -220,17 +234,7 @@ fn map_column(class: Class, end: usize) -> bool {
         return false;
     };
     let pages = end.div_ceil(PAGE_SIZE);
-    if pages <= ROW_PAGES {
-        return true;
-    }
-    let have = mapped.load(Ordering::Relaxed);
-    // The column's marks for pages below ROW_PAGES are never read: it is
-    // mapped from the page holding the first mark it serves.
-    let from = if have == 0 {
-        (ROW_PAGES * MARK_BYTES) & !(PAGE_SIZE - 1)
-    } else {
-        have
-    };
+    let from = mapped.load(Ordering::Relaxed);
     let needed = (pages * MARK_BYTES).next_multiple_of(PAGE_SIZE);
     if needed <= from {
         return true;
@@ -244,14 +248,10 @@ fn map_column(class: Class, end: usize) -> bool {
 
 /// Bytes mapped for marks (statistics: metadata).
 pub fn marks_bytes() -> usize {
-    let rows = if ROWS_MAPPED.load(Ordering::Relaxed) {
-        ALL_ROWS_BYTES
-    } else {
-        0
-    };
     COLUMN_MAPPED
         .iter()
-        .fold(rows, |sum, column| sum + column.load(Ordering::Relaxed))
+        .map(|column| column.load(Ordering::Relaxed))
+        .sum()
 }
 
 /// Gives back the end of `class`'s mapped prefix, from `keep` bytes on: it is
@@ -262,9 +262,7 @@ pub fn marks_bytes() -> usize {
 /// The class's page-heap lock is held, `keep` is page aligned and below the
 /// prefix, and nothing lives in `[keep, prefix)` (a free run).
 pub unsafe fn shrink(class: Class, keep: usize) -> bool {
-    let Some(usable) = USABLE.get(class.index()) else {
-        return false;
-    };
+    let usable = usable(class);
     let end = usable.load(Ordering::Relaxed);
     if keep >= end || !os::os_page_aligned(keep) {
         return false;
@@ -293,14 +291,13 @@ pub fn clear(span: &Span) {
 }
 
 fn set_marks(span: &Span, value: impl Fn(usize) -> u16) {
-    let Some((class, in_range)) = locate(span.start()) else {
+    let Some(at) = locate(span.start()) else {
         return;
     };
     for page in 0..span.pages() {
         // SAFETY: the span lies in the mapped prefix of its range (it came
         // from there and is not given back yet), whose marks are mapped.
-        unsafe { mark_of(class, in_range + (page << PAGE_SHIFT)) }
-            .store(value(page), Ordering::Release);
+        unsafe { at.mark(page << PAGE_SHIFT) }.store(value(page), Ordering::Release);
     }
 }
 
@@ -320,7 +317,7 @@ mod tests {
         );
         let start = range_start(class);
         assert_eq!(class_at(start), Some(class));
-        let prefix = USABLE[class.index()].load(Ordering::Relaxed);
+        let prefix = prefix(class);
         assert_eq!(class_at(start + prefix - 1), Some(class));
         assert_eq!(class_at(start + prefix), None, "past the mapped prefix");
         assert_eq!(class_at(start - 1), None, "before the range's stagger");
@@ -329,7 +326,7 @@ mod tests {
             Some(class),
             "the next range"
         );
-        for addr in [0, 16, WINDOW - 1, ROWS, COLUMNS, usize::MAX - 15] {
+        for addr in [0, 16, WINDOW - 1, COLUMNS, usize::MAX - 15] {
             assert_eq!(class_at(addr), None, "{addr:#x}");
             assert_eq!(object_class(addr), None, "{addr:#x}");
         }

@@ -118,17 +118,17 @@ impl Class {
     }
 
     /// Whether an object of this class starts `offset` bytes into a span of
-    /// it: `offset` is a multiple of the size below the span's last object's
-    /// end. One multiply (by the inverse of the size's odd part), a rotation
-    /// and two compares, none waiting on another (Hacker's Delight, 10-17):
-    /// C `free` checks every pointer with it.
+    /// it (see [`ObjectCheck`]).
     #[inline]
     pub const fn starts_object(self, offset: usize) -> bool {
-        let i = self.0 as usize;
-        let q = (offset as u64)
-            .wrapping_mul(ODD_INVERSE[i])
-            .rotate_right(TWOS[i] as u32);
-        q <= MULTIPLE_LIMIT[i] && offset < OBJECT_BYTES[i] as usize
+        OBJECT_CHECKS[self.0 as usize].starts_object(offset)
+    }
+
+    /// The arithmetic behind [`starts_object`](Self::starts_object), to keep
+    /// beside other per-class data.
+    #[inline]
+    pub const fn object_check(self) -> ObjectCheck {
+        OBJECT_CHECKS[self.0 as usize]
     }
 
     /// Every class in increasing size order.
@@ -299,55 +299,73 @@ const fn build_reciprocals() -> [u64; TABLE_LEN] {
     t
 }
 
-/// Per class, for `starts_object`: the size is `2^TWOS * odd`; `ODD_INVERSE`
-/// is the inverse of `odd` modulo 2^64; a multiple of the size times it,
-/// rotated right by TWOS, is at most `MULTIPLE_LIMIT` = (2^64 - 1) / size, and
-/// nothing else is. `OBJECT_BYTES`: objects per span times the size.
-const fn build_divisibility() -> (
-    [u64; TABLE_LEN],
-    [u8; TABLE_LEN],
-    [u64; TABLE_LEN],
-    [u32; TABLE_LEN],
-) {
-    let mut inverse = [0u64; TABLE_LEN];
-    let mut twos = [0u8; TABLE_LEN];
-    let mut limit = [0u64; TABLE_LEN];
-    let mut bytes = [0u32; TABLE_LEN];
+/// Whether an offset into a span of one class is an object's start: `offset`
+/// is `j * size` for some `j < objects`. One multiply (by the inverse of the
+/// size's odd part), a rotation (by the size's power of two) and one compare
+/// (Hacker's Delight, 10-17): for such an offset the product, rotated, is `j`
+/// itself, and for any other 64-bit value it is not below the object count
+/// (it equals `j` only where `offset` and `j * size` are equal modulo 2^64,
+/// and both are below 2^64). C `free` checks every pointer with it, offsets
+/// wrapped below 0 included.
+#[derive(Clone, Copy, Debug)]
+pub struct ObjectCheck {
+    odd_inverse: u64,
+    objects: u16,
+    twos: u8,
+}
+
+impl ObjectCheck {
+    /// The check for objects of `size` bytes, `objects` to a span.
+    const fn new(size: u64, objects: u16) -> ObjectCheck {
+        let twos = size.trailing_zeros();
+        let odd = size >> twos;
+        // Newton's iteration doubles the correct low bits: 3 -> 6 -> ... -> 96.
+        let mut x = odd;
+        let mut step = 0;
+        while step < 5 {
+            x = x.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(x)));
+            step += 1;
+        }
+        ObjectCheck {
+            odd_inverse: x,
+            objects,
+            twos: twos as u8,
+        }
+    }
+
+    /// A check that accepts nothing.
+    pub const NOTHING: ObjectCheck = ObjectCheck {
+        odd_inverse: 0,
+        objects: 0,
+        twos: 0,
+    };
+
+    /// Whether an object starts `offset` bytes into the span.
+    #[inline(always)]
+    pub const fn starts_object(&self, offset: usize) -> bool {
+        let q = (offset as u64)
+            .wrapping_mul(self.odd_inverse)
+            .rotate_right(self.twos as u32);
+        q < self.objects as u64
+    }
+}
+
+const fn build_object_checks() -> [ObjectCheck; TABLE_LEN] {
+    let mut checks = [ObjectCheck::NOTHING; TABLE_LEN];
     let mut i = 0;
     while i < TABLE_LEN {
         let size = CLASS_SIZE_TABLE[i] as u64;
         if size > 0 {
-            let k = size.trailing_zeros();
-            let odd = size >> k;
-            // Newton's iteration doubles the correct low bits: 3 -> 6 -> ... -> 96.
-            let mut x = odd;
-            let mut step = 0;
-            while step < 5 {
-                x = x.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(x)));
-                step += 1;
-            }
-            inverse[i] = x;
-            twos[i] = k as u8;
-            limit[i] = u64::MAX / size;
-            bytes[i] = (OBJECTS_PER_SPAN_TABLE[i] as u64 * size) as u32;
+            checks[i] = ObjectCheck::new(size, OBJECTS_PER_SPAN_TABLE[i]);
         }
         i += 1;
     }
-    (inverse, twos, limit, bytes)
+    checks
 }
 
 const CLASS_SIZE_TABLE: [u32; TABLE_LEN] = build_sizes();
 const OBJECTS_PER_SPAN_TABLE: [u16; TABLE_LEN] = build_objects_per_span();
-const DIVISIBILITY: (
-    [u64; TABLE_LEN],
-    [u8; TABLE_LEN],
-    [u64; TABLE_LEN],
-    [u32; TABLE_LEN],
-) = build_divisibility();
-static ODD_INVERSE: [u64; TABLE_LEN] = DIVISIBILITY.0;
-static TWOS: [u8; TABLE_LEN] = DIVISIBILITY.1;
-static MULTIPLE_LIMIT: [u64; TABLE_LEN] = DIVISIBILITY.2;
-static OBJECT_BYTES: [u32; TABLE_LEN] = DIVISIBILITY.3;
+static OBJECT_CHECKS: [ObjectCheck; TABLE_LEN] = build_object_checks();
 
 static CLASS_SIZE: [u32; TABLE_LEN] = CLASS_SIZE_TABLE;
 static SPAN_PAGES: [u16; TABLE_LEN] = build_span_pages();
@@ -377,10 +395,14 @@ mod tests {
                     "{size} B at {offset}"
                 );
             }
-            assert!(
-                !class.starts_object(usize::MAX - size + 1),
-                "{size} B, wrapped"
-            );
+            // Offsets wrapped below 0 (a page whose mark is 0, see class_range):
+            // never an object start.
+            for back in (1..=2 * PAGE_SIZE).step_by(8).chain([size]) {
+                assert!(
+                    !class.starts_object(0usize.wrapping_sub(back)),
+                    "{size} B, {back} below 0"
+                );
+            }
         }
     }
 
