@@ -50,10 +50,15 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
     malloc_slow(size)
 }
 
-/// `malloc` for large blocks and out of memory: the full path, errno.
+/// `malloc` after the inline pop: the per-CPU tier's slow path for small
+/// sizes, then the full path (large blocks, out of memory: errno).
 #[cold]
 #[inline(never)]
 fn malloc_slow(size: usize) -> *mut c_void {
+    let block = cpuslab::alloc_small_missed(size);
+    if !block.is_null() {
+        return block.cast();
+    }
     allocate(size, MIN_ALIGN, false)
 }
 

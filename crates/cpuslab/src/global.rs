@@ -31,15 +31,33 @@ fn alloc_small(class: Class) -> *mut u8 {
 }
 
 /// For C `malloc`: a block of `size` bytes (aligned to [`MIN_ALIGN`]) of a
-/// small class, as [`GlobalAlloc::alloc`] gives it; null for a size above the
-/// classes and when out of memory, for which the caller takes the full path
-/// ([`GlobalAlloc::alloc`]: large blocks; errno) as a tail call.
+/// small class from this CPU's cache, the inline pop alone; null for a size
+/// above the classes and when the pop misses, for which the caller takes
+/// [`alloc_small_missed`] and then the full path ([`GlobalAlloc::alloc`]:
+/// large blocks; errno) as tail calls, so that its fast path saves no
+/// register.
 #[inline(always)]
 pub fn alloc_small_by_size(size: usize) -> *mut u8 {
     let Some(class) = class_of_layout(size, MIN_ALIGN) else {
         return ptr::null_mut();
     };
-    alloc_small(class)
+    let region = cpu_cache::fast_region();
+    let Some(object) = cpu_cache::stacks(region, class).try_pop() else {
+        return ptr::null_mut();
+    };
+    #[cfg(feature = "op-counters")]
+    cpu_cache::note_operation(class, true);
+    object
+}
+
+/// After [`alloc_small_by_size`] returned null: the per-CPU tier's slow path
+/// for a small size (a restart, a refill); null for a size above the classes
+/// and when out of memory.
+pub fn alloc_small_missed(size: usize) -> *mut u8 {
+    match class_of_layout(size, MIN_ALIGN) {
+        Some(class) => cpu_cache::alloc_miss(class),
+        None => ptr::null_mut(),
+    }
 }
 
 /// # Safety
@@ -159,6 +177,19 @@ pub unsafe fn free(ptr: *mut u8) {
         // SAFETY: `ptr` starts an object of `class`, which the caller gives up.
         return unsafe { dealloc_small(class, ptr) };
     }
+    // SAFETY: forwarded contract.
+    unsafe { free_elsewhere(ptr) }
+}
+
+/// [`free`] of a pointer outside the class ranges (or null, or not ours),
+/// found through the page map: out of line, so that `free`'s own path keeps
+/// no stack frame.
+///
+/// # Safety
+/// As for [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_elsewhere(ptr: *mut u8) {
     match owner::find(ptr) {
         // SAFETY: the page map says `ptr` starts an object of this class.
         Some(Found::Small(class)) => unsafe { dealloc_small(class, ptr) },

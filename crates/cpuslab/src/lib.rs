@@ -183,7 +183,9 @@ mod thread_cache;
 pub use background::{background_running, start_background};
 pub use cache_counters::{CacheCounters, OP_COUNTERS};
 pub use config::{config, Config, ConfigError, MAX_CPU_CACHE_BYTES};
-pub use global::{alloc_small_by_size, free, owns, realloc, trim, usable_size, CpuSlab};
+pub use global::{
+    alloc_small_by_size, alloc_small_missed, free, owns, realloc, trim, usable_size, CpuSlab,
+};
 pub use rseq_core::{Counters, Index, Mode};
 pub use size_class::{MIN_ALIGN, NUM_CLASSES};
 pub use stats::{cached_bytes_bound, print_stats, shelf_counters, stats, ClassStats, Stats};
