@@ -110,7 +110,9 @@ fn decide() -> Mode {
                 Mode::Own => area::own_area_fixed_offset(),
                 Mode::Fallback => None,
             };
-            if let Some(offset) = offset {
+            // (An area at offset 0, never seen, would be the thread control
+            // block's own first word: it keeps the slow path.)
+            if let Some(offset) = offset.filter(|&offset| offset != NO_OFFSET) {
                 FAST_OFFSET.store(offset, Ordering::Relaxed);
             }
             mode
@@ -174,7 +176,10 @@ static GLIBC_OFFSET: AtomicIsize = AtomicIsize::new(0);
 /// sees `NO_OFFSET` (and takes the slow path, which reads the mode with acquire)
 /// or the offset itself.
 static FAST_OFFSET: AtomicIsize = AtomicIsize::new(NO_OFFSET);
-const NO_OFFSET: isize = isize::MIN;
+/// No fixed offset (yet). 0 is never an area's offset (the thread pointer
+/// points at the thread control block), and the fast path tests it with one
+/// instruction.
+const NO_OFFSET: isize = 0;
 
 /// Adopts glibc's registration if glibc made one; true on success.
 fn adopt_glibc_area() -> bool {
