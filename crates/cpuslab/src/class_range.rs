@@ -59,6 +59,7 @@ const COLUMNS: usize = WINDOW + ALL_BYTES;
 const COLUMN_ROOM: usize = (RANGE_BYTES >> PAGE_SHIFT) * MARK_BYTES + STAGGER;
 
 const _: () = assert!(NUM_CLASSES * STAGGER < RANGE_BYTES / 8);
+const _: () = assert!(WINDOW.is_multiple_of(RANGE_BYTES));
 const _: () = assert!(COLUMNS + NUM_CLASSES * COLUMN_ROOM <= 1 << 47);
 
 /// What `free` needs of a class from an address in its range: where the
@@ -150,7 +151,10 @@ impl Located {
 /// Where `addr` lies, if in a class range's mapped prefix.
 #[inline(always)]
 fn locate(addr: usize) -> Option<Located> {
-    let index = addr.wrapping_sub(WINDOW) >> RANGE_SHIFT;
+    // The window starts at a multiple of the range size: the index is the
+    // address's high bits less a constant, which folds into the table's
+    // address.
+    let index = (addr >> RANGE_SHIFT).wrapping_sub(WINDOW >> RANGE_SHIFT);
     let place = PLACES.get(index)?;
     let in_range = addr.wrapping_sub(place.start);
     if in_range >= place.usable.load(Ordering::Acquire) {
@@ -183,7 +187,7 @@ pub fn object_class(addr: usize) -> Option<Class> {
     // The offset from the span's start. A page with no span (mark 0) gives
     // an offset just below 0, wrapped, which `starts_object` refuses: no
     // branch of its own.
-    let offset = (addr & (PAGE_SIZE - 1)).wrapping_add(mark.wrapping_sub(1) << PAGE_SHIFT);
+    let offset = ((mark << PAGE_SHIFT) | (addr & (PAGE_SIZE - 1))).wrapping_sub(PAGE_SIZE);
     at.place.check.starts_object(offset).then_some(at.class)
 }
 
