@@ -43,11 +43,10 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
 /// saves no register).
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    let block = cpuslab::alloc_small_by_size(size);
-    if !block.is_null() {
-        return block.cast();
+    match cpuslab::alloc_small_by_size(size) {
+        Some(block) => block.cast(),
+        None => malloc_slow(size),
     }
-    malloc_slow(size)
 }
 
 /// `malloc` after the inline pop: the per-CPU tier's slow path for small

@@ -31,26 +31,21 @@ fn alloc_small(class: Class) -> *mut u8 {
 }
 
 /// For C `malloc`: a block of `size` bytes (aligned to [`MIN_ALIGN`]) of a
-/// small class from this CPU's cache, the inline pop alone; null for a size
+/// small class from this CPU's cache, the inline pop alone; None for a size
 /// above the classes and when the pop misses, for which the caller takes
 /// [`alloc_small_missed`] and then the full path ([`GlobalAlloc::alloc`]:
 /// large blocks; errno) as tail calls, so that its fast path saves no
 /// register.
 #[inline(always)]
-pub fn alloc_small_by_size(size: usize) -> *mut u8 {
-    let Some(class) = class_of_layout(size, MIN_ALIGN) else {
-        return ptr::null_mut();
-    };
-    let region = cpu_cache::fast_region();
-    let Some(object) = cpu_cache::stacks(region, class).try_pop() else {
-        return ptr::null_mut();
-    };
+pub fn alloc_small_by_size(size: usize) -> Option<*mut u8> {
+    let class = class_of_layout(size, MIN_ALIGN)?;
+    let object = cpu_cache::stacks(cpu_cache::fast_region(), class).try_pop()?;
     #[cfg(feature = "op-counters")]
     cpu_cache::note_operation(class, true);
-    object
+    Some(object)
 }
 
-/// After [`alloc_small_by_size`] returned null: the per-CPU tier's slow path
+/// After [`alloc_small_by_size`] returned None: the per-CPU tier's slow path
 /// for a small size (a restart, a refill); null for a size above the classes
 /// and when out of memory.
 pub fn alloc_small_missed(size: usize) -> *mut u8 {

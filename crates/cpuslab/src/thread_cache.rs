@@ -192,24 +192,46 @@ pub(crate) fn pop(class: Class) -> Option<*mut u8> {
         // A call that returns here would make every pop save registers.
         return pop_refilled(block, class);
     }
-    take(block, c, n)
+    // SAFETY: `block` gave a class below CLASSES; counts stay <= SLOTS.
+    unsafe { take(block, c, n) }
+}
+
+/// Slot `i` of class index `c`, unchecked: the fast paths index with a count,
+/// which never exceeds the class's `limit` (at most `SLOTS`), so a bounds
+/// check would only add a branch and a panic path (and the frame it needs).
+///
+/// # Safety
+/// `c < CLASSES` and `i < SLOTS`.
+#[inline(always)]
+unsafe fn slot(block: &Block, c: usize, i: usize) -> &Cell<*mut u8> {
+    debug_assert!(c < CLASSES && i < SLOTS);
+    // SAFETY: within both arrays (caller).
+    unsafe { block.slots.get_unchecked(c).get_unchecked(i) }
 }
 
 /// Takes the newest of the `n` objects of class index `c` and leaves the block.
+///
+/// # Safety
+/// `c < CLASSES` and `n` is the class's count (at most `SLOTS`).
 #[inline(always)]
-fn take(block: &Block, c: usize, n: usize) -> Option<*mut u8> {
+unsafe fn take(block: &Block, c: usize, n: usize) -> Option<*mut u8> {
     let object = n.checked_sub(1).map(|top| {
         block.counts[c].store(top as u8, Ordering::Relaxed);
-        block.slots[c][top].get()
+        // SAFETY: top < n <= SLOTS (caller).
+        unsafe { slot(block, c, top) }.get()
     });
     leave(block);
     object
 }
 
 /// Puts `object` above the `n` objects of class index `c` and leaves the block.
+///
+/// # Safety
+/// `c < CLASSES` and `n` is the class's count, below its limit.
 #[inline(always)]
-fn put(block: &Block, c: usize, n: usize, object: *mut u8) -> bool {
-    block.slots[c][n].set(object);
+unsafe fn put(block: &Block, c: usize, n: usize, object: *mut u8) -> bool {
+    // SAFETY: n < limit <= SLOTS (caller).
+    unsafe { slot(block, c, n) }.set(object);
     block.counts[c].store((n + 1) as u8, Ordering::Relaxed);
     leave(block);
     true
@@ -221,7 +243,8 @@ fn put(block: &Block, c: usize, n: usize, object: *mut u8) -> bool {
 #[inline(never)]
 fn pop_refilled(block: &Block, class: Class) -> Option<*mut u8> {
     let n = refill(block, class);
-    take(block, class.index(), n)
+    // SAFETY: as in `pop`; `refill` holds at most half the limit.
+    unsafe { take(block, class.index(), n) }
 }
 
 /// Keeps the free `object` of `class` in the calling thread's cache (half of
@@ -237,12 +260,14 @@ pub(crate) unsafe fn push(class: Class, object: *mut u8) -> bool {
     enter(block);
     let c = class.index();
     let n = block.counts[c].load(Ordering::Relaxed) as usize;
-    if n == limit(class) || (n > 0 && block.slots[c][n - 1].get() == object) {
+    // SAFETY: `block` gave a class below CLASSES; n - 1 < n <= SLOTS.
+    if n == limit(class) || (n > 0 && unsafe { slot(block, c, n - 1) }.get() == object) {
         // SAFETY: forwarded contract. (Out of line: a call that returned here
         // would make every push save registers.)
         return unsafe { push_slow(block, class, object, n) };
     }
-    put(block, c, n, object)
+    // SAFETY: as above, and n < limit (a count never passes its limit).
+    unsafe { put(block, c, n, object) }
 }
 
 /// `push` of an immediate double free (reported) or into a full class
@@ -254,10 +279,12 @@ pub(crate) unsafe fn push(class: Class, object: *mut u8) -> bool {
 #[inline(never)]
 unsafe fn push_slow(block: &Block, class: Class, object: *mut u8, n: usize) -> bool {
     let c = class.index();
-    if n > 0 && block.slots[c][n - 1].get() == object {
+    // SAFETY: as in `push`.
+    if n > 0 && unsafe { slot(block, c, n - 1) }.get() == object {
         report::double_free("free", object);
     }
-    put(block, c, flush(block, class, n, n / 2), object)
+    // SAFETY: as in `push`; the flush leaves fewer than the limit.
+    unsafe { put(block, c, flush(block, class, n, n / 2), object) }
 }
 
 /// Marks the block busy: a signal handler that runs from here to `leave`
