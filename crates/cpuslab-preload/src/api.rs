@@ -38,9 +38,10 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
     block.cast()
 }
 
-/// `malloc(3)`: a small block from this CPU's cache (its miss path a call
-/// with the class known), else the full path as a tail call (so the fast path
-/// saves no register).
+/// `malloc(3)`: a small block from this CPU's cache; anything else (a miss,
+/// which finds the class again; a large size) is a tail call, so that the
+/// fast path saves no register (keeping the class for the miss path made it
+/// save two).
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
     match cpuslab::alloc_small_by_size(size) {

@@ -303,10 +303,11 @@ const fn build_reciprocals() -> [u64; TABLE_LEN] {
 /// is `j * size` for some `j < objects`. One multiply (by the inverse of the
 /// size's odd part), a rotation (by the size's power of two) and one compare
 /// (Hacker's Delight, 10-17): for such an offset the product, rotated, is `j`
-/// itself, and for any other 64-bit value it is not below the object count
-/// (it equals `j` only where `offset` and `j * size` are equal modulo 2^64,
-/// and both are below 2^64). C `free` checks every pointer with it, offsets
-/// wrapped below 0 included.
+/// itself, and for any other 64-bit value it is not below the object count:
+/// a result `q` below it, rotated back, is `q * 2^twos` without wrapping (as
+/// `q * size` is below the span's bytes), so `offset` equals `q * size`
+/// modulo 2^64, and both are below 2^64. C `free` checks every pointer with
+/// it, offsets wrapped below 0 included.
 #[derive(Clone, Copy, Debug)]
 pub struct ObjectCheck {
     odd_inverse: u64,

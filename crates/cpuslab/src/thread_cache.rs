@@ -261,7 +261,9 @@ pub(crate) unsafe fn push(class: Class, object: *mut u8) -> bool {
     let c = class.index();
     let n = block.counts[c].load(Ordering::Relaxed) as usize;
     // SAFETY: `block` gave a class below CLASSES; n - 1 < n <= SLOTS.
-    if n == limit(class) || (n > 0 && unsafe { slot(block, c, n - 1) }.get() == object) {
+    // `>=`, not `==`: a count that ever passed its limit goes to the checked
+    // slow path rather than to an unchecked slot.
+    if n >= limit(class) || (n > 0 && unsafe { slot(block, c, n - 1) }.get() == object) {
         // SAFETY: forwarded contract. (Out of line: a call that returned here
         // would make every push save registers.)
         return unsafe { push_slow(block, class, object, n) };

@@ -110,8 +110,10 @@ fn decide() -> Mode {
                 Mode::Own => area::own_area_fixed_offset(),
                 Mode::Fallback => None,
             };
-            // (An area at offset 0, never seen, would be the thread control
-            // block's own first word: it keeps the slow path.)
+            // An area at offset 0 (never seen: that is the thread control
+            // block's own first word) would not be published, and the fast
+            // path would find it the long way: through the mode (own), or
+            // the slow path (glibc); both correct.
             if let Some(offset) = offset.filter(|&offset| offset != NO_OFFSET) {
                 FAST_OFFSET.store(offset, Ordering::Relaxed);
             }
