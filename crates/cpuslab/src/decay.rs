@@ -36,7 +36,12 @@ const IDLE: usize = usize::MAX;
 static INTERVAL_MS: AtomicU64 = AtomicU64::new(DEFAULT_INTERVAL_MS);
 /// The next stack to halve (shelf * classes + class), or `IDLE`.
 static CURSOR: AtomicUsize = AtomicUsize::new(IDLE);
-/// When the last sweep started (CLOCK_MONOTONIC_COARSE ms; 0: never).
+/// When the last sweep started (CLOCK_MONOTONIC_COARSE ms), or, before the
+/// first one, when the allocator's first slow path ran (0: not yet). So the
+/// first sweep comes an interval after start-up, not at the first slow path,
+/// where it would only drain the stacks being filled (and pay the remote
+/// fence's one-time registration, up to 5 ms here, inside the program's
+/// start).
 static LAST_SWEEP_MS: AtomicU64 = AtomicU64::new(0);
 /// Sweeps started so far.
 static SWEEPS: AtomicUsize = AtomicUsize::new(0);
@@ -126,6 +131,12 @@ fn claim(stacks: usize) -> Due {
         let last = LAST_SWEEP_MS.load(Ordering::Relaxed);
         let now = os::now_ms();
         let interval = interval_ms();
+        if last == 0 && interval != 0 {
+            // The first slow path starts the clock (whoever wins).
+            let _ =
+                LAST_SWEEP_MS.compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Relaxed);
+            return Due::Nothing;
+        }
         if interval == u64::MAX || now.wrapping_sub(last) < interval {
             return Due::Nothing;
         }
@@ -166,9 +177,10 @@ pub(crate) fn sweeping() -> bool {
 
 /// Sweeps started so far, and when the last one started (ms ago; `None`: never).
 pub(crate) fn stats() -> (usize, Option<u64>) {
+    let sweeps = SWEEPS.load(Ordering::Relaxed);
     let last = LAST_SWEEP_MS.load(Ordering::Relaxed);
-    let ago = (last != 0).then(|| os::now_ms().saturating_sub(last));
-    (SWEEPS.load(Ordering::Relaxed), ago)
+    let ago = (sweeps != 0).then(|| os::now_ms().saturating_sub(last));
+    (sweeps, ago)
 }
 
 // --- the background thread's state ------------------------------------------------------
