@@ -101,6 +101,7 @@ static PLACES: [Place; NUM_CLASSES] = {
 fn usable(class: Class) -> &'static AtomicUsize {
     &PLACES[class.index()].usable
 }
+
 /// Per class: bytes of its column mapped (under the class's page-heap lock;
 /// marks are never unmapped, so a reader that saw a larger usable prefix
 /// still reads mapped marks).
@@ -127,8 +128,8 @@ pub fn in_window(addr: usize) -> bool {
     addr.wrapping_sub(WINDOW) < ALL_BYTES
 }
 
-/// A place in a class range's mapped prefix: the class, its place, and how
-/// far into the range.
+/// Where an address lies in a class range's mapped prefix: the class, the
+/// class's `Place`, and how far into the range.
 struct Located {
     class: Class,
     place: &'static Place,
