@@ -76,17 +76,24 @@ pub const fn round_up(n: usize, align: usize) -> Option<usize> {
 /// judges glibc's, so an impossible size (1 TiB on a 24 GiB machine) fails
 /// with ENOMEM instead of succeeding and faulting later.
 pub fn map(len: usize) -> Option<NonNull<u8>> {
+    map_anonymous(ptr::null_mut(), len, 0)
+}
+
+/// One anonymous read-write private mapping of `len` bytes at `addr` (a hint,
+/// or exact with `MAP_FIXED_NOREPLACE` in `flags`); `None` if the kernel
+/// refused.
+fn map_anonymous(addr: *mut libc::c_void, len: usize, flags: libc::c_int) -> Option<NonNull<u8>> {
     if len == 0 {
         return None;
     }
-    // SAFETY: an anonymous private mapping at a kernel-chosen address cannot
-    // alias any existing Rust object.
+    // SAFETY: an anonymous private mapping never replaces an existing one
+    // (no MAP_FIXED here), so it cannot alias any Rust object.
     let p = unsafe {
         libc::mmap(
-            ptr::null_mut(),
+            addr,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
             -1,
             0,
         )
@@ -103,27 +110,12 @@ pub fn map(len: usize) -> Option<NonNull<u8>> {
 /// kernel refused or placed it elsewhere (a kernel older than 4.17 takes the
 /// address as a hint: that mapping is undone).
 pub fn map_at(addr: usize, len: usize) -> bool {
-    if len == 0 {
+    let Some(p) = map_anonymous(addr as *mut libc::c_void, len, libc::MAP_FIXED_NOREPLACE) else {
         return false;
-    }
-    // SAFETY: NOREPLACE never replaces an existing mapping, so the new one
-    // cannot alias any Rust object.
-    let p = unsafe {
-        libc::mmap(
-            addr as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
     };
-    if p == libc::MAP_FAILED {
-        return false;
-    }
-    if p as usize != addr {
+    if p.as_ptr() as usize != addr {
         // SAFETY: the mapping just made, somewhere nobody knows of.
-        unsafe { unmap(p.cast(), len) };
+        unsafe { unmap(p.as_ptr(), len) };
         return false;
     }
     true

@@ -4,7 +4,7 @@
 
 use crate::pagemap::{self, Entry};
 use crate::size_class::Class;
-use crate::span::{Span, SpanKind};
+use crate::span::{object_index, Span, SpanKind};
 
 /// What `find` found at a pointer: the start of a small object of a class, or of
 /// a large object (its page-map entry, through which it is freed).
@@ -40,28 +40,18 @@ pub(crate) fn find(ptr: *const u8) -> Option<Found> {
     if let Some(class) = tag {
         let valid = span.kind() == SpanKind::Small
             && span.class() == Some(class)
-            && starts_object(span, class, addr);
+            && object_index(span.start(), class, addr).is_some();
         return valid.then_some(Found::Small(class));
     }
     match span.kind() {
         SpanKind::Small => {
             let class = span.class()?;
-            if !starts_object(span, class, addr) {
-                return None;
-            }
+            object_index(span.start(), class, addr)?;
             Some(Found::Small(class))
         }
         SpanKind::Large if span.start() == addr => Some(Found::Large(LargeAt { entry, span })),
         _ => None,
     }
-}
-
-/// Whether an object of `class` starts at `addr` in `span` (which may be a
-/// stale record: the offset bound rejects addresses outside it).
-#[inline(always)]
-fn starts_object(span: &Span, class: Class, addr: usize) -> bool {
-    addr.checked_sub(span.start())
-        .is_some_and(|offset| class.starts_object(offset))
 }
 
 /// Who owns a pointer, for the public API and statistics.

@@ -185,7 +185,7 @@ struct Counters {
 
 static HEAP_LIST: [PageHeap; HEAPS] = [const { PageHeap::new() }; HEAPS];
 
-static HEAP: Counters = Counters {
+static COUNTERS: Counters = Counters {
     mapped: AtomicUsize::new(0),
     in_use: AtomicUsize::new(0),
     free_committed: AtomicUsize::new(0),
@@ -274,8 +274,9 @@ pub fn free_span(span: &'static Span) {
     class_range::clear(span);
     with_heap(heap_of(span.start()), |h| {
         let now = now_ms();
-        HEAP.in_use.fetch_sub(span.bytes(), Ordering::Relaxed);
-        HEAP.free_committed
+        COUNTERS.in_use.fetch_sub(span.bytes(), Ordering::Relaxed);
+        COUNTERS
+            .free_committed
             .fetch_add(span.bytes(), Ordering::Relaxed);
         span.set_kind(SpanKind::FreeRun);
         span.set_zeroed(false);
@@ -348,12 +349,12 @@ pub unsafe fn unlock() {
 /// A snapshot of the counters (relaxed; no lock, no allocation).
 pub fn stats() -> PageHeapStats {
     PageHeapStats {
-        mapped: HEAP.mapped.load(Ordering::Relaxed),
-        in_use: HEAP.in_use.load(Ordering::Relaxed),
-        free_committed: HEAP.free_committed.load(Ordering::Relaxed),
-        free_decommitted: HEAP.free_decommitted.load(Ordering::Relaxed),
-        decommits: HEAP.decommits.load(Ordering::Relaxed),
-        returned: HEAP.returned.load(Ordering::Relaxed),
+        mapped: COUNTERS.mapped.load(Ordering::Relaxed),
+        in_use: COUNTERS.in_use.load(Ordering::Relaxed),
+        free_committed: COUNTERS.free_committed.load(Ordering::Relaxed),
+        free_decommitted: COUNTERS.free_decommitted.load(Ordering::Relaxed),
+        decommits: COUNTERS.decommits.load(Ordering::Relaxed),
+        returned: COUNTERS.returned.load(Ordering::Relaxed),
     }
 }
 
@@ -397,8 +398,8 @@ impl Inner {
         run.set_range(base as usize, len / PAGE_SIZE);
         run.set_kind(SpanKind::FreeRun);
         run.set_zeroed(true);
-        HEAP.mapped.fetch_add(len, Ordering::Relaxed);
-        HEAP.free_decommitted.fetch_add(len, Ordering::Relaxed);
+        COUNTERS.mapped.fetch_add(len, Ordering::Relaxed);
+        COUNTERS.free_decommitted.fetch_add(len, Ordering::Relaxed);
         let run = self.coalesce(run, true);
         self.decommitted.insert(run);
         Some(run)
@@ -453,12 +454,12 @@ impl Inner {
         span.set_kind(SpanKind::Allocated);
         pagemap::set_range(span.start(), pages, span);
         let from = if decommitted {
-            &HEAP.free_decommitted
+            &COUNTERS.free_decommitted
         } else {
-            &HEAP.free_committed
+            &COUNTERS.free_committed
         };
         from.fetch_sub(bytes, Ordering::Relaxed);
-        HEAP.in_use.fetch_add(bytes, Ordering::Relaxed);
+        COUNTERS.in_use.fetch_add(bytes, Ordering::Relaxed);
         Some(span)
     }
 
@@ -518,11 +519,13 @@ impl Inner {
             self.lru.push_back(run);
             return false;
         }
-        HEAP.decommits.fetch_add(1, Ordering::Relaxed);
-        HEAP.returned.fetch_add(run.bytes(), Ordering::Relaxed);
-        HEAP.free_committed
+        COUNTERS.decommits.fetch_add(1, Ordering::Relaxed);
+        COUNTERS.returned.fetch_add(run.bytes(), Ordering::Relaxed);
+        COUNTERS
+            .free_committed
             .fetch_sub(run.bytes(), Ordering::Relaxed);
-        HEAP.free_decommitted
+        COUNTERS
+            .free_decommitted
             .fetch_add(run.bytes(), Ordering::Relaxed);
         run.set_zeroed(true);
         let run = self.coalesce(run, true);
@@ -554,8 +557,9 @@ impl Inner {
     fn forget(&mut self, run: &'static Span) {
         pagemap::clear_if(run.start(), run);
         pagemap::clear_if(run.end() - PAGE_SIZE, run);
-        HEAP.mapped.fetch_sub(run.bytes(), Ordering::Relaxed);
-        HEAP.free_decommitted
+        COUNTERS.mapped.fetch_sub(run.bytes(), Ordering::Relaxed);
+        COUNTERS
+            .free_decommitted
             .fetch_sub(run.bytes(), Ordering::Relaxed);
         span::free_record(run);
     }
@@ -601,7 +605,7 @@ impl Inner {
         if crate::decay::interval_ms() == u64::MAX || !crate::decay::budgets_apply() {
             return;
         }
-        while HEAP.free_committed.load(Ordering::Relaxed) > RETAINED_BUDGET_BYTES {
+        while COUNTERS.free_committed.load(Ordering::Relaxed) > RETAINED_BUDGET_BYTES {
             let Some(run) = self.lru.first() else {
                 break;
             };

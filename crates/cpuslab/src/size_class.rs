@@ -110,11 +110,11 @@ impl Class {
         }
     }
 
-    /// `offset / size()` without a division, exact for `offset < 2^SPAN_OFFSET_BITS`
-    /// (free-by-address computes it on every call).
+    /// The index of the object of this class starting `offset` bytes into a
+    /// span of it; `None` for any other offset (see [`ObjectCheck`]).
     #[inline]
-    pub const fn divide(self, offset: usize) -> usize {
-        ((offset as u64 * RECIPROCAL[self.0 as usize]) >> RECIPROCAL_SHIFT) as usize
+    pub const fn object_index(self, offset: usize) -> Option<usize> {
+        OBJECT_CHECKS[self.0 as usize].object_index(offset)
     }
 
     /// Whether an object of this class starts `offset` bytes into a span of
@@ -278,32 +278,12 @@ const fn build_objects_per_span() -> [u16; TABLE_LEN] {
     t
 }
 
-/// Shift of the reciprocals: exact division for every offset below
-/// 2^SPAN_OFFSET_BITS (a span is at most 512 pages, 2 MiB = 2^21 bytes) by every
-/// class size up to 2^18: the error of `offset * ceil(2^42 / size) >> 42` is below
-/// offset / 2^42 < 2^-21, smaller than the gap 1 / size between quotients.
-const RECIPROCAL_SHIFT: u32 = 42;
-/// Offsets the reciprocals divide exactly are below 2^this.
-pub const SPAN_OFFSET_BITS: u32 = 21;
-
-const fn build_reciprocals() -> [u64; TABLE_LEN] {
-    let mut t = [0u64; TABLE_LEN];
-    let mut i = 0;
-    while i < TABLE_LEN {
-        let size = CLASS_SIZE[i] as u64;
-        if size > 0 {
-            t[i] = (1u64 << RECIPROCAL_SHIFT).div_ceil(size);
-        }
-        i += 1;
-    }
-    t
-}
-
-/// Whether an offset into a span of one class is an object's start: `offset`
-/// is `j * size` for some `j < objects`. One multiply (by the inverse of the
-/// size's odd part), a rotation (by the size's power of two) and one compare
-/// (Hacker's Delight, 10-17): for such an offset the product, rotated, is `j`
-/// itself, and for any other 64-bit value it is not below the object count:
+/// Which object of one class starts at an offset into a span, if one does:
+/// `offset` is `j * size` for some `j < objects`, and `j` is the answer. One
+/// multiply (by the inverse of the size's odd part), a rotation (by the size's
+/// power of two) and one compare (Hacker's Delight, 10-17): for such an offset
+/// the product, rotated, is `j` itself, and for any other 64-bit value it is
+/// not below the object count:
 /// a result `q` below it, rotated back, is `q * 2^twos` without wrapping (as
 /// `q * size` is below the span's bytes), so `offset` equals `q * size`
 /// modulo 2^64, and both are below 2^64. C `free` checks every pointer with
@@ -341,13 +321,24 @@ impl ObjectCheck {
         twos: 0,
     };
 
-    /// Whether an object starts `offset` bytes into the span.
+    /// The index of the object starting `offset` bytes into the span, if one
+    /// does.
     #[inline(always)]
-    pub const fn starts_object(&self, offset: usize) -> bool {
+    pub const fn object_index(&self, offset: usize) -> Option<usize> {
         let q = (offset as u64)
             .wrapping_mul(self.odd_inverse)
             .rotate_right(self.twos as u32);
-        q < self.objects as u64
+        if q < self.objects as u64 {
+            Some(q as usize)
+        } else {
+            None
+        }
+    }
+
+    /// Whether an object starts `offset` bytes into the span.
+    #[inline(always)]
+    pub const fn starts_object(&self, offset: usize) -> bool {
+        self.object_index(offset).is_some()
     }
 }
 
@@ -370,7 +361,6 @@ static OBJECT_CHECKS: [ObjectCheck; TABLE_LEN] = build_object_checks();
 
 static CLASS_SIZE: [u32; TABLE_LEN] = CLASS_SIZE_TABLE;
 static SPAN_PAGES: [u16; TABLE_LEN] = build_span_pages();
-static RECIPROCAL: [u64; TABLE_LEN] = build_reciprocals();
 static OBJECTS_PER_SPAN: [u16; TABLE_LEN] = OBJECTS_PER_SPAN_TABLE;
 
 // Compile-time checks of the table's shape.
@@ -393,6 +383,11 @@ mod tests {
                 assert_eq!(
                     class.starts_object(offset),
                     expected,
+                    "{size} B at {offset}"
+                );
+                assert_eq!(
+                    class.object_index(offset),
+                    expected.then_some(offset / size),
                     "{size} B at {offset}"
                 );
             }
@@ -429,22 +424,6 @@ mod tests {
             }
         }
         assert_eq!(class_of(size, align), Some(c), "deterministic");
-    }
-
-    #[test]
-    fn reciprocal_division_is_exact_for_every_offset_in_a_span() {
-        for class in Class::all() {
-            let span_bytes = class.span_pages() * crate::os::PAGE_SIZE;
-            assert!(span_bytes <= 1 << SPAN_OFFSET_BITS);
-            for offset in (0..span_bytes).step_by(7).chain([span_bytes - 1]) {
-                assert_eq!(
-                    class.divide(offset),
-                    offset / class.size(),
-                    "{offset} / {}",
-                    class.size()
-                );
-            }
-        }
     }
 
     #[test]

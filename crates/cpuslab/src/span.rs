@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::meta;
 use crate::os::PAGE_SIZE;
-use crate::size_class::{Class, MAX_OBJECTS_PER_SPAN, SPAN_OFFSET_BITS};
+use crate::size_class::{Class, MAX_OBJECTS_PER_SPAN};
 use crate::sync::Lock;
 
 /// Bits per bitmap word.
@@ -336,20 +336,11 @@ impl Span {
 }
 
 /// Index of the object of `class` starting exactly at `addr` in a span
-/// starting at `start`; `None` for interior, misaligned or outside addresses.
+/// starting at `start`; `None` for interior, misaligned or outside addresses
+/// (a stale page-map entry's record: the object count bounds the offset).
 #[inline]
 pub fn object_index(start: usize, class: Class, addr: usize) -> Option<usize> {
-    let offset = addr.checked_sub(start)?;
-    if offset >= 1 << SPAN_OFFSET_BITS {
-        return None; // beyond any span (a stale page-map entry)
-    }
-    // A multiplication by the class's reciprocal, not a division: free by address
-    // runs this on every call.
-    let index = class.divide(offset);
-    if index * class.size() != offset || index >= class.objects_per_span() {
-        return None;
-    }
-    Some(index)
+    class.object_index(addr.checked_sub(start)?)
 }
 
 /// An intrusive doubly linked list of spans through `Span::link` (or
