@@ -10,16 +10,19 @@
 //! space a process uses is what it maps, as with any other chunk
 //! (`RLIMIT_AS` and overcommit apply as before).
 //!
-//! Every page of a range has a *mark*, a `u16`: 0, or, while a small-object
-//! span holds the page, the page's index in its span plus one (`mark`,
-//! `clear`). The marks lie after the ranges, in a column per class (staggered
-//! like the ranges), mapped with the chunks they describe.
+//! Every 16 bytes of a range (the alignment of every class's objects) have
+//! a bit in the class's *start map*: set while an object of a small-object
+//! span starts there (`mark`, `clear`), clear everywhere else, so one bit
+//! says both that the span is live and that an object starts at the
+//! address. The maps lie after the ranges, in a column per class (staggered
+//! like the ranges), mapped with the chunks they describe: a word of 64 bits
+//! per KiB of range, 1/128 of the mapped prefix.
 //!
 //! `object_class` then answers C `free` from one line of per-class data (a
-//! `Place`, found by a shift of the address): a subtraction and a compare with
-//! the prefix, one load (the page's mark: live, and where its span starts)
-//! and one multiply and compare (`ObjectCheck`). The page map still registers
-//! every span and answers every other question.
+//! `Place`, found by a shift and a mask of the address): a subtraction and a
+//! compare with the prefix, and one load and bit test of the start map,
+//! found from the address alone. The page map still registers every span
+//! and answers every other question.
 //!
 //! Why: a `free` that walked the page map (root, leaf, span record) made the
 //! per-CPU push wait for the walk's dependent loads
@@ -31,10 +34,10 @@
 //! its whole range, or the OS pages are not 4 KiB, spans come from the shared
 //! page heap as before, and `free` finds them through the page map.
 
-use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::os::{self, PAGE_SHIFT, PAGE_SIZE};
-use crate::size_class::{Class, ObjectCheck, NUM_CLASSES};
+use crate::os::{self, PAGE_SIZE};
+use crate::size_class::{Class, MIN_ALIGN, NUM_CLASSES};
 use crate::span::Span;
 
 /// Where range 0 starts: 48 TiB, below where Linux loads programs (PIE
@@ -51,46 +54,63 @@ const ALL_BYTES: usize = NUM_CLASSES << RANGE_SHIFT;
 /// working set of many classes thrashed it (`threads 30 1`: 13.4 -> 20 ns
 /// per step). An odd number of pages spreads them over every set.
 const STAGGER: usize = 9 * PAGE_SIZE;
-const MARK_BYTES: usize = core::mem::size_of::<u16>();
-/// Where the columns of marks start (one per class, staggered like the
-/// ranges, so that every class's first marks do not share a TLB set either),
-/// and the room of one column (the marks of every page of a range).
+/// Bytes of a range one bit of its start map covers.
+const GRANULE: usize = MIN_ALIGN;
+/// log2 of the bytes of a range one word of its start map covers (64
+/// granules: 1 KiB).
+const WORD_SHIFT: u32 = (u64::BITS as usize * GRANULE).trailing_zeros();
+const WORD_BYTES: usize = core::mem::size_of::<u64>();
+/// Where the columns of start maps begin (one per class, staggered like the
+/// ranges, so that every class's first words do not share a TLB set either),
+/// and the room of one column (the map of a whole range).
 const COLUMNS: usize = WINDOW + ALL_BYTES;
-const COLUMN_ROOM: usize = (RANGE_BYTES >> PAGE_SHIFT) * MARK_BYTES + STAGGER;
+const COLUMN_ROOM: usize = (RANGE_BYTES >> WORD_SHIFT) * WORD_BYTES + STAGGER;
 
 const _: () = assert!(NUM_CLASSES * STAGGER < RANGE_BYTES / 8);
+const _: () = assert!(1 << WORD_SHIFT == u64::BITS as usize * GRANULE);
 const _: () = assert!(WINDOW.is_multiple_of(RANGE_BYTES));
 const _: () = assert!(COLUMNS + NUM_CLASSES * COLUMN_ROOM <= 1 << 47);
 
 /// What `free` needs of a class from an address in its range: where the
-/// range and its column of marks start, its usable prefix (the bytes from
-/// the start that are mapped and have their marks; written under the class's
-/// page-heap lock), and its object check. In one cache line, found with one
-/// index.
-#[repr(C, align(64))]
+/// range starts, its usable prefix (the bytes from the start that are mapped
+/// and have their start map; written under the class's page-heap lock), and
+/// where its column would hold the word for address 0 (so that an address's
+/// word is found from the address alone, in parallel with the prefix's
+/// check). Found with one index.
+#[repr(C, align(32))]
 struct Place {
     start: usize,
     usable: AtomicUsize,
-    marks: usize,
-    check: ObjectCheck,
+    map_from_zero: usize,
 }
 
-/// Every class's place, by class index.
-static PLACES: [Place; NUM_CLASSES] = {
+/// Places in the table: the classes, rounded up to a power of two, so that
+/// the low bits of an address's range number index it with no bounds check.
+/// A range number whose low bits match a place's but lies elsewhere is
+/// refused by the place's prefix (it is below `start` or a range or more
+/// past it), and the places beyond the classes have an empty prefix.
+const PLACE_SLOTS: usize = NUM_CLASSES.next_power_of_two();
+
+const _: () = assert!((WINDOW >> RANGE_SHIFT).is_multiple_of(PLACE_SLOTS));
+/// log2 of a place's size.
+const PLACE_SHIFT: u32 = core::mem::size_of::<Place>().trailing_zeros();
+const _: () = assert!(core::mem::size_of::<Place>() == 1 << PLACE_SHIFT);
+
+/// Every class's place, by class index, then places that hold nothing.
+static PLACES: [Place; PLACE_SLOTS] = {
     let mut places = [const {
         Place {
             start: 0,
             usable: AtomicUsize::new(0),
-            marks: 0,
-            check: ObjectCheck::NOTHING,
+            map_from_zero: 0,
         }
-    }; NUM_CLASSES];
+    }; PLACE_SLOTS];
     let mut i = 0;
     while i < NUM_CLASSES {
         if let Some(class) = Class::from_index(i) {
             places[i].start = range_start(class);
-            places[i].marks = column(class);
-            places[i].check = class.object_check();
+            places[i].map_from_zero =
+                column(class).wrapping_sub((range_start(class) >> WORD_SHIFT) * WORD_BYTES);
         }
         i += 1;
     }
@@ -103,8 +123,8 @@ fn usable(class: Class) -> &'static AtomicUsize {
 }
 
 /// Per class: bytes of its column mapped (under the class's page-heap lock;
-/// marks are never unmapped, so a reader that saw a larger usable prefix
-/// still reads mapped marks).
+/// start maps are never unmapped, so a reader that saw a larger usable
+/// prefix still reads a mapped word).
 static COLUMN_MAPPED: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
 
 /// The start of `class`'s range.
@@ -117,7 +137,7 @@ const fn range_bytes(class: Class) -> usize {
     RANGE_BYTES - class.index() * STAGGER
 }
 
-/// Where `class`'s column of marks starts.
+/// Where `class`'s column (its start map) starts.
 const fn column(class: Class) -> usize {
     COLUMNS + class.index() * COLUMN_ROOM
 }
@@ -128,43 +148,80 @@ pub fn in_window(addr: usize) -> bool {
     addr.wrapping_sub(WINDOW) < ALL_BYTES
 }
 
-/// Where an address lies in a class range's mapped prefix: the class, the
-/// class's `Place`, and how far into the range.
+/// An address in a class range's mapped prefix, with its class and the
+/// class's `Place`.
 struct Located {
     class: Class,
     place: &'static Place,
-    in_range: usize,
+    addr: usize,
 }
 
 impl Located {
-    /// The mark of the page at `in_range + offset`.
+    /// The start-map word of the KiB holding `addr + offset`; the address's
+    /// bit is its granule's index modulo 64.
     ///
     /// # Safety
-    /// That page lies in the range's mapped prefix (or did: marks stay mapped).
+    /// That address lies in the range's mapped prefix (or did: start maps
+    /// stay mapped).
     #[inline(always)]
-    unsafe fn mark(&self, offset: usize) -> &'static AtomicU16 {
-        let at = self.place.marks + ((self.in_range + offset) >> PAGE_SHIFT) * MARK_BYTES;
+    unsafe fn word(&self, offset: usize) -> &'static AtomicU64 {
+        let at = self.word_address(offset);
         // SAFETY: mapped (caller), zero until written, aligned, never unmapped.
-        unsafe { &*(at as *const AtomicU16) }
+        unsafe { &*(at as *const AtomicU64) }
     }
+
+    /// Where the start-map word of the KiB holding `addr + offset` lies.
+    #[inline(always)]
+    fn word_address(&self, offset: usize) -> usize {
+        let word = (self.addr + offset) >> WORD_SHIFT;
+        self.place.map_from_zero.wrapping_add(word * WORD_BYTES)
+    }
+
+    /// Gives back the start-map pages that describe nothing but the `len`
+    /// bytes from `addr`, a free run (whose words are all zero): they stay
+    /// mapped and read as zero again.
+    fn release_map(&self, len: usize) {
+        let first = self.word_address(0);
+        // SAFETY: the words of a free run are zero, and `decommit` keeps to
+        // the whole pages inside: a page it gives back holds no other words.
+        unsafe { os::decommit(first as *mut u8, self.word_address(len) - first) };
+    }
+}
+
+/// Gives back the start-map pages of `run`, a free run of a class range that
+/// was just decommitted (they would stay resident otherwise: 1/128 of the
+/// run). Does nothing outside the ranges.
+pub fn release_start_map(run: &Span) {
+    if let Some(at) = locate(run.start()) {
+        at.release_map(run.bytes());
+    }
+}
+
+/// `addr`'s bit in its start-map word.
+#[inline(always)]
+const fn bit(addr: usize) -> u64 {
+    1 << ((addr / GRANULE) % u64::BITS as usize)
 }
 
 /// Where `addr` lies, if in a class range's mapped prefix.
 #[inline(always)]
 fn locate(addr: usize) -> Option<Located> {
-    // The window starts at a multiple of the range size: the index is the
-    // address's high bits less a constant, which folds into the table's
-    // address.
-    let index = (addr >> RANGE_SHIFT).wrapping_sub(WINDOW >> RANGE_SHIFT);
-    let place = PLACES.get(index)?;
-    let in_range = addr.wrapping_sub(place.start);
-    if in_range >= place.usable.load(Ordering::Acquire) {
+    // The window starts at a multiple of the table's length in ranges: the
+    // index is the low bits of the address's range number, taken already
+    // scaled to a place's size (one shift and one mask).
+    let at = (addr >> (RANGE_SHIFT - PLACE_SHIFT)) & ((PLACE_SLOTS - 1) << PLACE_SHIFT);
+    // SAFETY: `at` is a multiple of a place's size below the table's size.
+    let place = unsafe { &*PLACES.as_ptr().byte_add(at) };
+    if addr.wrapping_sub(place.start) >= place.usable.load(Ordering::Acquire) {
         return None;
     }
     Some(Located {
-        class: Class::from_index(index)?,
+        // SAFETY: only the places of classes have a prefix. Computed from
+        // the address, not loaded from the place: the per-CPU section's slot
+        // waits for the class, and a load there cost 1 ns per C pair.
+        class: unsafe { Class::from_index_unchecked(at >> PLACE_SHIFT) },
         place,
-        in_range,
+        addr,
     })
 }
 
@@ -178,18 +235,17 @@ pub fn class_at(addr: usize) -> Option<Class> {
 /// The class of the object starting at `addr`, if `addr` is the start of an
 /// object of a span in a class range (free objects included: their spans are
 /// live); `None` for anything else, including every address outside the
-/// ranges. Safe on any address: reads only mapped marks.
+/// ranges. Safe on any address: reads only a mapped start map.
 #[inline(always)]
 pub fn object_class(addr: usize) -> Option<Class> {
     let at = locate(addr)?;
-    // SAFETY: `addr` lies in the range's mapped prefix, whose marks are
+    if !addr.is_multiple_of(GRANULE) {
+        return None;
+    }
+    // SAFETY: `addr` lies in the range's mapped prefix, whose start map is
     // mapped (`locate`'s Acquire pairs with the Release that published it).
-    let mark = unsafe { at.mark(0) }.load(Ordering::Relaxed) as usize;
-    // The offset from the span's start. A page with no span (mark 0) gives
-    // an offset just below 0, wrapped, which `starts_object` refuses: no
-    // branch of its own.
-    let offset = ((mark << PAGE_SHIFT) | (addr & (PAGE_SIZE - 1))).wrapping_sub(PAGE_SIZE);
-    at.place.check.starts_object(offset).then_some(at.class)
+    let word = unsafe { at.word(0) }.load(Ordering::Relaxed);
+    (word & bit(addr) != 0).then_some(at.class)
 }
 
 /// Bytes of `class`'s range mapped from its start (its page heap's to move).
@@ -198,7 +254,7 @@ pub fn prefix(class: Class) -> usize {
 }
 
 /// Maps the next `len` bytes (a page multiple) of `class`'s range, after its
-/// mapped prefix, and their marks; returns where they start, or `None` when
+/// mapped prefix, and their start map; returns where they start, or `None` when
 /// the range is full, the place is taken or the OS pages are not ours (4 KiB:
 /// the stagger would misalign the ranges).
 ///
@@ -238,9 +294,8 @@ fn map_column(class: Class, end: usize) -> bool {
     let Some(mapped) = COLUMN_MAPPED.get(class.index()) else {
         return false;
     };
-    let pages = end.div_ceil(PAGE_SIZE);
     let from = mapped.load(Ordering::Relaxed);
-    let needed = (pages * MARK_BYTES).next_multiple_of(PAGE_SIZE);
+    let needed = (end.div_ceil(1 << WORD_SHIFT) * WORD_BYTES).next_multiple_of(PAGE_SIZE);
     if needed <= from {
         return true;
     }
@@ -251,8 +306,8 @@ fn map_column(class: Class, end: usize) -> bool {
     true
 }
 
-/// Bytes mapped for marks (statistics: metadata).
-pub fn marks_bytes() -> usize {
+/// Bytes mapped for start maps (statistics: metadata).
+pub fn start_map_bytes() -> usize {
     COLUMN_MAPPED
         .iter()
         .map(|column| column.load(Ordering::Relaxed))
@@ -272,9 +327,13 @@ pub unsafe fn shrink(class: Class, keep: usize) -> bool {
     if keep >= end || !os::os_page_aligned(keep) {
         return false;
     }
+    if let Some(at) = locate(range_start(class) + keep) {
+        at.release_map(end - keep);
+    }
     usable.store(keep, Ordering::Release);
     // SAFETY: mapped by `grow` and free (caller). New lookups no longer reach
-    // it; one that read the old prefix reads only marks, which stay mapped,
+    // it; one that read the old prefix reads only its start map, which stays
+    // mapped,
     // and the shared heap never merges with a run in the window.
     let unmapped = unsafe { os::unmap((range_start(class) + keep) as *mut u8, end - keep) };
     if !unmapped {
@@ -283,26 +342,42 @@ pub unsafe fn shrink(class: Class, keep: usize) -> bool {
     unmapped
 }
 
-/// Marks the pages of `span`, a small-object span in a class range, as held
-/// by it: `object_class` accepts its objects from now on.
+/// Sets the start-map bits of the objects of `span`, a small-object span in
+/// a class range, its class set: `object_class` accepts them from now on.
 pub fn mark(span: &Span) {
-    set_marks(span, |page| (page + 1) as u16);
+    let (Some(at), Some(class)) = (locate(span.start()), span.class()) else {
+        return;
+    };
+    // The span's words are its own (a word covers a KiB of one page) and
+    // zero (`clear`ed with the span before, or never used): each is stored
+    // once, whole.
+    let mut word_offset = 0;
+    let mut bits = 0;
+    for object in 0..class.objects_per_span() {
+        let offset = object * class.size();
+        if offset >> WORD_SHIFT != word_offset >> WORD_SHIFT {
+            // SAFETY: the span lies in the mapped prefix of its range (it
+            // came from there and is not given back yet).
+            unsafe { at.word(word_offset) }.store(bits, Ordering::Release);
+            word_offset = offset;
+            bits = 0;
+        }
+        bits |= bit(span.start() + offset);
+    }
+    // SAFETY: as above.
+    unsafe { at.word(word_offset) }.store(bits, Ordering::Release);
 }
 
-/// Clears the marks of `span` (given back to its page heap):
+/// Clears the start-map words of `span` (given back to its page heap):
 /// `object_class` rejects its addresses from now on.
 pub fn clear(span: &Span) {
-    set_marks(span, |_| 0);
-}
-
-fn set_marks(span: &Span, value: impl Fn(usize) -> u16) {
     let Some(at) = locate(span.start()) else {
         return;
     };
-    for page in 0..span.pages() {
+    for offset in (0..span.bytes()).step_by(1 << WORD_SHIFT) {
         // SAFETY: the span lies in the mapped prefix of its range (it came
-        // from there and is not given back yet), whose marks are mapped.
-        unsafe { at.mark(page << PAGE_SHIFT) }.store(value(page), Ordering::Release);
+        // from there and is not given back yet).
+        unsafe { at.word(offset) }.store(0, Ordering::Release);
     }
 }
 
@@ -331,7 +406,9 @@ mod tests {
             Some(class),
             "the next range"
         );
-        for addr in [0, 16, WINDOW - 1, COLUMNS, usize::MAX - 15] {
+        // A range number whose low bits index this class's place.
+        let alias = start + (PLACE_SLOTS << RANGE_SHIFT);
+        for addr in [0, 16, WINDOW - 1, COLUMNS, usize::MAX - 15, alias] {
             assert_eq!(class_at(addr), None, "{addr:#x}");
             assert_eq!(object_class(addr), None, "{addr:#x}");
         }
@@ -384,5 +461,31 @@ mod tests {
         clear(span);
         assert_eq!(object_class(span.start()), None, "cleared");
         crate::page_heap::free_span(span);
+    }
+
+    #[test]
+    fn the_start_map_agrees_with_division_at_every_address() {
+        let _serial = crate::test_serial();
+        for size in [16, 48, 80, 208, 1024, 1280, 5120, 40960] {
+            let class = crate::size_class::class_of(size, 16).unwrap();
+            let span = crate::page_heap::alloc_class_span(class).unwrap();
+            span.init_small(class);
+            mark(span);
+            let objects = class.objects_per_span();
+            for offset in (0..span.bytes()).step_by(8) {
+                let starts = offset % class.size() == 0 && offset / class.size() < objects;
+                assert_eq!(
+                    object_class(span.start() + offset),
+                    starts.then_some(class),
+                    "size {size}, offset {offset}"
+                );
+            }
+            assert_eq!(object_class(span.start() + 1), None, "unaligned");
+            clear(span);
+            for offset in (0..span.bytes()).step_by(16) {
+                assert_eq!(object_class(span.start() + offset), None, "cleared");
+            }
+            crate::page_heap::free_span(span);
+        }
     }
 }

@@ -529,6 +529,9 @@ impl Inner {
             .fetch_add(run.bytes(), Ordering::Relaxed);
         run.set_zeroed(true);
         let run = self.coalesce(run, true);
+        // Merged with its decommitted neighbours, the run may now cover
+        // whole pages of its class range's start map.
+        class_range::release_start_map(run);
         self.decommitted.insert(run);
         true
     }

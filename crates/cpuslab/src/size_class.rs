@@ -71,6 +71,17 @@ impl Class {
         }
     }
 
+    /// The class with this index, unchecked (for a fast path that knows
+    /// the index from an invariant rather than a compare).
+    ///
+    /// # Safety
+    /// `index < NUM_CLASSES`.
+    #[inline(always)]
+    pub const unsafe fn from_index_unchecked(index: usize) -> Class {
+        debug_assert!(index < NUM_CLASSES);
+        Class(index as u8)
+    }
+
     /// Position of this class in `0..NUM_CLASSES`.
     #[inline]
     pub const fn index(self) -> usize {

@@ -477,7 +477,7 @@ pub fn stats_into(out: &mut LowerStats) {
     out.page_heap = page_heap::stats();
     out.large = large::stats();
     out.metadata_mapped =
-        meta::mapped_bytes() + pagemap::node_bytes() + crate::class_range::marks_bytes();
+        meta::mapped_bytes() + pagemap::node_bytes() + crate::class_range::start_map_bytes();
     out.span_records = span::live_records();
     for (class, slot) in Class::all().zip(out.classes.iter_mut()) {
         *slot = central::class_stats(class);
