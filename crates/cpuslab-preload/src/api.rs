@@ -5,7 +5,7 @@ use core::ffi::{c_int, c_void};
 use core::ptr;
 
 use cpuslab::os::{errno, page_size, set_errno, EINVAL, ENOMEM};
-use cpuslab::{CpuSlab, MIN_ALIGN};
+use cpuslab::{CpuSlab, MAX_SMALL, MIN_ALIGN};
 
 /// Sets errno to ENOMEM and returns null: the failure tail of the allocating
 /// calls, out of line so that their fast paths make no call.
@@ -51,13 +51,13 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 }
 
 /// `malloc` after the inline pop: the per-CPU tier's slow path for small
-/// sizes, then the full path (large blocks, out of memory: errno).
+/// sizes (a tail call: it sets errno itself), else the full path (large
+/// blocks, out of memory: errno).
 #[cold]
 #[inline(never)]
 fn malloc_slow(size: usize) -> *mut c_void {
-    let block = cpuslab::alloc_small_missed(size);
-    if !block.is_null() {
-        return block.cast();
+    if size <= MAX_SMALL {
+        return cpuslab::alloc_small_missed(size).cast();
     }
     allocate(size, MIN_ALIGN, false)
 }

@@ -233,13 +233,23 @@ pub(crate) fn alloc_miss(class: Class) -> *mut u8 {
 }
 
 /// Refills this CPU's stack of `class` with a batch from the depot and returns
-/// one object of it (null when out of memory).
+/// one object of it; null, with errno ENOMEM, when out of memory (so that C
+/// `malloc`'s miss path returns what it gets, as a tail call).
 #[inline(never)]
 fn refill(class: Class) -> *mut u8 {
+    let object = refill_from_depot(class);
+    if object.is_null() {
+        os::set_errno(os::ENOMEM);
+    }
+    object
+}
+
+/// [`refill`] but for errno.
+fn refill_from_depot(class: Class) -> *mut u8 {
     crate::thread_cache::set_up_for_next_time();
     let region = match region() {
         Some(region) => region,
-        None if init() => return refill(class),
+        None if init() => return refill_from_depot(class),
         None => {
             decay_step();
             return depot::pop_one(class, home());

@@ -47,7 +47,8 @@ pub fn alloc_small_by_size(size: usize) -> Option<*mut u8> {
 
 /// After [`alloc_small_by_size`] returned None: the per-CPU tier's slow path
 /// for a small size (a restart, the thread's cache without rseq, a refill);
-/// null for a size above the classes and when out of memory.
+/// null for a size above [`MAX_SMALL`](crate::MAX_SMALL), and, with errno ENOMEM, when out of
+/// memory (so that C `malloc` returns it as is, as a tail call).
 pub fn alloc_small_missed(size: usize) -> *mut u8 {
     match class_of_layout(size, MIN_ALIGN) {
         Some(class) => cpu_cache::alloc_miss(class),

@@ -187,7 +187,7 @@ pub use global::{
     alloc_small_by_size, alloc_small_missed, free, owns, realloc, trim, usable_size, CpuSlab,
 };
 pub use rseq_core::{Counters, Index, Mode};
-pub use size_class::{MIN_ALIGN, NUM_CLASSES};
+pub use size_class::{MAX_SMALL, MIN_ALIGN, NUM_CLASSES};
 pub use stats::{cached_bytes_bound, print_stats, shelf_counters, stats, ClassStats, Stats};
 
 /// What integration tests and benchmarks need from the inside. Not a stable
