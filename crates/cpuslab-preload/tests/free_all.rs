@@ -1,6 +1,6 @@
 //! Free-all returns memory without `malloc_trim` (tests/c/free_all.c): a C
 //! program allocates about 1 GiB, frees it all, and 1 s later its resident set
-//! is at most the baseline + 40 MiB; `malloc_trim(0)` then leaves no more. In
+//! is at most the baseline + 48 MiB; `malloc_trim(0)` then leaves no more. In
 //! every rseq mode. And `CPUSLAB_BACKGROUND=1` starts the background thread.
 
 mod common;
@@ -15,8 +15,11 @@ use common::Mode;
 /// the per-CPU caches' slot arrays (16-17 MiB here), objects cached in the
 /// tiers and the retained free runs (11-13 MiB), metadata. It was 32 MiB
 /// before class ranges, which keep 3-4 MiB more here (+31 to +33 MiB against
-/// +28; their marks, each class's own page-map leaf and free runs).
-const ALLOWANCE_MIB: f64 = 40.0;
+/// +28; their start maps, each class's own page-map leaf and free runs).
+/// A program that moved between both CPUs while it freed (on a loaded
+/// machine) has both CPUs' caches filled: up to +40.7 MiB, seen in 2 of 10
+/// runs without rseq beside two busy loops, at `eddddc8` and after it.
+const ALLOWANCE_MIB: f64 = 48.0;
 
 fn binary() -> &'static PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();

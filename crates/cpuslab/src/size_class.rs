@@ -135,13 +135,6 @@ impl Class {
         OBJECT_CHECKS[self.0 as usize].starts_object(offset)
     }
 
-    /// The arithmetic behind [`starts_object`](Self::starts_object), to keep
-    /// beside other per-class data.
-    #[inline]
-    pub const fn object_check(self) -> ObjectCheck {
-        OBJECT_CHECKS[self.0 as usize]
-    }
-
     /// Every class in increasing size order.
     pub fn all() -> impl Iterator<Item = Class> {
         (0..NUM_CLASSES as u8).map(Class)
@@ -297,8 +290,9 @@ const fn build_objects_per_span() -> [u16; TABLE_LEN] {
 /// not below the object count:
 /// a result `q` below it, rotated back, is `q * 2^twos` without wrapping (as
 /// `q * size` is below the span's bytes), so `offset` equals `q * size`
-/// modulo 2^64, and both are below 2^64. C `free` checks every pointer with
-/// it, offsets wrapped below 0 included.
+/// modulo 2^64, and both are below 2^64. C `free` checks every pointer
+/// outside the class ranges with it (`span::object_index`); inside them the
+/// start map answers (`class_range`).
 #[derive(Clone, Copy, Debug)]
 pub struct ObjectCheck {
     odd_inverse: u64,
