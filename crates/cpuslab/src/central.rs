@@ -140,7 +140,7 @@ fn carve(list: &CentralFreeList, class: Class) -> bool {
         // class ranges reads it there); the page heap registered the span's
         // pages already, so this cannot fail.
         pagemap::set_small(span, class);
-        // In its class range, the marks: C `free` accepts its objects now.
+        // In its class range, the start map: C `free` accepts its objects now.
         class_range::mark(span);
         partial.push_front(span);
         list.spans.fetch_add(1, Ordering::Relaxed);

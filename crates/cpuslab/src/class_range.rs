@@ -178,12 +178,16 @@ impl Located {
     }
 
     /// Gives back the start-map pages that describe nothing but the `len`
-    /// bytes from `addr`, a free run (whose words are all zero): they stay
-    /// mapped and read as zero again.
-    fn release_map(&self, len: usize) {
+    /// bytes from `addr`: they stay mapped and read as zero again.
+    ///
+    /// # Safety
+    /// Those bytes are a free run of the class's page heap (so their words
+    /// are zero, and no `mark` writes them meanwhile), whose lock is held.
+    unsafe fn release_map(&self, len: usize) {
         let first = self.word_address(0);
-        // SAFETY: the words of a free run are zero, and `decommit` keeps to
-        // the whole pages inside: a page it gives back holds no other words.
+        // SAFETY: the words of a free run are zero (caller), and `decommit`
+        // keeps to the whole pages inside: a page it gives back holds no
+        // word of anything else.
         unsafe { os::decommit(first as *mut u8, self.word_address(len) - first) };
     }
 }
@@ -191,9 +195,13 @@ impl Located {
 /// Gives back the start-map pages of `run`, a free run of a class range that
 /// was just decommitted (they would stay resident otherwise: 1/128 of the
 /// run). Does nothing outside the ranges.
-pub fn release_start_map(run: &Span) {
+///
+/// # Safety
+/// `run` is a free run of its class's page heap, whose lock is held.
+pub unsafe fn release_start_map(run: &Span) {
     if let Some(at) = locate(run.start()) {
-        at.release_map(run.bytes());
+        // SAFETY: forwarded contract.
+        unsafe { at.release_map(run.bytes()) };
     }
 }
 
@@ -328,7 +336,8 @@ pub unsafe fn shrink(class: Class, keep: usize) -> bool {
         return false;
     }
     if let Some(at) = locate(range_start(class) + keep) {
-        at.release_map(end - keep);
+        // SAFETY: `[keep, end)` is a free run (caller), under the lock.
+        unsafe { at.release_map(end - keep) };
     }
     usable.store(keep, Ordering::Release);
     // SAFETY: mapped by `grow` and free (caller). New lookups no longer reach
@@ -461,6 +470,58 @@ mod tests {
         clear(span);
         assert_eq!(object_class(span.start()), None, "cleared");
         crate::page_heap::free_span(span);
+    }
+
+    /// Whether the 4 KiB page holding `addr` is resident.
+    fn resident(addr: usize) -> bool {
+        let mut vec = 0u8;
+        let page = addr & !(PAGE_SIZE - 1);
+        // SAFETY: a mapped page (a start map's), one byte of result.
+        let rc = unsafe { libc::mincore(page as *mut libc::c_void, PAGE_SIZE, &mut vec) };
+        assert_eq!(rc, 0, "mincore");
+        vec & 1 != 0
+    }
+
+    #[test]
+    fn map_pages_under_a_decommitted_run_go_back_and_live_neighbours_keep_their_bits() {
+        let _serial = crate::test_serial();
+        // A class nothing else here uses; more than 2 MiB of its spans.
+        let class = crate::size_class::class_of(3072, 16).unwrap();
+        let mut spans = std::vec::Vec::new();
+        while spans.len() * class.span_pages() * PAGE_SIZE < 3 << 20 {
+            let span = crate::page_heap::alloc_class_span(class).unwrap();
+            span.init_small(class);
+            mark(span);
+            spans.push(span);
+        }
+        spans.sort_by_key(|span| span.start());
+        let (first, last) = (spans[0], spans[spans.len() - 1]);
+        let inner = &spans[1..spans.len() - 1];
+        // A 512 KiB block of the range, described by one map page, inside
+        // the spans that go back.
+        let map_page_covers = (PAGE_SIZE / WORD_BYTES) << WORD_SHIFT;
+        let block = (inner[0].start() + map_page_covers).next_multiple_of(map_page_covers);
+        assert!(block + map_page_covers <= inner[inner.len() - 1].end());
+        let word_at = |addr: usize| locate(addr).unwrap().word_address(0);
+        assert!(resident(word_at(block)), "marked spans' map page");
+        for &span in inner {
+            clear(span);
+            crate::page_heap::free_span(span);
+        }
+        crate::page_heap::trim();
+        assert!(
+            !resident(word_at(block)),
+            "the map page of a decommitted run is still resident"
+        );
+        for span in [first, last] {
+            let objects = class.objects_per_span();
+            for object in [0, objects - 1] {
+                let addr = span.start() + object * class.size();
+                assert_eq!(object_class(addr), Some(class), "a live neighbour's object");
+            }
+            clear(span);
+            crate::page_heap::free_span(span);
+        }
     }
 
     #[test]

@@ -32,10 +32,10 @@ fn alloc_small(class: Class) -> *mut u8 {
 
 /// For C `malloc`: a block of `size` bytes (aligned to [`MIN_ALIGN`]) of a
 /// small class from this CPU's cache, the inline pop alone; None for a size
-/// above the classes and when the pop misses, for which the caller takes
-/// [`alloc_small_missed`] and then the full path ([`GlobalAlloc::alloc`]:
-/// large blocks; errno) as tail calls, so that its fast path saves no
-/// register.
+/// above the classes and when the pop misses, for which the caller takes, as
+/// tail calls so that its fast path saves no register, [`alloc_small_missed`]
+/// for a small size (it sets errno itself) and the full path
+/// ([`GlobalAlloc::alloc`]: large blocks; errno) for a larger one.
 #[inline(always)]
 pub fn alloc_small_by_size(size: usize) -> Option<*mut u8> {
     let class = class_of_layout(size, MIN_ALIGN)?;

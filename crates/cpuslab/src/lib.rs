@@ -86,8 +86,8 @@
 //   large block), with its record (`span.rs`);
 // * **chunk**: memory mapped from the OS in bulk (page-heap chunks, metadata
 //   chunks), never handed out as it is;
-// * **class range**: address space set aside for one class's spans, and a
-//   page's **mark** there (live, and its index in its span);
+// * **class range**: address space set aside for one class's spans, and its
+//   **start map** (a bit per 16 bytes: an object of a live span starts there);
 // * **shelf**: one CPU's (or concurrency id's) part of the per-CPU tier: the
 //   stack headers of every class, their counters, then each class's slot array;
 // * **stack**: rseq-core's per-CPU pointer stack, one per shelf and class;

@@ -531,7 +531,8 @@ impl Inner {
         let run = self.coalesce(run, true);
         // Merged with its decommitted neighbours, the run may now cover
         // whole pages of its class range's start map.
-        class_range::release_start_map(run);
+        // SAFETY: a free run of this heap, whose lock is held.
+        unsafe { class_range::release_start_map(run) };
         self.decommitted.insert(run);
         true
     }

@@ -130,6 +130,7 @@ impl Class {
 
     /// Whether an object of this class starts `offset` bytes into a span of
     /// it (see [`ObjectCheck`]).
+    #[cfg(test)]
     #[inline]
     pub const fn starts_object(self, offset: usize) -> bool {
         OBJECT_CHECKS[self.0 as usize].starts_object(offset)
@@ -320,7 +321,7 @@ impl ObjectCheck {
     }
 
     /// A check that accepts nothing.
-    pub const NOTHING: ObjectCheck = ObjectCheck {
+    const NOTHING: ObjectCheck = ObjectCheck {
         odd_inverse: 0,
         objects: 0,
         twos: 0,
@@ -341,6 +342,7 @@ impl ObjectCheck {
     }
 
     /// Whether an object starts `offset` bytes into the span.
+    #[cfg(test)]
     #[inline(always)]
     pub const fn starts_object(&self, offset: usize) -> bool {
         self.object_index(offset).is_some()
@@ -396,8 +398,8 @@ mod tests {
                     "{size} B at {offset}"
                 );
             }
-            // Offsets wrapped below 0 (a page whose mark is 0, see class_range):
-            // never an object start.
+            // Offsets wrapped below 0 (an address before a span's start, as a
+            // subtraction without a check would give): never an object start.
             for back in (1..=2 * PAGE_SIZE).step_by(8).chain([size]) {
                 assert!(
                     !class.starts_object(0usize.wrapping_sub(back)),

@@ -102,9 +102,9 @@ fn trim_gives_back_the_free_end_of_a_range() {
     let _one = one_at_a_time();
     let size = 6000; // a class nothing else in this binary uses
     let class = class_of(size, 16).unwrap();
-    // About 23 MiB (6144-byte objects): many chunks of the range, and marks
-    // on three pages of the class's column (one holds the marks of 8 MiB),
-    // each mapped as the range grew.
+    // About 23 MiB (6144-byte objects): many chunks of the range, and a
+    // start map over many pages of the class's column (one covers 512 KiB),
+    // mapped as the range grew.
     let blocks = allocate(size, 4000);
     for &p in &blocks {
         assert_eq!(class_range_object(p as usize), Some(class), "{p:?}");
@@ -113,7 +113,7 @@ fn trim_gives_back_the_free_end_of_a_range() {
     let last = *blocks.iter().max().unwrap() as usize;
     assert!(
         last - class_range_start(class) > 16 << 20,
-        "the blocks should reach the third page of marks"
+        "the blocks should reach well into the range"
     );
     assert_eq!(class_range_of(last), Some(class));
     free_by_address(blocks);
