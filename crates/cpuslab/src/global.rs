@@ -21,13 +21,20 @@ pub struct CpuSlab;
 
 #[inline(always)]
 fn alloc_small(class: Class) -> *mut u8 {
-    let region = cpu_cache::fast_region();
-    if let Some(object) = cpu_cache::stacks(region, class).try_pop() {
-        #[cfg(feature = "op-counters")]
-        cpu_cache::note_operation(class, true);
-        return object;
+    match pop(class) {
+        Some(object) => object,
+        None => cpu_cache::alloc_miss(class),
     }
-    cpu_cache::alloc_miss(class)
+}
+
+/// One inline pop from this CPU's stack of `class`; None on anything but
+/// success (the miss path retries).
+#[inline(always)]
+fn pop(class: Class) -> Option<*mut u8> {
+    let object = cpu_cache::stacks(cpu_cache::fast_region(), class).try_pop()?;
+    #[cfg(feature = "op-counters")]
+    cpu_cache::note_operation(class, true);
+    Some(object)
 }
 
 /// For C `malloc`: a block of `size` bytes (aligned to [`MIN_ALIGN`]) of a
@@ -38,17 +45,14 @@ fn alloc_small(class: Class) -> *mut u8 {
 /// ([`GlobalAlloc::alloc`]: large blocks; errno) for a larger one.
 #[inline(always)]
 pub fn alloc_small_by_size(size: usize) -> Option<*mut u8> {
-    let class = class_of_layout(size, MIN_ALIGN)?;
-    let object = cpu_cache::stacks(cpu_cache::fast_region(), class).try_pop()?;
-    #[cfg(feature = "op-counters")]
-    cpu_cache::note_operation(class, true);
-    Some(object)
+    pop(class_of_layout(size, MIN_ALIGN)?)
 }
 
 /// After [`alloc_small_by_size`] returned None: the per-CPU tier's slow path
 /// for a small size (a restart, the thread's cache without rseq, a refill);
-/// null for a size above [`MAX_SMALL`](crate::MAX_SMALL), and, with errno ENOMEM, when out of
-/// memory (so that C `malloc` returns it as is, as a tail call).
+/// null for a size above [`MAX_SMALL`](crate::MAX_SMALL), and, with errno
+/// ENOMEM, when out of memory (so that C `malloc` returns it as is, as a tail
+/// call).
 pub fn alloc_small_missed(size: usize) -> *mut u8 {
     match class_of_layout(size, MIN_ALIGN) {
         Some(class) => cpu_cache::alloc_miss(class),

@@ -128,14 +128,6 @@ impl Class {
         OBJECT_CHECKS[self.0 as usize].object_index(offset)
     }
 
-    /// Whether an object of this class starts `offset` bytes into a span of
-    /// it (see [`ObjectCheck`]).
-    #[cfg(test)]
-    #[inline]
-    pub const fn starts_object(self, offset: usize) -> bool {
-        OBJECT_CHECKS[self.0 as usize].starts_object(offset)
-    }
-
     /// Every class in increasing size order.
     pub fn all() -> impl Iterator<Item = Class> {
         (0..NUM_CLASSES as u8).map(Class)
@@ -340,13 +332,6 @@ impl ObjectCheck {
             None
         }
     }
-
-    /// Whether an object starts `offset` bytes into the span.
-    #[cfg(test)]
-    #[inline(always)]
-    pub const fn starts_object(&self, offset: usize) -> bool {
-        self.object_index(offset).is_some()
-    }
 }
 
 const fn build_object_checks() -> [ObjectCheck; TABLE_LEN] {
@@ -381,14 +366,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn starts_object_agrees_with_division_on_every_offset_of_a_span() {
+    fn object_index_agrees_with_division_on_every_offset_of_a_span() {
         for class in Class::all() {
             let size = class.size();
             let end = class.span_pages() * PAGE_SIZE + 2 * size;
             for offset in (0..end).step_by(16).chain([1, 8, size - 1, size + 1]) {
                 let expected = offset % size == 0 && offset / size < class.objects_per_span();
                 assert_eq!(
-                    class.starts_object(offset),
+                    class.object_index(offset).is_some(),
                     expected,
                     "{size} B at {offset}"
                 );
@@ -402,7 +387,7 @@ mod tests {
             // subtraction without a check would give): never an object start.
             for back in (1..=2 * PAGE_SIZE).step_by(8).chain([size]) {
                 assert!(
-                    !class.starts_object(0usize.wrapping_sub(back)),
+                    class.object_index(0usize.wrapping_sub(back)).is_none(),
                     "{size} B, {back} below 0"
                 );
             }
