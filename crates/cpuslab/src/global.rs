@@ -13,7 +13,7 @@ use crate::first_use;
 use crate::large;
 use crate::owner::{self, Found, LargeAt, Owner};
 use crate::report;
-use crate::size_class::{class_of, class_of_layout, Class, MIN_ALIGN};
+use crate::size_class::{class_of, class_of_layout, table_class, Class, MIN_ALIGN};
 
 /// The allocator: `#[global_allocator] static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;`
 #[derive(Clone, Copy, Debug, Default)]
@@ -87,6 +87,35 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
     }
 }
 
+/// [`GlobalAlloc::alloc`] for a layout beyond the class table (large, or
+/// aligned beyond [`MIN_ALIGN`]): out of line, so that the table's case is a
+/// straight line with no stack frame.
+#[inline(never)]
+fn alloc_by_layout(layout: Layout) -> *mut u8 {
+    match class_of_layout(layout.size(), layout.align()) {
+        Some(class) => alloc_small(class),
+        None => alloc_large(layout, false),
+    }
+}
+
+/// [`GlobalAlloc::dealloc`] for a layout beyond the class table, as
+/// [`alloc_by_layout`].
+///
+/// # Safety
+/// `ptr` is a live block allocated for `layout` that nobody uses after this.
+#[inline(never)]
+unsafe fn dealloc_by_layout(ptr: *mut u8, layout: Layout) {
+    match class_of_layout(layout.size(), layout.align()) {
+        // SAFETY: the caller frees a block it got for this layout, hence of
+        // the class computed the same way on alloc.
+        Some(class) => unsafe { dealloc_small(class, ptr) },
+        // SAFETY: as above, a large block.
+        None => unsafe {
+            large::free_large(ptr);
+        },
+    }
+}
+
 // SAFETY: every returned block is fresh (taken from a free list or mapped),
 // aligned as the layout asks (classes are multiples of the alignment; large
 // mappings are aligned), at least layout.size() bytes, and handed out once until
@@ -94,22 +123,21 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
 unsafe impl GlobalAlloc for CpuSlab {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match class_of_layout(layout.size(), layout.align()) {
+        match table_class(layout.size(), layout.align()) {
             Some(class) => alloc_small(class),
-            None => alloc_large(layout, false),
+            None => alloc_by_layout(layout),
         }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match class_of_layout(layout.size(), layout.align()) {
+        match table_class(layout.size(), layout.align()) {
             // SAFETY: the caller frees a block it got for this layout, hence of
-            // the class computed the same way on alloc.
+            // the class computed the same way on alloc (`table_class` and
+            // `class_of_layout` agree).
             Some(class) => unsafe { dealloc_small(class, ptr) },
-            // SAFETY: as above, a large block.
-            None => unsafe {
-                large::free_large(ptr);
-            },
+            // SAFETY: forwarded contract.
+            None => unsafe { dealloc_by_layout(ptr, layout) },
         }
     }
 

@@ -170,6 +170,25 @@ static SMALL_CLASS: [u8; TABLE_LIMIT / MIN_ALIGN + 1] = {
     table
 };
 
+/// The class of a request up to `TABLE_LIMIT` bytes at an alignment up to
+/// [`MIN_ALIGN`], by one table load; None for any other request (which
+/// [`class_of_layout`] answers). The Rust entry points' straight line.
+#[inline(always)]
+pub fn table_class(size: usize, align: usize) -> Option<Class> {
+    // Two compare-and-branch pairs (not a combined flag, which costs two more
+    // instructions on the straight line).
+    if size > TABLE_LIMIT {
+        core::hint::cold_path();
+        return None;
+    }
+    if align > MIN_ALIGN {
+        core::hint::cold_path();
+        return None;
+    }
+    // Every class is a multiple of MIN_ALIGN: no rounding to the alignment.
+    Some(Class(SMALL_CLASS[size.div_ceil(MIN_ALIGN)]))
+}
+
 /// [`class_of`] for a `Layout`'s size and alignment (a power of two, which `Layout`
 /// guarantees): small requests take one table load.
 #[inline(always)]
@@ -447,6 +466,15 @@ mod tests {
                     class_of(size, align),
                     "{size} at {align}"
                 );
+                // The entry points' straight line answers exactly the table's
+                // requests, and as the arithmetic does.
+                let in_table = size <= TABLE_LIMIT && align <= MIN_ALIGN;
+                let expected = if in_table {
+                    class_of(size, align)
+                } else {
+                    None
+                };
+                assert_eq!(table_class(size, align), expected, "{size} at {align}");
             }
         }
     }
