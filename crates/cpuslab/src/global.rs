@@ -1,8 +1,9 @@
 //! The front end: [`CpuSlab`] (`GlobalAlloc`) and the by-address entry points of
 //! the C API. The whole fast path is on this screen: size class, one attempt at a
 //! restartable pop or push on this CPU's stack; everything else (restarts, the
-//! fallback, refills, overflows) is one cold tail call, so the fast path needs no
-//! callee-saved registers.
+//! fallback, refills, overflows) is one cold tail call, and so is a layout
+//! beyond the class table, so the fast path needs no callee-saved registers
+//! and no stack frame.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
@@ -87,9 +88,9 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
     }
 }
 
-/// [`GlobalAlloc::alloc`] for a layout beyond the class table (large, or
-/// aligned beyond [`MIN_ALIGN`]): out of line, so that the table's case is a
-/// straight line with no stack frame.
+/// [`GlobalAlloc::alloc`] for a layout beyond the class table (above 1 KiB,
+/// or aligned beyond [`MIN_ALIGN`]): out of line, so that the table's case is
+/// a straight line with no stack frame.
 #[inline(never)]
 fn alloc_by_layout(layout: Layout) -> *mut u8 {
     match class_of_layout(layout.size(), layout.align()) {
@@ -109,7 +110,8 @@ unsafe fn dealloc_by_layout(ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller frees a block it got for this layout, hence of
         // the class computed the same way on alloc.
         Some(class) => unsafe { dealloc_small(class, ptr) },
-        // SAFETY: as above, a large block.
+        // SAFETY: the layout has no class, here nor on alloc, so alloc took
+        // the large tier: a live large block, given up by the caller.
         None => unsafe {
             large::free_large(ptr);
         },
@@ -145,13 +147,10 @@ unsafe impl GlobalAlloc for CpuSlab {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         match class_of_layout(layout.size(), layout.align()) {
             Some(class) => {
-                let region = cpu_cache::fast_region();
-                let Some(object) = cpu_cache::stacks(region, class).try_pop() else {
+                let Some(object) = pop(class) else {
                     // The miss path knows which memory is fresh (no memset).
                     return cpu_cache::alloc_zeroed_miss(class, layout.size());
                 };
-                #[cfg(feature = "op-counters")]
-                cpu_cache::note_operation(class, true);
                 // SAFETY: a free block of at least layout.size() bytes, now ours.
                 unsafe { ptr::write_bytes(object, 0, layout.size()) };
                 object

@@ -170,11 +170,13 @@ static SMALL_CLASS: [u8; TABLE_LIMIT / MIN_ALIGN + 1] = {
     table
 };
 
-/// The class of a request up to `TABLE_LIMIT` bytes at an alignment up to
-/// [`MIN_ALIGN`], by one table load; None for any other request (which
-/// [`class_of_layout`] answers). The Rust entry points' straight line.
+/// The class of a request up to `TABLE_LIMIT` bytes at an alignment (a power
+/// of two, which `Layout` guarantees) up to [`MIN_ALIGN`], by one table load;
+/// None for any other request (which [`class_of_layout`] answers). The Rust
+/// entry points' straight line.
 #[inline(always)]
 pub fn table_class(size: usize, align: usize) -> Option<Class> {
+    debug_assert!(align.is_power_of_two());
     // Two compare-and-branch pairs (not a combined flag, which costs two more
     // instructions on the straight line).
     if size > TABLE_LIMIT {
@@ -185,8 +187,15 @@ pub fn table_class(size: usize, align: usize) -> Option<Class> {
         core::hint::cold_path();
         return None;
     }
+    Some(table_load(size))
+}
+
+/// The table's class of `size` (<= `TABLE_LIMIT`) at an alignment up to
+/// [`MIN_ALIGN`].
+#[inline(always)]
+fn table_load(size: usize) -> Class {
     // Every class is a multiple of MIN_ALIGN: no rounding to the alignment.
-    Some(Class(SMALL_CLASS[size.div_ceil(MIN_ALIGN)]))
+    Class(SMALL_CLASS[size.div_ceil(MIN_ALIGN)])
 }
 
 /// [`class_of`] for a `Layout`'s size and alignment (a power of two, which `Layout`
@@ -197,9 +206,8 @@ pub fn class_of_layout(size: usize, align: usize) -> Option<Class> {
     if align > MIN_ALIGN {
         return class_of(size, align);
     }
-    // Every class is a multiple of MIN_ALIGN: no rounding to the alignment.
     if size <= TABLE_LIMIT {
-        Some(Class(SMALL_CLASS[size.div_ceil(MIN_ALIGN)]))
+        Some(table_load(size))
     } else if size <= MAX_SMALL {
         Some(Class(index_of_size(size) as u8))
     } else {
