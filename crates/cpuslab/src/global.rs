@@ -88,7 +88,7 @@ fn alloc_large(layout: Layout, zeroed: bool) -> *mut u8 {
     }
 }
 
-/// [`GlobalAlloc::alloc`] for a layout beyond the class table (above 1 KiB,
+/// [`GlobalAlloc::alloc`] for a layout beyond the class table (above 32 KiB,
 /// or aligned beyond [`MIN_ALIGN`]): out of line, so that the table's case is
 /// a straight line with no stack frame.
 #[inline(never)]
