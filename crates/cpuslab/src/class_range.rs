@@ -176,20 +176,6 @@ impl Located {
         let word = (self.addr + offset) >> WORD_SHIFT;
         self.place.map_from_zero.wrapping_add(word * WORD_BYTES)
     }
-
-    /// Gives back the start-map pages that describe nothing but the `len`
-    /// bytes from `addr`: they stay mapped and read as zero again.
-    ///
-    /// # Safety
-    /// Those bytes are a free run of the class's page heap (so their words
-    /// are zero, and no `mark` writes them meanwhile), whose lock is held.
-    unsafe fn release_map(&self, len: usize) {
-        let first = self.word_address(0);
-        // SAFETY: the words of a free run are zero (caller), and `decommit`
-        // keeps to the whole pages inside: a page it gives back holds no
-        // word of anything else.
-        unsafe { os::decommit(first as *mut u8, self.word_address(len) - first) };
-    }
 }
 
 /// Gives back the start-map pages of `run`, a free run of a class range that
@@ -199,10 +185,26 @@ impl Located {
 /// # Safety
 /// `run` is a free run of its class's page heap, whose lock is held.
 pub unsafe fn release_start_map(run: &Span) {
-    if let Some(at) = locate(run.start()) {
-        // SAFETY: forwarded contract.
-        unsafe { at.release_map(run.bytes()) };
-    }
+    // SAFETY: forwarded contract.
+    unsafe { release_map(run.start(), run.bytes()) };
+}
+
+/// Gives back the start-map pages that describe nothing but the `len` bytes
+/// from `addr`: they stay mapped and read as zero again. Does nothing outside
+/// the ranges.
+///
+/// # Safety
+/// Those bytes are a free run of their class's page heap (so their words are
+/// zero, and no `mark` writes them meanwhile), whose lock is held.
+unsafe fn release_map(addr: usize, len: usize) {
+    let Some(at) = locate(addr) else {
+        return;
+    };
+    let first = at.word_address(0);
+    // SAFETY: the words of a free run are zero (caller), and `decommit` keeps
+    // to the whole pages inside: a page it gives back holds no word of
+    // anything else.
+    unsafe { os::decommit(first as *mut u8, at.word_address(len) - first) };
 }
 
 /// `addr`'s bit in its start-map word.
@@ -335,15 +337,12 @@ pub unsafe fn shrink(class: Class, keep: usize) -> bool {
     if keep >= end || !os::os_page_aligned(keep) {
         return false;
     }
-    if let Some(at) = locate(range_start(class) + keep) {
-        // SAFETY: `[keep, end)` is a free run (caller), under the lock.
-        unsafe { at.release_map(end - keep) };
-    }
+    // SAFETY: `[keep, end)` is a free run (caller), under the lock.
+    unsafe { release_map(range_start(class) + keep, end - keep) };
     usable.store(keep, Ordering::Release);
     // SAFETY: mapped by `grow` and free (caller). New lookups no longer reach
     // it; one that read the old prefix reads only its start map, which stays
-    // mapped,
-    // and the shared heap never merges with a run in the window.
+    // mapped, and the shared heap never merges with a run in the window.
     let unmapped = unsafe { os::unmap((range_start(class) + keep) as *mut u8, end - keep) };
     if !unmapped {
         usable.store(end, Ordering::Release);
