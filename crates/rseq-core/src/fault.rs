@@ -7,9 +7,13 @@
 //!   so that a remote stop, drain and resume lands between them;
 //! * deliberately broken stack sections, to prove that the stress test catches
 //!   each bug class: a restart that does not re-arm `rseq_cs`, and the header
-//!   loaded `top` first (the remote-race bug);
+//!   loaded `top` first (the remote-race bug); and a capacity raise that does
+//!   not take the slot's lock;
+//! * a delay in every capacity raise, between its load of the capacity and its
+//!   store, counted, so that a remote stop begins inside it;
 //! * a hold: a remote stop keeps the stack stopped for a while after its fence,
-//!   so that the sections the fence aborted restart while it is stopped;
+//!   so that the sections the fence aborted restart while it is stopped, and
+//!   again before it resumes, so that what it changes is in flight for a while;
 //! * a switch that pretends membarrier is missing, to exercise the fence's fallback.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -36,6 +40,9 @@ pub enum Broken {
     /// after a remote stop's fence can pair the pre-drain `top` with the resumed
     /// `capacity`.
     LoadOrder = 2,
+    /// `raise_capacity` without the slot's lock: a stop that begins between its
+    /// load and its store ends at the store, while the remote still works.
+    RaiseUnlocked = 3,
 }
 
 /// Spin `spins` `pause` instructions inside every section (0: none).
@@ -58,7 +65,8 @@ pub(crate) fn header_delay_spins() -> u32 {
 }
 
 /// Spin `spins` `pause` instructions in every remote stop, after its fence and
-/// before the caller's closure runs (0: none).
+/// before the caller's closure runs, and again after it, before the resume (0:
+/// none).
 pub fn set_stop_hold_spins(spins: u32) {
     STOP_HOLD_SPINS.store(spins, Ordering::Relaxed);
 }
@@ -75,8 +83,8 @@ pub fn header_delays() -> u64 {
     HEADER_DELAYS.load(Ordering::Relaxed)
 }
 
-/// Make the stack sections carry `bug` (single pop and push; the batch sections
-/// stay correct).
+/// Make the stack sections (single pop and push; the batch sections stay
+/// correct), or the capacity raise, carry `bug`.
 pub fn set_broken(bug: Broken) {
     BROKEN.store(bug as u8, Ordering::Relaxed);
 }
@@ -85,8 +93,26 @@ pub(crate) fn broken() -> Broken {
     match BROKEN.load(Ordering::Relaxed) {
         1 => Broken::Restart,
         2 => Broken::LoadOrder,
+        3 => Broken::RaiseUnlocked,
         _ => Broken::Nothing,
     }
+}
+
+/// Capacity raises that ran their delay (see [`delay_raise`]).
+static RAISE_DELAYS: AtomicU64 = AtomicU64::new(0);
+
+/// The delay of a capacity raise, between its load and its store: the header
+/// delay's length (so that a stop, with its hold, fits inside), counted.
+pub(crate) fn delay_raise() {
+    RAISE_DELAYS.fetch_add(1, Ordering::Relaxed);
+    for _ in 0..HEADER_DELAY_SPINS.load(Ordering::Relaxed) {
+        core::hint::spin_loop();
+    }
+}
+
+/// How many capacity raises ran their delay: proof that raises happened.
+pub fn raise_delays() -> u64 {
+    RAISE_DELAYS.load(Ordering::Relaxed)
 }
 
 /// Raise `signal` once, in the next own-mode registration, between its check and

@@ -18,7 +18,8 @@
 //! * **The fallback**: the same operations under per-CPU locks keyed by
 //!   `sched_getcpu()`, chosen process-wide when rseq is unavailable.
 //! * **Remote access** to another CPU's stack ([`PerCpu::with_stopped`]): mark it
-//!   stopped, then a membarrier RSEQ fence, then exclusive access.
+//!   stopped, then a membarrier RSEQ fence, then exclusive access; and a raise
+//!   of its capacity without a stop ([`PerCpu::raise_capacity`]).
 //!
 //! # What it may not touch
 //!

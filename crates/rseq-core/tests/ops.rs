@@ -188,6 +188,41 @@ fn install_gives_an_inert_stack_its_slots_once() {
 }
 
 #[test]
+fn a_raised_capacity_admits_more_without_a_stop() {
+    setup();
+    pin_to_first_allowed_cpu();
+    let mut memory = Region::<Stack>::new();
+    let stack = memory.view(Index::Cpu);
+    let here = Index::Cpu.current();
+    let mut slots = vec![std::ptr::null_mut(); 4];
+    // SAFETY: the slot array (4 pointers) outlives the region's use in this test.
+    unsafe {
+        assert_eq!(
+            stack.raise_capacity(here, |_| 4),
+            None,
+            "an inert stack has no slots to grow into"
+        );
+        assert!(stack.install(here, slots.as_mut_ptr(), 2));
+    }
+    stack.push(item(1)).unwrap();
+    stack.push(item(2)).unwrap();
+    assert_eq!(stack.push(item(3)), Err(OpError::Full));
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(stack.raise_capacity(here, |now| now + 2), Some(4));
+        assert_eq!(stack.raise_capacity(here, |_| 3), None, "raise only");
+        assert_eq!(stack.raise_capacity(u32::MAX, |_| 8), None);
+    }
+    assert_eq!(stack.slot(here).unwrap().capacity(), 4);
+    stack.push(item(3)).unwrap();
+    stack.push(item(4)).unwrap();
+    assert_eq!(stack.push(item(5)), Err(OpError::Full));
+    for n in (1..=4).rev() {
+        assert_eq!(stack.pop(), Ok(item(n)));
+    }
+}
+
+#[test]
 fn projection_views_a_field_of_every_slot() {
     setup();
     pin_to_first_allowed_cpu();

@@ -19,11 +19,17 @@
 //! then pair a pre-drain `top` with the resumed `capacity`, on every stop of a busy
 //! CPU.
 //!
+//! Capacities move too: some of the drainer's stops lower a stack's capacity,
+//! and a worker whose push finds the stack full raises it back
+//! (`raise_capacity`, which takes no stop), spinning `HEADER_DELAY` between its
+//! load of the capacity and its store, so that the drainer's stops begin inside
+//! it. A raise that does not take the slot's lock then ends those stops early.
+//!
 //! Each scenario runs in a child process (this binary, re-run on the `child` test)
 //! so that it can pick its rseq mode through the environment: glibc's area, our own
-//! registration, the fallback, the fence without membarrier, and two deliberately
+//! registration, the fallback, the fence without membarrier, and three deliberately
 //! broken variants that the check must catch: a restart that does not re-arm
-//! `rseq_cs`, and the header loaded `top` first.
+//! `rseq_cs`, the header loaded `top` first, and a capacity raise without the lock.
 
 use std::process::Command;
 use std::ptr::NonNull;
@@ -117,9 +123,28 @@ fn the_stress_test_catches_a_header_loaded_top_first() {
     );
 }
 
+#[test]
+fn the_stress_test_catches_a_raise_without_the_lock() {
+    let (code, text) = run_scenario("broken-raise", &[], &["GLIBC_TUNABLES", NO_RSEQ]);
+    assert_eq!(
+        code, CORRUPTION_EXIT,
+        "a capacity raise that ends a remote stop early went unnoticed; the stress \
+         test cannot catch it:\n{text}"
+    );
+    assert!(
+        reported(&text, " raises") > 0,
+        "no capacity raise ran:\n{text}"
+    );
+}
+
 /// The count a child's round line reports as "N header delays" (the last one).
 fn header_delays_reported(text: &str) -> u64 {
-    text.rsplit_once(" header delays")
+    reported(text, " header delays")
+}
+
+/// The number a child's last round line puts before `what` ("N raises").
+fn reported(text: &str, what: &str) -> u64 {
+    text.rsplit_once(what)
         .and_then(|(before, _)| before.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -173,6 +198,11 @@ fn scenario(name: &str) -> Scenario {
             broken: Broken::LoadOrder,
             ..normal(Mode::Glibc)
         },
+        "broken-raise" => Scenario {
+            broken: Broken::RaiseUnlocked,
+            rounds: 10,
+            ..normal(Mode::Glibc)
+        },
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -223,7 +253,7 @@ fn child() {
         let c = rseq_core::counters();
         println!(
             "round {round}: {} ops, {} remote stops ({} refused), {} migrations, {} signals \
-             ({} handler ops, {} quieted by the check); aborts {}, cpu moved {}, gave up {}; {} header delays; {check}",
+             ({} handler ops, {} quieted by the check); aborts {}, cpu moved {}, gave up {}; {} header delays; {} raises; {check}",
             tally.ops,
             tally.stops,
             tally.stop_errors,
@@ -234,7 +264,8 @@ fn child() {
             c.aborts,
             c.cpu_moved,
             c.gave_up,
-            fault::header_delays()
+            fault::header_delays(),
+            fault::raise_delays()
         );
         if !check.is_clean() {
             println!("CORRUPTION DETECTED in round {round}");
@@ -261,14 +292,18 @@ fn child() {
             "no signal landed in the check's quiet window"
         );
     }
+    assert!(fault::raise_delays() > 0, "no capacity was ever raised");
     println!("CLEAN");
     std::process::exit(0);
 }
 
 /// Stack items per region, and list nodes.
 const ITEMS: usize = 2048;
-/// Each stack can hold every item of its region, so pushes fail only while stopped.
+/// Each stack can hold every item of its region, so pushes fail only while stopped
+/// or lowered (and a full worker raises the capacity back).
 const STACK_CAPACITY: usize = ITEMS;
+/// The capacity the drainer lowers a stack to (unless it holds more).
+const LOWERED: u32 = (STACK_CAPACITY / 8) as u32;
 const SIGNAL_INTERVAL_US: i64 = 200;
 /// How long the check spins between its reads of the handler's count and of the
 /// words: twenty timer periods of CPU time (several ticks, whatever the HZ).
@@ -413,7 +448,18 @@ impl World {
                 tally.add(&worker.join().unwrap());
             }
             stop.store(true, Ordering::Relaxed);
-            tally.add(&drainer.join().unwrap());
+            match drainer.join() {
+                Ok(drained) => tally.add(&drained),
+                // rseq-core's own check (debug builds): a stopped stack held more
+                // than its capacity, which only a commit during the stop does.
+                Err(_) => {
+                    println!(
+                        "CORRUPTION DETECTED: the drainer's stop found a broken stack; {} raises",
+                        fault::raise_delays()
+                    );
+                    std::process::exit(CORRUPTION_EXIT);
+                }
+            }
             tally
         })
     }
@@ -438,7 +484,13 @@ impl World {
                     }
                     4..=6 => {
                         if let Some(&item) = held[r].last() {
-                            if stacks.push(item).is_ok() {
+                            let mut pushed = stacks.push(item);
+                            if pushed == Err(OpError::Full) {
+                                // As an allocator's overflow does: grow, push again.
+                                raise(stacks);
+                                pushed = stacks.push(item);
+                            }
+                            if pushed.is_ok() {
                                 held[r].pop();
                             }
                         }
@@ -451,8 +503,12 @@ impl World {
                     }
                     8 => {
                         let from = held[r].len().saturating_sub(1 + (rng.next() % 8) as usize);
-                        if let Ok(n) = stacks.push_batch(&held[r][from..]) {
-                            held[r].drain(from..from + n);
+                        match stacks.push_batch(&held[r][from..]) {
+                            Ok(n) => {
+                                held[r].drain(from..from + n);
+                            }
+                            Err(OpError::Full) => raise(stacks),
+                            Err(_) => {}
                         }
                     }
                     9 => {
@@ -509,6 +565,7 @@ impl World {
                     items.pop();
                 } else if failures < GIVE_BACK_TRIES {
                     failures += 1;
+                    raise(&self.stacks[r]);
                     std::thread::yield_now();
                 } else {
                     OVERFLOWS.fetch_add(items.len(), Ordering::Relaxed);
@@ -524,8 +581,10 @@ impl World {
     }
 
     /// Stops random CPUs' stacks from afar, in a tight loop: reverses a stack in
-    /// place, or moves all of one CPU's items onto another's stack. Each stop is
-    /// held for [`HOLD`] (rseq-core's fault injection) before anything changes.
+    /// place (and, every other time, lowers its capacity to what it holds, or
+    /// [`LOWERED`]), or moves all of one CPU's items onto another's stack (whose
+    /// capacity it restores). Each stop is held for [`HOLD`] (rseq-core's fault
+    /// injection) before anything changes.
     fn drainer(&self, stop: &AtomicBool) -> Tally {
         let mut rng = Rng(0xD1B5_4A32_D192_ED03);
         let mut tally = Tally::default();
@@ -541,6 +600,9 @@ impl World {
                     unsafe { std::slice::from_raw_parts_mut(parts.slots, parts.top as usize) };
                 if rng.next() & 1 == 0 {
                     items.reverse();
+                    if rng.next() & 1 == 0 {
+                        parts.capacity = parts.top.max(LOWERED);
+                    }
                 } else {
                     moving.extend_from_slice(items);
                     parts.top = 0;
@@ -561,6 +623,7 @@ impl World {
                 }
                 let target = (to + attempts) % cpus;
                 let moved = self.stacks[r].with_stopped(target, |parts| {
+                    parts.capacity = STACK_CAPACITY as u32;
                     let room = parts.capacity.saturating_sub(parts.top) as usize;
                     let n = room.min(moving.len());
                     // SAFETY: stopped; [top, top + n) are free slots below capacity.
@@ -660,6 +723,15 @@ impl World {
 }
 
 /// Pushes a node, retrying while the section gives up.
+/// Raises the capacity of the calling thread's stack in `stacks` back to
+/// [`STACK_CAPACITY`] (after the drainer lowered it), as an allocator's slow path
+/// grows a cache that overflows.
+fn raise(stacks: &PerCpu<Stack>) {
+    let index = stacks.current_index();
+    // SAFETY: every stack's slot array holds STACK_CAPACITY pointers (`seed`).
+    let _ = unsafe { stacks.raise_capacity(index, |_| STACK_CAPACITY as u32) };
+}
+
 fn push_node(list: &PerCpu<ListHead>, node: NonNull<ListNode>) {
     // SAFETY: nodes live forever and are on no list while a thread holds them.
     while unsafe { list.push(node) }.is_err() {

@@ -19,8 +19,11 @@ use crate::{fence, FenceError, OpError, PerCpu};
 macro_rules! section {
     ($shipped:ident, $broken_restart:ident, $top_first:ident, ($($arg:expr),*)) => {
         match crate::fault::broken() {
-            // SAFETY: the caller's contract, forwarded.
-            crate::fault::Broken::Nothing => unsafe { arch::$shipped($($arg),*) },
+            // SAFETY: the caller's contract, forwarded. (A broken raise leaves
+            // the sections as shipped.)
+            crate::fault::Broken::Nothing | crate::fault::Broken::RaiseUnlocked => unsafe {
+                arch::$shipped($($arg),*)
+            },
             // SAFETY: the caller's contract, forwarded.
             crate::fault::Broken::Restart => unsafe { arch::$broken_restart($($arg),*) },
             // SAFETY: the caller's contract, forwarded.
@@ -254,6 +257,43 @@ impl PerCpu<Stack> {
         true
     }
 
+    /// Raises slot `index`'s stack's capacity to `to(capacity)` (if that is more),
+    /// from any thread, without stopping it; returns the new capacity, or None
+    /// when nothing changed: an inert stack (`to` is not called), `to` not above
+    /// the capacity, an `index` beyond the region, or a caller that holds the
+    /// slot's lock (a signal handler). `to` runs under the slot's lock and must
+    /// not operate on this region.
+    ///
+    /// No fence: a section that read the old capacity commits only a `top` the
+    /// new one admits too, and `top` and `slots` do not change. The lock keeps
+    /// `install` and `with_stopped` out, whose stop (a zero capacity) a plain
+    /// store would otherwise end early. In fallback mode the lock excludes every
+    /// operation on the slot.
+    ///
+    /// # Safety
+    /// The stack's slot array is valid for the new capacity's pointers for as
+    /// long as the stack is used.
+    pub unsafe fn raise_capacity(&self, index: u32, to: impl FnOnce(u32) -> u32) -> Option<u32> {
+        let stack = self.slot(index)?;
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::broken() == crate::fault::Broken::RaiseUnlocked {
+            return raise_unlocked(stack, to);
+        }
+        let _guard = fallback::lock(index)?;
+        let now = stack.capacity.load(Ordering::Acquire);
+        #[cfg(feature = "fault-injection")]
+        crate::fault::delay_raise();
+        if now == 0 {
+            return None;
+        }
+        let new = to(now);
+        if new <= now {
+            return None;
+        }
+        stack.capacity.store(new, Ordering::Release);
+        Some(new)
+    }
+
     /// Runs `f` with exclusive access to slot `index`'s stack, from any thread.
     ///
     /// The remote protocol: take the slot's lock (one remote at a time); in rseq
@@ -293,6 +333,10 @@ impl PerCpu<Stack> {
             capacity,
         };
         let result = f(&mut parts);
+        // And again before the resume: a capacity raised without the lock lets
+        // sections commit meanwhile, which the header stored below then loses.
+        #[cfg(feature = "fault-injection")]
+        crate::fault::hold_stopped();
         debug_assert!(
             parts.top <= parts.capacity,
             "a stack cannot hold more than its capacity"
@@ -304,4 +348,22 @@ impl PerCpu<Stack> {
         stack.capacity.store(parts.capacity, Ordering::Release);
         Ok(result)
     }
+}
+
+/// The broken twin of [`PerCpu::raise_capacity`] (test builds only): no lock,
+/// so a stop that begins between its load and its store is ended by the store,
+/// while the remote still works on the stack.
+#[cfg(feature = "fault-injection")]
+fn raise_unlocked(stack: &Stack, to: impl FnOnce(u32) -> u32) -> Option<u32> {
+    let now = stack.capacity.load(Ordering::Acquire);
+    crate::fault::delay_raise();
+    if now == 0 {
+        return None;
+    }
+    let new = to(now);
+    if new <= now {
+        return None;
+    }
+    stack.capacity.store(new, Ordering::Release);
+    Some(new)
 }
