@@ -33,9 +33,9 @@ const INDEX_VAR: &str = "CPUSLAB_INDEX";
 const CPU_CACHE_BYTES_VAR: &str = "CPUSLAB_CPU_CACHE_BYTES";
 const BACKGROUND_VAR: &str = "CPUSLAB_BACKGROUND";
 
-/// The most bytes of one class a CPU may cache: the shelf layout's size (and the
-/// default).
-pub const MAX_CPU_CACHE_BYTES: usize = 64 * 1024;
+/// The most bytes of one class a CPU may cache, once its cache grew: the shelf
+/// layout's size (and the default). Caches start at a quarter of it.
+pub const MAX_CPU_CACHE_BYTES: usize = 256 * 1024;
 
 /// The allocator's options. Read the current ones with [`config`], change
 /// fields, then [`apply`](Config::apply) them.
@@ -60,9 +60,11 @@ pub struct Config {
     /// `never`: only `trim` returns memory): how long free pages stay committed
     /// and how often the caches are halved.
     pub decay_ms: u64,
-    /// Bytes of free objects one CPU caches per size class
-    /// (`CPUSLAB_CPU_CACHE_BYTES`, default and most 64 KiB; 0 turns the per-CPU
-    /// tier off). Applies to caches set up after the change.
+    /// The most bytes of free objects one CPU caches per size class
+    /// (`CPUSLAB_CPU_CACHE_BYTES`, default and most 256 KiB; 0 turns the
+    /// per-CPU tier off). A class's cache starts at a quarter of it and grows
+    /// where it misses (docs/tuning.md, "What cpuslab can cache"). Applies to
+    /// caches set up after the change.
     pub cpu_cache_bytes: usize,
     /// Ask for transparent huge pages on fresh large mappings of 4 MiB and more
     /// (`CPUSLAB_HUGE_PAGES`, default off): a program that fills new buffers
@@ -282,7 +284,7 @@ fn set_from_env(name: &[u8], value: &[u8]) {
         let expected = match name {
             b"INDEX" => "cpu or mm_cid",
             b"DECAY_MS" => "milliseconds, or never",
-            b"CPU_CACHE_BYTES" => "bytes up to 65536 (k and KiB suffixes allowed)",
+            b"CPU_CACHE_BYTES" => "bytes up to 262144 (k and KiB suffixes allowed)",
             _ => "1/on/yes/true or 0/off/no/false",
         };
         let mut line = os::BufferedWriter::stderr();

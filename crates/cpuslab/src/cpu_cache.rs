@@ -10,7 +10,8 @@
 //! runs there and uses a class, whose stack is then installed (fence-free: an
 //! inert stack never commits). Slots per class are bounded by a byte budget, so
 //! the memory one CPU can cache is bounded; classes above the budget bypass this
-//! tier and use the depot.
+//! tier and use the depot. A stack's capacity starts at its class's base and
+//! follows its misses (`capacity.rs`).
 //!
 //! Misses and overflows move whole batches to and from the depot (rseq-core's
 //! batch operations: one commit per batch). The slow paths live here; the fast
@@ -20,9 +21,10 @@ use core::mem::size_of;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use rseq_core::{OpError, PerCpu, PublishedPerCpu, Stack};
+use rseq_core::{OpError, PerCpu, PublishedPerCpu, Stack, StackParts};
 
 use crate::cache_counters::{CacheCounters, ClassCounters};
+use crate::capacity::{self, ShelfGrowth};
 use crate::central;
 use crate::config::MAX_CPU_CACHE_BYTES;
 use crate::decay;
@@ -46,19 +48,25 @@ const fn slots(class: Class) -> usize {
     }
 }
 
-/// Objects one CPU caches of `class` now: the slots, cut to the configured
-/// bytes per class (`CPUSLAB_CPU_CACHE_BYTES`); 0 bypasses the tier.
+/// Objects a stack of `class` holds when installed (`capacity::base`); 0
+/// bypasses the tier.
 #[inline]
-pub(crate) fn capacity(class: Class) -> usize {
-    slots(class).min(crate::config::cpu_cache_bytes() / class.size())
+pub(crate) fn base_capacity(class: Class) -> usize {
+    capacity::base(class, slots(class))
 }
 
 /// The most bytes of free objects one shelf can cache now, all classes
-/// together (each class holds at most `capacity(class)` objects).
+/// together: every class at its base, and the growth the shelf's budget allows
+/// (no class above its most).
 pub(crate) fn shelf_bound_bytes() -> usize {
-    Class::all()
-        .map(|class| capacity(class) * class.size())
-        .sum()
+    let bytes = |objects: fn(Class) -> usize| -> usize {
+        Class::all()
+            .map(|class| objects(class) * class.size())
+            .sum()
+    };
+    let bases = bytes(base_capacity);
+    let mosts = bytes(|class| capacity::most(class, slots(class)));
+    bases + (mosts - bases).min(capacity::growth_budget())
 }
 
 /// Bytes of stack headers at the start of a shelf.
@@ -67,10 +75,13 @@ const HEADER_BYTES: usize = NUM_CLASSES * size_of::<Stack>();
 /// Offset of the slow paths' counters in a shelf, after the headers.
 const COUNTERS_OFFSET: usize = HEADER_BYTES;
 
-/// Offset of each class's slot array in a shelf, after the counters.
+/// Offset of the capacity policy's state in a shelf, after the counters.
+const GROWTH_OFFSET: usize = COUNTERS_OFFSET + NUM_CLASSES * size_of::<ClassCounters>();
+
+/// Offset of each class's slot array in a shelf, after the policy's state.
 const SLOT_OFFSETS: [usize; NUM_CLASSES] = {
     let mut offsets = [0; NUM_CLASSES];
-    let mut offset = COUNTERS_OFFSET + NUM_CLASSES * size_of::<ClassCounters>();
+    let mut offset = (GROWTH_OFFSET + size_of::<ShelfGrowth>()).next_multiple_of(8);
     let mut i = 0;
     while i < NUM_CLASSES {
         offsets[i] = offset;
@@ -183,6 +194,28 @@ fn counters(region: PerCpu<Shelf>, index: u32, class: Class) -> Option<&'static 
     Some(unsafe { &*counters.cast::<ClassCounters>() })
 }
 
+/// The capacity policy's state of shelf `index`.
+fn growth(region: PerCpu<Shelf>, index: u32) -> Option<&'static ShelfGrowth> {
+    let shelf = region.slot(index)?;
+    let at = (shelf as *const Shelf)
+        .cast::<u8>()
+        .wrapping_add(GROWTH_OFFSET);
+    // SAFETY: as for `counters`: inside every shelf at this (8-aligned) offset,
+    // zeroed at first (valid atomics: nothing grown), atomics only, forever.
+    Some(unsafe { &*at.cast::<ShelfGrowth>() })
+}
+
+/// After a real miss of `kind` (`capacity::UNDERFLOW` or `OVERFLOW`) of
+/// `class` on shelf `index`: the capacity policy's turn
+/// (`ShelfGrowth::note_miss`).
+fn note_miss(region: PerCpu<Shelf>, index: u32, class: Class, kind: u32) {
+    if let Some(growth) = growth(region, index) {
+        // SAFETY: the class's stacks in this region, whose slot arrays each
+        // hold `slots(class)` pointers (`SLOT_OFFSETS`).
+        unsafe { growth.note_miss(stacks(region, class), index, class, slots(class), kind) };
+    }
+}
+
 /// Counts a fast-path operation on `class` (the `op-counters` feature), on the
 /// shelf the thread runs on now.
 #[cfg(feature = "op-counters")]
@@ -218,7 +251,7 @@ fn install(stacks: PerCpu<Stack>, region: PerCpu<Shelf>, class: Class) {
     // SAFETY: the slot array lies inside this index's shelf, reserved for this
     // class's stack alone, and lives forever. A stack that already has slots (or
     // is stopped by a remote) makes this a no-op.
-    unsafe { stacks.install(index, slots.cast_mut().cast(), capacity(class) as u32) };
+    unsafe { stacks.install(index, slots.cast_mut().cast(), base_capacity(class) as u32) };
 }
 
 /// Allocation miss: the fast path's attempt failed. Without rseq, the
@@ -255,7 +288,7 @@ fn refill_from_depot(class: Class) -> *mut u8 {
             return depot::pop_one(class, home());
         }
     };
-    let capacity = capacity(class);
+    let capacity = base_capacity(class);
     if capacity == 0 {
         decay_step();
         return depot::pop_one(class, home());
@@ -270,9 +303,10 @@ fn refill_from_depot(class: Class) -> *mut u8 {
     // its clock read would cost every operation).
     decay_step();
     install(stacks, region, class);
+    let home = home();
+    note_miss(region, home as u32, class, capacity::UNDERFLOW);
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];
     let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
-    let home = home();
     let n = depot::pop_batch(class, home, &mut batch[..want]);
     if let Some(counters) = counters(region, home as u32, class) {
         counters.note_alloc_miss(n);
@@ -368,7 +402,7 @@ unsafe fn overflow(class: Class, object: *mut u8) {
             return unsafe { depot::push_one(class, home(), object) };
         }
     };
-    let capacity = capacity(class);
+    let capacity = base_capacity(class);
     if capacity == 0 {
         decay_step();
         // SAFETY: forwarded contract.
@@ -377,15 +411,18 @@ unsafe fn overflow(class: Class, object: *mut u8) {
     let stacks = stacks(region, class);
     // The fast path tried once; this retries through restarts (or the
     // fallback's lock, where every operation comes here).
-    match stacks.push(object) {
-        Ok(()) => return,
-        Err(OpError::Duplicate) => report::double_free("free", object),
-        Err(_) => {}
+    if pushed(stacks, object) {
+        return;
     }
-    // A real overflow: the decay's turn (see `alloc_miss`).
+    // A real overflow: the decay's turn (see `alloc_miss`), then the capacity
+    // policy's, which may make room.
     decay_step();
     install(stacks, region, class);
     let home = home();
+    note_miss(region, home as u32, class, capacity::OVERFLOW);
+    if pushed(stacks, object) {
+        return;
+    }
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];
     let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
     if let Ok(n) = stacks.pop_batch(&mut batch[..want]) {
@@ -395,11 +432,20 @@ unsafe fn overflow(class: Class, object: *mut u8) {
         // SAFETY: objects from the cache are free objects of `class`.
         unsafe { depot::push_batch(class, home, &batch[..n]) };
     }
-    match stacks.push(object) {
-        Ok(()) => {}
-        Err(OpError::Duplicate) => report::double_free("free", object),
+    if !pushed(stacks, object) {
         // SAFETY: forwarded contract.
-        Err(_) => unsafe { depot::push_one(class, home, object) },
+        unsafe { depot::push_one(class, home, object) };
+    }
+}
+
+/// Pushes `object` onto this CPU's stack in `stacks`: true if it went there.
+/// The stack's top item already (the cheapest double free to catch) is
+/// reported, and the process aborts.
+fn pushed(stacks: PerCpu<Stack>, object: *mut u8) -> bool {
+    match stacks.push(object) {
+        Ok(()) => true,
+        Err(OpError::Duplicate) => report::double_free("free", object),
+        Err(_) => false,
     }
 }
 
@@ -427,7 +473,7 @@ pub(crate) unsafe fn give_batch(class: Class, objects: &[*mut u8]) {
         Some(region) => Some(region),
         None => init().then(region).flatten(),
     };
-    if let Some(region) = region.filter(|_| capacity(class) != 0) {
+    if let Some(region) = region.filter(|_| base_capacity(class) != 0) {
         let stacks = stacks(region, class);
         install(stacks, region, class);
         kept = stacks.push_batch(objects).unwrap_or(0);
@@ -448,6 +494,30 @@ pub(crate) fn cached_objects(class: Class) -> usize {
     (0..stacks.len())
         .filter_map(|i| stacks.slot(i))
         .map(|stack| stack.len() as usize)
+        .sum()
+}
+
+/// Bytes every shelf's stacks may hold above their bases now (a racy sum).
+pub(crate) fn growth_bytes() -> usize {
+    let Some(region) = region() else {
+        return 0;
+    };
+    (0..region.len())
+        .filter_map(|index| growth(region, index))
+        .map(ShelfGrowth::grown_bytes)
+        .sum()
+}
+
+/// Objects the stacks of `class` may hold now, all shelves together (a racy
+/// sum; 0 for stacks never used).
+pub(crate) fn capacity_objects(class: Class) -> usize {
+    let Some(region) = region() else {
+        return 0;
+    };
+    let stacks = stacks(region, class);
+    (0..stacks.len())
+        .filter_map(|i| stacks.slot(i))
+        .map(|stack| stack.capacity() as usize)
         .sum()
 }
 
@@ -473,7 +543,10 @@ pub(crate) fn decay_step() {
 
 /// Gives the bottom half of stack `n` (shelf `n / NUM_CLASSES`, class
 /// `n % NUM_CLASSES`) back to the spans, through the remote protocol: the decay's
-/// unit of work. An empty or unused stack costs no stop.
+/// unit of work. A stack that grew and did not miss since the last sweep goes
+/// back to the capacity it was installed with (`capacity.rs`), giving its
+/// bottom objects beyond that back too. An empty or unused stack that did not
+/// grow costs no stop.
 fn halve(n: usize) {
     let Some(region) = region() else {
         return;
@@ -487,27 +560,42 @@ fn halve(n: usize) {
     }
     let stacks = stacks(region, class);
     let index = index as u32;
-    if stacks.slot(index).is_none_or(|stack| stack.len() < 2) {
+    let Some(growth) = growth(region, index) else {
+        return;
+    };
+    let shrink = !growth.missed_since_sweep(class) && growth.has_grown(class);
+    if !shrink && stacks.slot(index).is_none_or(|stack| stack.len() < 2) {
         return;
     }
     let _ = stacks.with_stopped(index, |parts| {
-        let Some(slots) = NonNull::new(parts.slots) else {
-            return;
-        };
-        let top = parts.top as usize;
-        let half = top / 2;
-        // SAFETY: the stack is stopped: its items slots[..top] are ours.
-        let items = unsafe { core::slice::from_raw_parts_mut(slots.as_ptr(), top) };
-        for chunk in items[..half].chunks(MAX_BATCH) {
-            // SAFETY: cached objects are free objects of `class`.
-            unsafe { central::free_batch(class, chunk) };
+        if shrink {
+            parts.capacity = growth.ungrow(class, parts.capacity);
         }
-        items.copy_within(half..top, 0);
-        parts.top = (top - half) as u32;
+        let keep = parts.top - parts.top / 2;
+        give_back_bottom(parts, keep.min(parts.capacity), |chunk| {
+            // SAFETY: cached objects are free objects of `class`.
+            unsafe { central::free_batch(class, chunk) }
+        });
     });
 }
 
-/// Moves every CPU's cached objects to the depot (for `trim`). Each stack is
+/// Of a stopped stack, gives every item but the top `keep` to `give` (in
+/// chunks of at most MAX_BATCH): the bottom ones, the coldest.
+fn give_back_bottom(parts: &mut StackParts, keep: u32, mut give: impl FnMut(&[*mut u8])) {
+    let Some(slots) = NonNull::new(parts.slots) else {
+        return;
+    };
+    let top = parts.top as usize;
+    let gone = top.saturating_sub(keep as usize);
+    // SAFETY: the stack is stopped: its items slots[..top] are ours.
+    let items = unsafe { core::slice::from_raw_parts_mut(slots.as_ptr(), top) };
+    items[..gone].chunks(MAX_BATCH).for_each(&mut give);
+    items.copy_within(gone..top, 0);
+    parts.top = (top - gone) as u32;
+}
+
+/// Moves every CPU's cached objects to the depot (for `trim`), and puts every
+/// stack that grew back to the capacity it was installed with. Each stack is
 /// stopped remotely (rseq-core's fence), emptied and resumed.
 pub(crate) fn drain_all() {
     let Some(region) = region() else {
@@ -519,24 +607,22 @@ pub(crate) fn drain_all() {
         }
         let stacks = stacks(region, class);
         for index in 0..stacks.len() {
-            if stacks.slot(index).is_none_or(|stack| stack.is_empty()) {
+            let grown = growth(region, index).filter(|growth| growth.has_grown(class));
+            if grown.is_none() && stacks.slot(index).is_none_or(|stack| stack.is_empty()) {
                 continue;
             }
             let _ = stacks.with_stopped(index, |parts| {
-                let Some(slots) = NonNull::new(parts.slots) else {
-                    return;
-                };
-                // SAFETY: the stack is stopped: its items slots[..top] are ours.
-                let items =
-                    unsafe { core::slice::from_raw_parts(slots.as_ptr(), parts.top as usize) };
-                for chunk in items.chunks(MAX_BATCH) {
+                if let Some(growth) = grown {
+                    parts.capacity = growth.ungrow(class, parts.capacity);
+                }
+                let moved = parts.top as usize;
+                give_back_bottom(parts, 0, |chunk| {
                     // SAFETY: cached objects are free objects of `class`.
-                    unsafe { depot::push_batch(class, index as usize, chunk) };
-                }
+                    unsafe { depot::push_batch(class, index as usize, chunk) }
+                });
                 if let Some(counters) = counters(region, index, class) {
-                    counters.note_to_depot(items.len());
+                    counters.note_to_depot(moved);
                 }
-                parts.top = 0;
             });
         }
     }
@@ -549,13 +635,22 @@ mod tests {
     #[test]
     fn shelves_hold_every_class_and_bound_what_a_cpu_caches() {
         let mut cached_bytes = 0;
+        let mut growth_bytes = 0;
         for class in Class::all() {
             let end = SLOT_OFFSETS[class.index()] + slots(class) * 8;
             assert!(end <= SHELF_BYTES);
             assert!(slots(class) * class.size() <= MAX_CPU_CACHE_BYTES);
-            assert!(capacity(class) <= slots(class));
-            cached_bytes += capacity(class) * class.size();
+            let (base, most) = (base_capacity(class), capacity::most(class, slots(class)));
+            assert!(base <= most && most <= slots(class), "{class:?}");
+            assert_eq!(
+                base == 0,
+                class.size() > MAX_CPU_CACHE_BYTES / capacity::GROWTH_FACTOR
+            );
+            assert!(most <= capacity::GROWTH_FACTOR * (base + 1), "{class:?}");
+            cached_bytes += base * class.size();
+            growth_bytes += (most - base) * class.size();
         }
+        let cached_bytes = cached_bytes + growth_bytes.min(capacity::growth_budget());
         assert!(cached_bytes <= NUM_CLASSES * MAX_CPU_CACHE_BYTES);
         assert_eq!(cached_bytes, shelf_bound_bytes());
         println!(

@@ -155,6 +155,7 @@
 
 mod background;
 mod cache_counters;
+mod capacity;
 mod central;
 mod class_range;
 mod config;

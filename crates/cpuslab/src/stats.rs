@@ -26,6 +26,10 @@ pub struct ClassStats {
     pub in_use: usize,
     /// Free objects cached on CPUs (and, without rseq, in threads' caches).
     pub cpu_cached: usize,
+    /// Objects the per-CPU stacks of this class may hold now, all shelves
+    /// together: each starts at its base and grows where it misses
+    /// (docs/tuning.md, "What cpuslab can cache").
+    pub cpu_capacity: usize,
     /// Free objects in the depot.
     pub depot_cached: usize,
     /// Free objects in spans.
@@ -53,6 +57,10 @@ pub struct Stats {
     /// Bytes of free objects cached on CPUs (and, without rseq, in threads'
     /// caches).
     pub cpu_cache_bytes: usize,
+    /// Bytes the per-CPU caches may hold above their classes' bases now, all
+    /// shelves together: capacity that grew where stacks missed, at most the
+    /// growth budget per shelf (docs/tuning.md, "What cpuslab can cache").
+    pub cpu_growth_bytes: usize,
     /// Bytes of free objects in the depot.
     pub depot_bytes: usize,
     /// Bytes of free objects in spans.
@@ -134,6 +142,7 @@ pub fn stats() -> Stats {
         resident: lower.resident(),
         mapped: lower.mapped(),
         cpu_cache_bytes: 0,
+        cpu_growth_bytes: cpu_cache::growth_bytes(),
         depot_bytes: 0,
         span_free_bytes: 0,
         large_bytes: lower.large.bytes,
@@ -163,6 +172,7 @@ pub fn stats() -> Stats {
                 .objects_in_use
                 .saturating_sub(cpu_cached.saturating_add(depot_cached)),
             cpu_cached,
+            cpu_capacity: cpu_cache::capacity_objects(class),
             depot_cached,
             span_free: lower.objects_free,
             spans: lower.spans,
@@ -221,8 +231,9 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  free: {} on CPUs, {} in the depot, {} in spans; large {} in {} blocks ({} cached); metadata {}",
+            "  free: {} on CPUs (capacity grown by {}), {} in the depot, {} in spans; large {} in {} blocks ({} cached); metadata {}",
             Bytes(self.cpu_cache_bytes),
+            Bytes(self.cpu_growth_bytes),
             Bytes(self.depot_bytes),
             Bytes(self.span_free_bytes),
             Bytes(self.large_bytes),
@@ -252,10 +263,11 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>10} {:>10} {:>12} {:>12}",
+            "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>10} {:>10} {:>12} {:>12}",
             "class",
             "in use",
             "on CPUs",
+            "capacity",
             "depot",
             "spans free",
             "spans",
@@ -267,10 +279,11 @@ impl fmt::Display for Stats {
         for class in self.classes.iter().filter(|c| c.spans > 0) {
             writeln!(
                 f,
-                "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>6} {:>10} {:>10} {:>12} {:>12}",
+                "  {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>10} {:>10} {:>12} {:>12}",
                 class.size,
                 class.in_use,
                 class.cpu_cached,
+                class.cpu_capacity,
                 class.depot_cached,
                 class.span_free,
                 class.spans,
@@ -298,7 +311,7 @@ impl fmt::Display for Stats {
 
 impl Stats {
     /// The longest [`Stats::to_json`] can write (every counter at its maximum).
-    pub const JSON_MAX_BYTES: usize = 40 << 10;
+    pub const JSON_MAX_BYTES: usize = 48 << 10;
 
     /// Writes these statistics as one JSON object into `buffer`, without
     /// allocating. `Ok(len)`: the first `len` bytes hold it; `Err(needed)`:
@@ -320,7 +333,8 @@ impl Stats {
         write!(
             out,
             "{{\"allocated\":{},\"active\":{},\"resident\":{},\"mapped\":{},\
-             \"cpu_cache_bytes\":{},\"depot_bytes\":{},\"span_free_bytes\":{},\
+             \"cpu_cache_bytes\":{},\"cpu_growth_bytes\":{},\"depot_bytes\":{},\
+             \"span_free_bytes\":{},\
              \"large_bytes\":{},\"large_count\":{},\"large_cached_bytes\":{},\
              \"metadata_bytes\":{},\"retained_bytes\":{},\"returned_bytes\":{},\
              \"decays\":{},\"last_decay_ms_ago\":",
@@ -329,6 +343,7 @@ impl Stats {
             self.resident,
             self.mapped,
             self.cpu_cache_bytes,
+            self.cpu_growth_bytes,
             self.depot_bytes,
             self.span_free_bytes,
             self.large_bytes,
@@ -363,12 +378,14 @@ impl Stats {
             }
             write!(
                 out,
-                "{{\"size\":{},\"in_use\":{},\"cpu_cached\":{},\"depot_cached\":{},\
+                "{{\"size\":{},\"in_use\":{},\"cpu_cached\":{},\"cpu_capacity\":{},\
+                 \"depot_cached\":{},\
                  \"span_free\":{},\"spans\":{},\"alloc_misses\":{},\"free_overflows\":{},\
                  \"from_depot\":{},\"to_depot\":{},\"allocations\":{},\"frees\":{}}}",
                 class.size,
                 class.in_use,
                 class.cpu_cached,
+                class.cpu_capacity,
                 class.depot_cached,
                 class.span_free,
                 class.spans,
@@ -502,6 +519,7 @@ mod tests {
         stats.resident = max;
         stats.mapped = max;
         stats.cpu_cache_bytes = max;
+        stats.cpu_growth_bytes = max;
         stats.depot_bytes = max;
         stats.span_free_bytes = max;
         stats.large_bytes = max;
@@ -534,6 +552,7 @@ mod tests {
                 size: max,
                 in_use: max,
                 cpu_cached: max,
+                cpu_capacity: max,
                 depot_cached: max,
                 span_free: max,
                 spans: max,

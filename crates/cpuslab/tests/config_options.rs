@@ -127,7 +127,7 @@ fn invalid_values_print_one_line_each_and_keep_the_defaults() {
     );
     for expected in [
         "cpuslab: ignoring CPUSLAB_DECAY_MS=soon: expected milliseconds, or never; keeping the default",
-        "cpuslab: ignoring CPUSLAB_CPU_CACHE_BYTES=1M: expected bytes up to 65536",
+        "cpuslab: ignoring CPUSLAB_CPU_CACHE_BYTES=1M: expected bytes up to 262144",
         "cpuslab: ignoring CPUSLAB_INDEX=cpu0: expected cpu or mm_cid; keeping the default",
         "cpuslab: ignoring CPUSLAB_RSEQ=maybe: expected 1/on/yes/true or 0/off/no/false",
         "cpuslab: ignoring CPUSLAB_STATS=FALSE!:",
