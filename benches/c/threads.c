@@ -1,8 +1,10 @@
 /* threads: T threads, each with a working set of W live blocks of varied sizes
  * (mostly 16..128 bytes, some up to 1 KiB and 8 KiB); every step frees a
  * random block of its own set and allocates a new one in its place, touching
- * both ends. usage: threads [millions of steps in all=40] [threads=8]
- * [working set per thread=4000] */
+ * both ends. A fourth argument keeps one band of sizes only: 1 for 16..128
+ * bytes, 2 for 128..1024, 3 for 1..8 KiB (0, the default, mixes them).
+ * usage: threads [millions of steps in all=40] [threads=8]
+ * [working set per thread=4000] [band=0] */
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -15,11 +17,13 @@ struct job {
     unsigned long sum;
 };
 
+static long band; /* 0: the mix; 1, 2, 3: one band of it */
+
 static size_t pick_size(uint64_t r) {
     unsigned p = (unsigned)(r % 100);
-    if (p < 70)
+    if (band == 1 || (band == 0 && p < 70))
         return 16 + (r >> 8) % 113;
-    if (p < 95)
+    if (band == 2 || (band == 0 && p < 95))
         return 128 + (r >> 8) % 897;
     return 1024 + (r >> 8) % 7169;
 }
@@ -59,6 +63,7 @@ int main(int argc, char **argv) {
     long steps = arg_long(argc, argv, 1, 40) * 1000000L;
     long threads = arg_long(argc, argv, 2, 8);
     long w = arg_long(argc, argv, 3, 4000);
+    band = arg_long(argc, argv, 4, 0);
     struct job *jobs = checked(calloc((size_t)threads, sizeof *jobs));
     for (long t = 0; t < threads; t++)
         jobs[t] = (struct job){steps / threads, w, 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1), 0};

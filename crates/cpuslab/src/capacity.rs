@@ -11,9 +11,11 @@
 //! `CPUSLAB_CPU_CACHE_BYTES`, at most 2048 objects), while the shelf's growth
 //! (the bytes its classes hold above their bases) stays within
 //! [`growth_budget`]. A raise takes the slot's
-//! lock but no fence (`PerCpu::raise_capacity`). The sweep puts a stack that
-//! did not miss or overflow since the sweep before back to its base, through
-//! the remote protocol, and gives its growth back to the shelf's budget.
+//! lock but no fence (`PerCpu::raise_capacity`). The sweep, which halves every
+//! stack, puts one that did not miss or overflow since the sweep before and,
+//! halved, holds no more than its base back to that base, through the remote
+//! protocol, and gives its growth back to the shelf's budget: a stack that
+//! grew to hold its working set keeps it while it is used.
 //!
 //! Why: a class whose working set outgrows its base paid a batch through the
 //! depot every few operations (1-8 KiB blocks in a 4000-block working set: a
@@ -103,6 +105,14 @@ impl ShelfGrowth {
         slots: usize,
         kind: u32,
     ) {
+        // A stopped stack refuses too; that is no miss of the program's.
+        let Some(now) = stacks
+            .slot(index)
+            .map(Stack::capacity)
+            .filter(|&now| now != 0)
+        else {
+            return;
+        };
         let mut changes = 0;
         let _ = self.misses[class.index()].fetch_update(
             Ordering::Relaxed,
@@ -113,10 +123,10 @@ impl ShelfGrowth {
                 Some(changes.min(GROW_FROM_CHANGE) << KIND_BITS | kind)
             },
         );
-        if changes < GROW_FROM_CHANGE {
+        let most = most(class, slots);
+        if changes < GROW_FROM_CHANGE || now as usize >= most {
             return;
         }
-        let most = most(class, slots);
         let raise = |now: u32| {
             let now = now as usize;
             let wanted = (now + class.batch_size()).min(most).saturating_sub(now);
@@ -144,8 +154,14 @@ impl ShelfGrowth {
     }
 
     /// For a stopped stack of `class` on this shelf (its slot lock held): the
-    /// capacity it had before it grew, given its capacity now; its growth goes
-    /// back to the shelf's budget.
+    /// capacity it was installed with, given its capacity now.
+    pub(crate) fn installed(&self, class: Class, capacity: u32) -> u32 {
+        capacity - self.grown[class.index()].load(Ordering::Relaxed)
+    }
+
+    /// For a stopped stack of `class` on this shelf (its slot lock held): puts
+    /// its growth back in the shelf's budget and returns the capacity it was
+    /// installed with, given its capacity now.
     pub(crate) fn ungrow(&self, class: Class, capacity: u32) -> u32 {
         let grown = self.grown[class.index()].swap(0, Ordering::Relaxed);
         let bytes = grown as usize * class.size();
@@ -154,7 +170,7 @@ impl ShelfGrowth {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |all| {
                 Some(all.saturating_sub(bytes))
             });
-        capacity.saturating_sub(grown).max(capacity.min(1))
+        capacity - grown
     }
 
     /// Bytes this shelf's stacks may hold above their bases now.
@@ -169,8 +185,10 @@ impl ShelfGrowth {
     }
 
     /// The sweep's question for `class`: did it miss since the last sweep?
-    /// Starts the count again.
-    pub(crate) fn missed_since_sweep(&self, class: Class) -> bool {
-        self.misses[class.index()].swap(0, Ordering::Relaxed) != 0
+    /// Starts the count again (writing only where there was one, so that the
+    /// sweep leaves a page it never needed untouched).
+    pub(crate) fn take_missed(&self, class: Class) -> bool {
+        let misses = &self.misses[class.index()];
+        misses.load(Ordering::Relaxed) != 0 && misses.swap(0, Ordering::Relaxed) != 0
     }
 }

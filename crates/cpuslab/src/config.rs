@@ -63,8 +63,8 @@ pub struct Config {
     /// The most bytes of free objects one CPU caches per size class
     /// (`CPUSLAB_CPU_CACHE_BYTES`, default and most 256 KiB; 0 turns the
     /// per-CPU tier off). A class's cache starts at a quarter of it and grows
-    /// where it misses (docs/tuning.md, "What cpuslab can cache"). Applies to
-    /// caches set up after the change.
+    /// where it misses (docs/tuning.md, "What cpuslab can cache"). The start
+    /// applies to caches set up after the change, the bound on growth at once.
     pub cpu_cache_bytes: usize,
     /// Ask for transparent huge pages on fresh large mappings of 4 MiB and more
     /// (`CPUSLAB_HUGE_PAGES`, default off): a program that fills new buffers

@@ -205,8 +205,8 @@ fn growth(region: PerCpu<Shelf>, index: u32) -> Option<&'static ShelfGrowth> {
     Some(unsafe { &*at.cast::<ShelfGrowth>() })
 }
 
-/// After a real miss of `kind` (`capacity::UNDERFLOW` or `OVERFLOW`) of
-/// `class` on shelf `index`: the capacity policy's turn
+/// After a miss of `kind` (`capacity::UNDERFLOW` or `OVERFLOW`: the stack
+/// was empty, or full) of `class` on shelf `index`: the capacity policy's turn
 /// (`ShelfGrowth::note_miss`).
 fn note_miss(region: PerCpu<Shelf>, index: u32, class: Class, kind: u32) {
     if let Some(growth) = growth(region, index) {
@@ -296,15 +296,18 @@ fn refill_from_depot(class: Class) -> *mut u8 {
     let stacks = stacks(region, class);
     // The fast path tried once; this retries through restarts (or the
     // fallback's lock, where every operation comes here).
-    if let Ok(object) = stacks.pop() {
-        return object;
-    }
+    let empty = match stacks.pop() {
+        Ok(object) => return object,
+        Err(error) => error == OpError::Empty,
+    };
     // A real miss: the decay's turn (not before the retry: in the fallback mode
     // its clock read would cost every operation).
     decay_step();
     install(stacks, region, class);
     let home = home();
-    note_miss(region, home as u32, class, capacity::UNDERFLOW);
+    if empty {
+        note_miss(region, home as u32, class, capacity::UNDERFLOW);
+    }
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];
     let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
     let n = depot::pop_batch(class, home, &mut batch[..want]);
@@ -411,17 +414,21 @@ unsafe fn overflow(class: Class, object: *mut u8) {
     let stacks = stacks(region, class);
     // The fast path tried once; this retries through restarts (or the
     // fallback's lock, where every operation comes here).
-    if pushed(stacks, object) {
-        return;
-    }
+    let full = match stacks.push(object) {
+        Ok(()) => return,
+        Err(OpError::Duplicate) => report::double_free("free", object),
+        Err(error) => error == OpError::Full,
+    };
     // A real overflow: the decay's turn (see `alloc_miss`), then the capacity
     // policy's, which may make room.
     decay_step();
     install(stacks, region, class);
     let home = home();
-    note_miss(region, home as u32, class, capacity::OVERFLOW);
-    if pushed(stacks, object) {
-        return;
+    if full {
+        note_miss(region, home as u32, class, capacity::OVERFLOW);
+        if pushed(stacks, object) {
+            return;
+        }
     }
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];
     let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
@@ -543,10 +550,10 @@ pub(crate) fn decay_step() {
 
 /// Gives the bottom half of stack `n` (shelf `n / NUM_CLASSES`, class
 /// `n % NUM_CLASSES`) back to the spans, through the remote protocol: the decay's
-/// unit of work. A stack that grew and did not miss since the last sweep goes
-/// back to the capacity it was installed with (`capacity.rs`), giving its
-/// bottom objects beyond that back too. An empty or unused stack that did not
-/// grow costs no stop.
+/// unit of work. A stack that grew, did not miss since the last sweep and,
+/// halved, holds no more than its base goes back to that base (`capacity.rs`).
+/// A stack never used (its shelf's pages stay untouched), or one that holds
+/// under two objects and cannot shrink, costs no stop.
 fn halve(n: usize) {
     let Some(region) = region() else {
         return;
@@ -560,19 +567,22 @@ fn halve(n: usize) {
     }
     let stacks = stacks(region, class);
     let index = index as u32;
+    let Some(stack) = stacks.slot(index).filter(|stack| stack.capacity() != 0) else {
+        return;
+    };
     let Some(growth) = growth(region, index) else {
         return;
     };
-    let shrink = !growth.missed_since_sweep(class) && growth.has_grown(class);
-    if !shrink && stacks.slot(index).is_none_or(|stack| stack.len() < 2) {
+    let shrink = !growth.take_missed(class) && growth.has_grown(class);
+    if !shrink && stack.len() < 2 {
         return;
     }
     let _ = stacks.with_stopped(index, |parts| {
-        if shrink {
+        let keep = parts.top - parts.top / 2;
+        if shrink && keep <= growth.installed(class, parts.capacity) {
             parts.capacity = growth.ungrow(class, parts.capacity);
         }
-        let keep = parts.top - parts.top / 2;
-        give_back_bottom(parts, keep.min(parts.capacity), |chunk| {
+        give_back_bottom(parts, keep, |chunk| {
             // SAFETY: cached objects are free objects of `class`.
             unsafe { central::free_batch(class, chunk) }
         });

@@ -5,8 +5,9 @@
 //! the decay's sweep and `trim()` put idle stacks back to their base.
 //!
 //! The child (this binary, re-run on its `child` test, in each rseq mode) runs
-//! pinned to one CPU, so that one shelf sees every operation. (Without rseq
-//! the thread's cache fronts the stacks; its misses reach them the same way.)
+//! pinned to one CPU, so that one shelf sees every operation. (Without rseq a
+//! thread's cache fronts the stacks of classes up to 1 KiB, which take whole
+//! batches and never miss; the classes here are bigger.)
 
 mod support;
 
@@ -111,13 +112,16 @@ fn child() {
         "{per_cpu} > {bound}"
     );
 
-    // Idle: the sweep puts the stacks back. Slow paths of another class run it.
+    // Idle: the sweeps halve the stacks and put them back to their bases.
+    // Slow paths run the sweeps: those of a class above the per-CPU tier
+    // (128 KiB), whose every operation takes the depot and no stack grows.
     cpuslab::internals::set_decay_ms(DECAY_MS);
     let deadline = Instant::now() + Duration::from_secs(10);
     while cpuslab::stats().cpu_growth_bytes > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(DECAY_MS));
-        let blocks = allocate(64, 4096);
-        free(64, &blocks);
+        for _ in 0..64 {
+            free(128 * 1024, &allocate(128 * 1024, 1));
+        }
     }
     let stats = cpuslab::stats();
     assert_eq!(stats.cpu_growth_bytes, 0, "the sweep left growth: {stats}");

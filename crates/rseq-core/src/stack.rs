@@ -19,7 +19,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 pub struct Stack {
     /// Number of items; the next push goes to `slots[top]`.
     pub(crate) top: AtomicU32,
-    /// Number of slots; 0 while stopped.
+    /// Most items the stack may hold (at most the slot array's length); 0 while
+    /// stopped or inert.
     pub(crate) capacity: AtomicU32,
     /// The slot array, `capacity` pointers.
     pub(crate) slots: AtomicPtr<*mut u8>,

@@ -1,6 +1,6 @@
 //! The operations on a region of stacks: pop and push (one attempt, with
 //! restarts, locked), batch pop and push, and remote access (`install`,
-//! `with_stopped`).
+//! `raise_capacity`, `with_stopped`).
 
 use core::sync::atomic::Ordering;
 
