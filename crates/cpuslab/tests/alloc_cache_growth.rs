@@ -1,8 +1,9 @@
 //! Per-CPU capacity follows demand (`capacity.rs`): a class whose working set
 //! swings its stack from empty to full and back grows its capacity, and then
 //! misses less; a shelf's growth stays within its budget however many classes
-//! want it; a program that only allocates, then only frees, grows nothing; and
-//! the decay's sweep and `trim()` put idle stacks back to their base.
+//! want it; a program that only allocates, then only frees, grows nothing, nor
+//! does a producer and a consumer taking turns on one CPU; and the decay's
+//! sweep and `trim()` put idle stacks back to their base.
 //!
 //! The child (this binary, re-run on its `child` test, in each rseq mode) runs
 //! pinned to one CPU, so that one shelf sees every operation. (Without rseq a
@@ -43,6 +44,27 @@ fn child() {
     pin_to_one_cpu();
     let class = class_index(SIZE);
     let budget = cpuslab::config().cpu_cache_bytes * 8;
+
+    // A producer and a consumer on this CPU: the shelf sees misses and
+    // overflows in turn, each thread's of one kind only (first: this
+    // thread's own misses below would count with its misses here).
+    let (to_consumer, blocks_in) = std::sync::mpsc::sync_channel::<Vec<usize>>(1);
+    let consumer = std::thread::spawn(move || {
+        pin_to_one_cpu();
+        for blocks in blocks_in {
+            free(SIZE, &blocks);
+        }
+    });
+    for _ in 0..64 {
+        to_consumer.send(allocate(SIZE, SWING)).unwrap();
+    }
+    drop(to_consumer);
+    consumer.join().unwrap();
+    let stats = cpuslab::stats();
+    assert_eq!(
+        stats.cpu_growth_bytes, 0,
+        "a producer and a consumer made it grow: {stats}"
+    );
 
     // Allocating only, then freeing only: the stack changes kind once.
     let blocks = allocate(SIZE, 4 * SWING);
