@@ -494,13 +494,19 @@ pub(crate) unsafe fn give_batch(class: Class, objects: &[*mut u8]) {
 
 /// Free objects of `class` cached on all CPUs (a racy sum).
 pub(crate) fn cached_objects(class: Class) -> usize {
+    sum_over_stacks(class, Stack::len)
+}
+
+/// `of` every stack of `class`, summed over the shelves (racy; 0 before the
+/// per-CPU tier exists).
+fn sum_over_stacks(class: Class, of: fn(&Stack) -> u32) -> usize {
     let Some(region) = region() else {
         return 0;
     };
     let stacks = stacks(region, class);
     (0..stacks.len())
         .filter_map(|i| stacks.slot(i))
-        .map(|stack| stack.len() as usize)
+        .map(|stack| of(stack) as usize)
         .sum()
 }
 
@@ -518,14 +524,7 @@ pub(crate) fn growth_bytes() -> usize {
 /// Objects the stacks of `class` may hold now, all shelves together (a racy
 /// sum; 0 for stacks never used).
 pub(crate) fn capacity_objects(class: Class) -> usize {
-    let Some(region) = region() else {
-        return 0;
-    };
-    let stacks = stacks(region, class);
-    (0..stacks.len())
-        .filter_map(|i| stacks.slot(i))
-        .map(|stack| stack.capacity() as usize)
-        .sum()
+    sum_over_stacks(class, Stack::capacity)
 }
 
 /// The decay's work, from the slow paths (and the background thread): when a

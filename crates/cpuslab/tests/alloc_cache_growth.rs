@@ -41,7 +41,7 @@ fn child() {
     };
     let mode = support::mode_named(&scenario);
     support::assert_mode(mode);
-    pin_to_one_cpu();
+    support::pin_to_first_allowed_cpu();
     let class = class_index(SIZE);
     let budget = cpuslab::config().cpu_cache_bytes * 8;
 
@@ -50,7 +50,7 @@ fn child() {
     // thread's own misses below would count with its misses here).
     let (to_consumer, blocks_in) = std::sync::mpsc::sync_channel::<Vec<usize>>(1);
     let consumer = std::thread::spawn(move || {
-        pin_to_one_cpu();
+        support::pin_to_first_allowed_cpu();
         for blocks in blocks_in {
             free(SIZE, &blocks);
         }
@@ -191,23 +191,5 @@ fn free(size: usize, blocks: &[usize]) {
     for &p in blocks {
         // SAFETY: allocated by `allocate` with this layout, freed once.
         unsafe { GLOBAL.dealloc(p as *mut u8, layout) };
-    }
-}
-
-fn pin_to_one_cpu() {
-    // SAFETY: plain affinity calls on this thread with zeroed sets.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
-            0
-        );
-        let cpu = (0..1024).find(|&c| libc::CPU_ISSET(c, &set)).unwrap();
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of_val(&one), &one),
-            0
-        );
     }
 }

@@ -275,23 +275,15 @@ impl PerCpu<Stack> {
     /// long as the stack is used.
     pub unsafe fn raise_capacity(&self, index: u32, to: impl FnOnce(u32) -> u32) -> Option<u32> {
         let stack = self.slot(index)?;
+        // The broken twin (test builds): the same raise without the lock, so a
+        // stop that begins between its load and its store is ended by the store
+        // while the remote still works on the stack.
         #[cfg(feature = "fault-injection")]
         if crate::fault::broken() == crate::fault::Broken::RaiseUnlocked {
-            return raise_unlocked(stack, to);
+            return raise(stack, to);
         }
         let _guard = fallback::lock(index)?;
-        let now = stack.capacity.load(Ordering::Acquire);
-        #[cfg(feature = "fault-injection")]
-        crate::fault::delay_raise();
-        if now == 0 {
-            return None;
-        }
-        let new = to(now);
-        if new <= now {
-            return None;
-        }
-        stack.capacity.store(new, Ordering::Release);
-        Some(new)
+        raise(stack, to)
     }
 
     /// Runs `f` with exclusive access to slot `index`'s stack, from any thread.
@@ -350,12 +342,11 @@ impl PerCpu<Stack> {
     }
 }
 
-/// The broken twin of [`PerCpu::raise_capacity`] (test builds only): no lock,
-/// so a stop that begins between its load and its store is ended by the store,
-/// while the remote still works on the stack.
-#[cfg(feature = "fault-injection")]
-fn raise_unlocked(stack: &Stack, to: impl FnOnce(u32) -> u32) -> Option<u32> {
+/// [`PerCpu::raise_capacity`]'s load, check and store, for a caller that holds
+/// the slot's lock.
+fn raise(stack: &Stack, to: impl FnOnce(u32) -> u32) -> Option<u32> {
     let now = stack.capacity.load(Ordering::Acquire);
+    #[cfg(feature = "fault-injection")]
     crate::fault::delay_raise();
     if now == 0 {
         return None;
