@@ -4,9 +4,10 @@
 //! A stack starts at its class's *base* (a quarter of the most bytes a class
 //! may cache on one CPU, `CPUSLAB_CPU_CACHE_BYTES`: 64 KiB of objects by
 //! default, at most 2048). A real miss (the stack empty) or overflow (full),
-//! one that moves a batch from or to the depot, is noted; from the second
-//! change of kind by one thread since the last decay sweep (empty, then full,
-//! then empty again), each one raises the stack's capacity by a batch, up to the class's
+//! one that moves a batch from or to the depot, is noted; from the one that
+//! makes the second change of kind by one thread since the last decay sweep
+//! (empty, then full, then empty again) on, each raises the stack's capacity
+//! by a batch, up to the class's
 //! *most* (all of
 //! `CPUSLAB_CPU_CACHE_BYTES`, at most 2048 objects), while the shelf's growth
 //! (the bytes its classes hold above their bases) stays within
@@ -27,8 +28,8 @@
 //! the depot whatever its capacity, and growing it would only keep more memory
 //! cached. Why one thread: a producer that only misses and a consumer that
 //! only overflows, taking turns on one shelf, swing it too, and growing for
-//! them cost 1.5-3 MiB more resident memory in `prodcons`, `xmalloc` and
-//! `larson` (35-48% at 4 threads) for no time.
+//! them cost 1.5-3 MiB more resident memory in `prodcons` and `xmalloc`
+//! (35-48% at 4 threads) for no time.
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
@@ -136,14 +137,17 @@ impl ShelfGrowth {
             },
         );
         let most = most(class, slots);
-        if changes < GROW_FROM_CHANGE || now as usize >= most {
+        let spent = self.grown_bytes() + class.size() > growth_budget();
+        if changes < GROW_FROM_CHANGE || now as usize >= most || spent {
             return;
         }
         let raise = |now: u32| {
             let now = now as usize;
             let wanted = (now + class.batch_size()).min(most).saturating_sub(now);
             let taken = self.reserve(wanted, class.size());
-            self.grown[class.index()].fetch_add(taken as u32, Ordering::Relaxed);
+            if taken > 0 {
+                self.grown[class.index()].fetch_add(taken as u32, Ordering::Relaxed);
+            }
             now + taken
         };
         // SAFETY: the stack's slot array holds `slots` >= `most` pointers (the

@@ -9,9 +9,9 @@
 //! shelf's pages are touched, so made resident, only when a thread
 //! runs there and uses a class, whose stack is then installed (fence-free: an
 //! inert stack never commits). Slots per class are bounded by a byte budget, so
-//! the memory one CPU can cache is bounded; classes above the budget bypass this
-//! tier and use the depot. A stack's capacity starts at its class's base and
-//! follows its misses (`capacity.rs`).
+//! the memory one CPU can cache is bounded; classes whose base is 0 (above a
+//! quarter of the budget) bypass this tier and use the depot. A stack's
+//! capacity starts at its class's base and follows its misses (`capacity.rs`).
 //!
 //! Misses and overflows move whole batches to and from the depot (rseq-core's
 //! batch operations: one commit per batch). The slow paths live here; the fast
@@ -37,8 +37,8 @@ use crate::size_class::{Class, NUM_CLASSES};
 const MAX_CACHED_OBJECTS: usize = 2048;
 
 /// Slots a shelf reserves for a class: min(MAX_CACHED_OBJECTS,
-/// MAX_CPU_CACHE_BYTES / size); 0 for classes above the budget (they bypass
-/// the per-CPU tier).
+/// MAX_CPU_CACHE_BYTES / size); 0 for classes above the budget. (Classes above
+/// a quarter of it have slots but a base of 0, and bypass the tier too.)
 const fn slots(class: Class) -> usize {
     let n = MAX_CPU_CACHE_BYTES / class.size();
     if n > MAX_CACHED_OBJECTS {
@@ -616,13 +616,19 @@ pub(crate) fn drain_all() {
         }
         let stacks = stacks(region, class);
         for index in 0..stacks.len() {
-            let grown = growth(region, index).filter(|growth| growth.has_grown(class));
-            if grown.is_none() && stacks.slot(index).is_none_or(|stack| stack.is_empty()) {
+            let Some(stack) = stacks.slot(index) else {
+                continue;
+            };
+            let growth = growth(region, index);
+            let grown = growth.is_some_and(|growth| growth.has_grown(class));
+            if !grown && stack.is_empty() {
                 continue;
             }
             let _ = stacks.with_stopped(index, |parts| {
-                if let Some(growth) = grown {
+                // Under the stop, whatever a raise added before it.
+                if let Some(growth) = growth {
                     parts.capacity = growth.ungrow(class, parts.capacity);
+                    growth.take_missed(class);
                 }
                 let moved = parts.top as usize;
                 give_back_bottom(parts, 0, |chunk| {

@@ -99,8 +99,8 @@ fn child() {
         "a grown stack should miss less: {first} -> {last} misses"
     );
 
-    // Every class from 1 KiB to 16 KiB swinging at once (wanting 5 MiB of
-    // growth): the shelf's budget.
+    // Every class from 1 KiB to 16 KiB swinging at once (33 classes wanting
+    // about 6 MiB of growth): the shelf's budget.
     let sizes: Vec<usize> = cpuslab::stats()
         .classes
         .iter()

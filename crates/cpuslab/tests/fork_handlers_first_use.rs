@@ -49,7 +49,7 @@ fn child() {
         !cpuslab::internals::fork_handlers_registered(),
         "cpuslab was used before the child's first call"
     );
-    // Room for a few pages, not for the per-CPU region (a block of 128 KiB per
+    // Room for a few pages, not for the per-CPU region (a block of 512 KiB per
     // possible CPU) nor a page-heap chunk.
     let limit = virtual_size() + 64 * 1024;
     let rlimit = libc::rlimit {

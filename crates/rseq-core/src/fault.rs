@@ -9,8 +9,8 @@
 //!   each bug class: a restart that does not re-arm `rseq_cs`, and the header
 //!   loaded `top` first (the remote-race bug); and a capacity raise that does
 //!   not take the slot's lock;
-//! * a delay in every capacity raise, between its load of the capacity and its
-//!   store, counted, so that a remote stop begins inside it;
+//! * a delay in every capacity raise that will store, between its load of the
+//!   capacity and its store, counted, so that a remote stop begins inside it;
 //! * a hold: a remote stop keeps the stack stopped for a while after its fence,
 //!   so that the sections the fence aborted restart while it is stopped, and
 //!   again before it resumes, so that what it changes is in flight for a while;
@@ -98,7 +98,8 @@ pub(crate) fn broken() -> Broken {
     }
 }
 
-/// Capacity raises that ran their delay (see [`delay_raise`]).
+/// Capacity raises that ran their delay: every one that stored (see
+/// [`delay_raise`]).
 static RAISE_DELAYS: AtomicU64 = AtomicU64::new(0);
 
 /// The delay of a capacity raise, between its load and its store: the header
@@ -110,7 +111,8 @@ pub(crate) fn delay_raise() {
     }
 }
 
-/// How many capacity raises ran their delay: proof that raises happened.
+/// How many capacity raises stored (each after its delay): proof that raises
+/// happened.
 pub fn raise_delays() -> u64 {
     RAISE_DELAYS.load(Ordering::Relaxed)
 }

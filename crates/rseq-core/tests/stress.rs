@@ -583,8 +583,8 @@ impl World {
     }
 
     /// Stops random CPUs' stacks from afar, in a tight loop: reverses a stack in
-    /// place (and, every other time, lowers its capacity to what it holds, or
-    /// [`LOWERED`]), or moves all of one CPU's items onto another's stack (whose
+    /// place (and, about every other time, at random, lowers its capacity to
+    /// the larger of what it holds and [`LOWERED`]), or moves all of one CPU's items onto another's stack (whose
     /// capacity it restores). Each stop is held for [`HOLD`] (rseq-core's fault
     /// injection) before anything changes.
     fn drainer(&self, stop: &AtomicBool) -> Tally {

@@ -272,7 +272,8 @@ impl PerCpu<Stack> {
     ///
     /// # Safety
     /// The stack's slot array is valid for the new capacity's pointers for as
-    /// long as the stack is used.
+    /// long as the stack is used, and its slots beyond the old capacity are used
+    /// for nothing else.
     pub unsafe fn raise_capacity(&self, index: u32, to: impl FnOnce(u32) -> u32) -> Option<u32> {
         let stack = self.slot(index)?;
         // The broken twin (test builds): the same raise without the lock, so a
@@ -343,11 +344,9 @@ impl PerCpu<Stack> {
 }
 
 /// [`PerCpu::raise_capacity`]'s load, check and store, for a caller that holds
-/// the slot's lock.
+/// the slot's lock (its broken twin calls it without).
 fn raise(stack: &Stack, to: impl FnOnce(u32) -> u32) -> Option<u32> {
     let now = stack.capacity.load(Ordering::Acquire);
-    #[cfg(feature = "fault-injection")]
-    crate::fault::delay_raise();
     if now == 0 {
         return None;
     }
@@ -355,6 +354,10 @@ fn raise(stack: &Stack, to: impl FnOnce(u32) -> u32) -> Option<u32> {
     if new <= now {
         return None;
     }
+    // Test builds: a raise that will store spins here, after its load, so
+    // that stops begin inside it.
+    #[cfg(feature = "fault-injection")]
+    crate::fault::delay_raise();
     stack.capacity.store(new, Ordering::Release);
     Some(new)
 }
