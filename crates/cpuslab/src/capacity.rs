@@ -7,11 +7,9 @@
 //! one that moves a batch from or to the depot, is noted; from the one that
 //! makes the second change of kind by one thread since the last decay sweep
 //! (empty, then full, then empty again) on, each raises the stack's capacity
-//! by a batch, up to the class's
-//! *most* (all of
-//! `CPUSLAB_CPU_CACHE_BYTES`, at most 2048 objects), while the shelf's growth
-//! (the bytes its classes hold above their bases) stays within
-//! [`growth_budget`]. A raise takes the slot's
+//! by a batch, up to the class's *most* (all of `CPUSLAB_CPU_CACHE_BYTES`, at
+//! most 2048 objects), while the shelf's growth (the bytes its classes hold
+//! above their bases) stays within [`growth_budget`]. A raise takes the slot's
 //! lock but no fence (`PerCpu::raise_capacity`). The sweep, which halves every
 //! stack, puts one that did not miss or overflow since the sweep before and,
 //! halved, holds no more than its base back to that base, through the remote
@@ -57,7 +55,9 @@ const GROW_FROM_CHANGE: u32 = 2;
 /// misses): after its counters, beside its stacks.
 #[repr(C)]
 pub(crate) struct ShelfGrowth {
-    /// Bytes this shelf's stacks hold above their bases, all together.
+    /// Bytes this shelf's stacks hold above their bases, all together: the sum
+    /// of `grown` times the class sizes, kept in one word so that a raise
+    /// reserves its share of the budget with one compare-and-swap.
     grown_bytes: AtomicUsize,
     /// Per class, since the last sweep: the kind of the last real miss
     /// ([`UNDERFLOW`], [`OVERFLOW`], or 0) in the low [`KIND_BITS`], and the
@@ -137,6 +137,7 @@ impl ShelfGrowth {
             },
         );
         let most = most(class, slots);
+        // A full stack or a spent budget: no raise, so no lock to take.
         let spent = self.grown_bytes() + class.size() > growth_budget();
         if changes < GROW_FROM_CHANGE || now as usize >= most || spent {
             return;
@@ -172,7 +173,7 @@ impl ShelfGrowth {
     /// For a stopped stack of `class` on this shelf (its slot lock held): the
     /// capacity it was installed with, given its capacity now.
     pub(crate) fn installed(&self, class: Class, capacity: u32) -> u32 {
-        capacity - self.grown[class.index()].load(Ordering::Relaxed)
+        capacity.saturating_sub(self.grown[class.index()].load(Ordering::Relaxed))
     }
 
     /// For a stopped stack of `class` on this shelf (its slot lock held): puts
@@ -186,7 +187,7 @@ impl ShelfGrowth {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |all| {
                 Some(all.saturating_sub(bytes))
             });
-        capacity - grown
+        capacity.saturating_sub(grown)
     }
 
     /// Bytes this shelf's stacks may hold above their bases now.

@@ -206,13 +206,13 @@ fn growth(region: PerCpu<Shelf>, index: u32) -> Option<&'static ShelfGrowth> {
 }
 
 /// After a miss of `kind` (`capacity::UNDERFLOW` or `OVERFLOW`: the stack
-/// was empty, or full) of `class` on shelf `index`: the capacity policy's turn
-/// (`ShelfGrowth::note_miss`).
-fn note_miss(region: PerCpu<Shelf>, index: u32, class: Class, kind: u32) {
+/// was empty, or full) of `class`, whose stacks in `region` are `stacks`, on
+/// shelf `index`: the capacity policy's turn (`ShelfGrowth::note_miss`).
+fn note_miss(region: PerCpu<Shelf>, stacks: PerCpu<Stack>, index: u32, class: Class, kind: u32) {
     if let Some(growth) = growth(region, index) {
         // SAFETY: the class's stacks in this region, whose slot arrays each
         // hold `slots(class)` pointers (`SLOT_OFFSETS`).
-        unsafe { growth.note_miss(stacks(region, class), index, class, slots(class), kind) };
+        unsafe { growth.note_miss(stacks, index, class, slots(class), kind) };
     }
 }
 
@@ -306,7 +306,7 @@ fn refill_from_depot(class: Class) -> *mut u8 {
     install(stacks, region, class);
     let home = home();
     if empty {
-        note_miss(region, home as u32, class, capacity::UNDERFLOW);
+        note_miss(region, stacks, home as u32, class, capacity::UNDERFLOW);
     }
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];
     let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
@@ -425,7 +425,7 @@ unsafe fn overflow(class: Class, object: *mut u8) {
     install(stacks, region, class);
     let home = home();
     if full {
-        note_miss(region, home as u32, class, capacity::OVERFLOW);
+        note_miss(region, stacks, home as u32, class, capacity::OVERFLOW);
         if pushed(stacks, object) {
             return;
         }

@@ -584,9 +584,10 @@ impl World {
 
     /// Stops random CPUs' stacks from afar, in a tight loop: reverses a stack in
     /// place (and, about every other time, at random, lowers its capacity to
-    /// the larger of what it holds and [`LOWERED`]), or moves all of one CPU's items onto another's stack (whose
-    /// capacity it restores). Each stop is held for [`HOLD`] (rseq-core's fault
-    /// injection) before anything changes.
+    /// the larger of what it holds and [`LOWERED`]), or moves all of one CPU's
+    /// items onto another's stack (whose capacity it restores). Each stop is
+    /// held for [`HOLD`] (rseq-core's fault injection) before anything changes,
+    /// and again before it resumes.
     fn drainer(&self, stop: &AtomicBool) -> Tally {
         let mut rng = Rng(0xD1B5_4A32_D192_ED03);
         let mut tally = Tally::default();
