@@ -4,9 +4,11 @@
 //! *partial* spans (spans with at least one free object); full spans are on no
 //! list and are found again through the page map when an object comes back.
 //! Objects move in batches: `alloc_batch` takes free objects from partial
-//! spans (carving a new span from the page heap when there are none),
-//! `free_batch` puts objects back into their spans' bitmaps and gives a span
-//! back to the page heap as soon as none of its objects is in use.
+//! spans (carving a new span from the page heap when there are none, and
+//! taking from it before it is published), `free_batch` puts objects back
+//! into their spans' bitmaps and gives a span back to the page heap as soon
+//! as none of its objects is in use. So every span on the partial list has an
+//! object in use, and the last free of one returns it.
 //!
 //! Frees of pointers that are not objects of this class (foreign, interior,
 //! already free) are ignored and counted, never trusted.
@@ -18,7 +20,7 @@ use crate::class_range;
 use crate::page_heap;
 use crate::pagemap;
 use crate::size_class::{Class, NUM_CLASSES};
-use crate::span::{FreeOutcome, SpanKind, SpanList};
+use crate::span::{FreeOutcome, Span, SpanKind, SpanList};
 use crate::sync::Lock;
 
 /// One class's span tier. Cache-line aligned so classes do not share lines.
@@ -93,7 +95,12 @@ pub fn alloc_batch(class: Class, out: &mut [*mut u8]) -> usize {
             return n;
         }
         // No partial span left: carve a new one.
-        if !carve(list, class) {
+        let rest = out.get_mut(n..).unwrap_or_default();
+        match carve(list, class, |span| span.take_objects(rest)) {
+            Some(taken) => n += taken,
+            None => return n,
+        }
+        if n >= out.len() {
             return n;
         }
     }
@@ -122,19 +129,28 @@ pub fn alloc_one(class: Class) -> (*mut u8, bool) {
         if let Some(taken) = taken {
             return taken;
         }
-        if !carve(list, class) {
-            return (core::ptr::null_mut(), false);
+        match carve(list, class, Span::take_one) {
+            Some(Some(taken)) => return taken,
+            Some(None) => {}
+            None => return (core::ptr::null_mut(), false),
         }
     }
 }
 
-/// Carves a new span of `class` from the page heap into the partial list
-/// (without holding the class lock meanwhile); false when out of memory.
-fn carve(list: &CentralFreeList, class: Class) -> bool {
-    let Some(span) = page_heap::alloc_class_span(class) else {
-        return false;
-    };
-    list.with_partial(|partial| {
+/// Carves a new span of `class` from the page heap (without holding the class
+/// lock meanwhile), runs `take` on it, and puts what is left of it on the
+/// partial list; `None` when out of memory.
+///
+/// The carver takes its objects before any other thread can see the span.
+/// Published whole, the span could be passed over: two threads that found no
+/// partial span both carve, the second span goes in front, and both take from
+/// it. The first would then sit on the partial list with nothing in use, and
+/// only a free that empties a span gives it back to the page heap.
+fn carve<R>(list: &CentralFreeList, class: Class, take: impl FnOnce(&Span) -> R) -> Option<R> {
+    let span = page_heap::alloc_class_span(class)?;
+    #[cfg(test)]
+    carve_hook::at(class, carve_hook::Stage::Carved);
+    let taken = list.with_partial(|partial| {
         span.init_small(class);
         // The page-map entries learn the class (C `free` of a span outside the
         // class ranges reads it there); the page heap registered the span's
@@ -142,12 +158,18 @@ fn carve(list: &CentralFreeList, class: Class) -> bool {
         pagemap::set_small(span, class);
         // In its class range, the start map: C `free` accepts its objects now.
         class_range::mark(span);
-        partial.push_front(span);
+        let taken = take(span);
+        if span.free_count() > 0 {
+            partial.push_front(span);
+        }
         list.spans.fetch_add(1, Ordering::Relaxed);
-        list.free
-            .fetch_add(class.objects_per_span(), Ordering::Relaxed);
+        list.in_use.fetch_add(span.in_use(), Ordering::Relaxed);
+        list.free.fetch_add(span.free_count(), Ordering::Relaxed);
+        taken
     });
-    true
+    #[cfg(test)]
+    carve_hook::at(class, carve_hook::Stage::Installed);
+    Some(taken)
 }
 
 /// Takes objects from partial spans into `out`; returns how many.
@@ -249,6 +271,41 @@ pub fn class_stats(class: Class) -> ClassStats {
     }
 }
 
+/// A test's hold on `carve`: it runs at each stage of a carve of one class,
+/// so that a test can line up two carvers.
+#[cfg(test)]
+mod carve_hook {
+    use super::Class;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Stage {
+        /// The span came from the page heap; the class lock is not taken yet.
+        Carved,
+        /// The span is installed and the class lock released.
+        Installed,
+    }
+
+    /// The hooked class, and what runs at each of its carves' stages.
+    type Hook = Option<(Class, fn(Stage))>;
+
+    static HOOK: Mutex<Hook> = Mutex::new(None);
+
+    /// Runs `hook` at every stage of every carve of `class` (`None`: stops).
+    pub fn set(hook: Hook) {
+        *HOOK.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    pub fn at(class: Class, stage: Stage) {
+        let hook = *HOOK.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((hooked, run)) = hook {
+            if hooked == class {
+                run(stage);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +368,52 @@ mod tests {
         assert_eq!(after.objects_in_use, before.objects_in_use);
         assert_eq!(after.invalid_frees, before.invalid_frees + 4);
         assert_eq!(page_heap::stats().in_use, heap_before);
+    }
+
+    #[test]
+    fn racing_carvers_leave_no_span_unused() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Barrier;
+        use std::thread;
+
+        let _serial = crate::test_serial();
+        // A class no earlier test left a span in: both carvers find no
+        // partial span.
+        let class = Class::all()
+            .filter(|&c| class_stats(c) == ClassStats::default())
+            .last()
+            .expect("a class without spans");
+        static CARVED: Barrier = Barrier::new(2);
+        static INSTALLED: Barrier = Barrier::new(2);
+        static STAGES: AtomicUsize = AtomicUsize::new(0);
+        // Both carvers hold a span before either takes the lock, and neither
+        // goes on until both have installed theirs: the window in which the
+        // first span's objects could all go to the second's carver.
+        carve_hook::set(Some((class, |stage| {
+            STAGES.fetch_add(1, Ordering::Relaxed);
+            match stage {
+                carve_hook::Stage::Carved => CARVED.wait(),
+                carve_hook::Stage::Installed => INSTALLED.wait(),
+            };
+        })));
+        let carvers: Vec<_> = (0..2)
+            .map(|_| {
+                thread::spawn(move || {
+                    let mut one = [core::ptr::null_mut()];
+                    assert_eq!(alloc_batch(class, &mut one), 1);
+                    one[0] as usize
+                })
+            })
+            .collect();
+        let objects: Vec<*mut u8> = carvers
+            .into_iter()
+            .map(|c| c.join().unwrap() as *mut u8)
+            .collect();
+        carve_hook::set(None);
+        assert_eq!(STAGES.load(Ordering::Relaxed), 4, "both carvers held");
+        assert_eq!(class_stats(class).spans, 2);
+        // SAFETY: the objects are not used after this.
+        unsafe { free_batch(class, &objects) };
+        assert_eq!(class_stats(class), ClassStats::default(), "a span left");
     }
 }
