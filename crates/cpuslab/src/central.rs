@@ -149,7 +149,7 @@ pub fn alloc_one(class: Class) -> (*mut u8, bool) {
 fn carve<R>(list: &CentralFreeList, class: Class, take: impl FnOnce(&Span) -> R) -> Option<R> {
     let span = page_heap::alloc_class_span(class)?;
     #[cfg(test)]
-    carve_hook::at(class, carve_hook::Stage::Carved);
+    carve_hook::at(carve_hook::Stage::Carved);
     let taken = list.with_partial(|partial| {
         span.init_small(class);
         // The page-map entries learn the class (C `free` of a span outside the
@@ -168,7 +168,7 @@ fn carve<R>(list: &CentralFreeList, class: Class, take: impl FnOnce(&Span) -> R)
         taken
     });
     #[cfg(test)]
-    carve_hook::at(class, carve_hook::Stage::Installed);
+    carve_hook::at(carve_hook::Stage::Installed);
     Some(taken)
 }
 
@@ -271,12 +271,12 @@ pub fn class_stats(class: Class) -> ClassStats {
     }
 }
 
-/// A test's hold on `carve`: it runs at each stage of a carve of one class,
-/// so that a test can line up two carvers.
+/// A test's hold on `carve`: in a thread that set one, the hook runs at each
+/// stage of the thread's carves, so that a test can line up two carvers (and
+/// no other test's thread is held).
 #[cfg(test)]
 mod carve_hook {
-    use super::Class;
-    use std::sync::Mutex;
+    use std::cell::Cell;
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Stage {
@@ -286,22 +286,18 @@ mod carve_hook {
         Installed,
     }
 
-    /// The hooked class, and what runs at each of its carves' stages.
-    type Hook = Option<(Class, fn(Stage))>;
-
-    static HOOK: Mutex<Hook> = Mutex::new(None);
-
-    /// Runs `hook` at every stage of every carve of `class` (`None`: stops).
-    pub fn set(hook: Hook) {
-        *HOOK.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    std::thread_local! {
+        static HOOK: Cell<Option<fn(Stage)>> = const { Cell::new(None) };
     }
 
-    pub fn at(class: Class, stage: Stage) {
-        let hook = *HOOK.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((hooked, run)) = hook {
-            if hooked == class {
-                run(stage);
-            }
+    /// Runs `hook` at every stage of the calling thread's carves.
+    pub fn set(hook: fn(Stage)) {
+        HOOK.with(|h| h.set(Some(hook)));
+    }
+
+    pub fn at(stage: Stage) {
+        if let Some(hook) = HOOK.with(Cell::get) {
+            hook(stage);
         }
     }
 }
@@ -389,16 +385,17 @@ mod tests {
         // Both carvers hold a span before either takes the lock, and neither
         // goes on until both have installed theirs: the window in which the
         // first span's objects could all go to the second's carver.
-        carve_hook::set(Some((class, |stage| {
+        fn hold(stage: carve_hook::Stage) {
             STAGES.fetch_add(1, Ordering::Relaxed);
             match stage {
                 carve_hook::Stage::Carved => CARVED.wait(),
                 carve_hook::Stage::Installed => INSTALLED.wait(),
             };
-        })));
+        }
         let carvers: Vec<_> = (0..2)
             .map(|_| {
                 thread::spawn(move || {
+                    carve_hook::set(hold);
                     let mut one = [core::ptr::null_mut()];
                     assert_eq!(alloc_batch(class, &mut one), 1);
                     one[0] as usize
@@ -409,7 +406,6 @@ mod tests {
             .into_iter()
             .map(|c| c.join().unwrap() as *mut u8)
             .collect();
-        carve_hook::set(None);
         assert_eq!(STAGES.load(Ordering::Relaxed), 4, "both carvers held");
         assert_eq!(class_stats(class).spans, 2);
         // SAFETY: the objects are not used after this.
