@@ -66,7 +66,7 @@ pub(crate) fn shelf_bound_bytes() -> usize {
     };
     let bases = bytes(base_capacity);
     let mosts = bytes(|class| capacity::most(class, slots(class)));
-    bases + (mosts - bases).min(capacity::growth_budget())
+    bases + mosts.saturating_sub(bases).min(capacity::growth_budget())
 }
 
 /// Bytes of stack headers at the start of a shelf.

@@ -36,11 +36,9 @@ fn capacity_follows_demand_in_every_mode() {
 
 #[test]
 fn child() {
-    let Some(scenario) = support::child_scenario() else {
+    let Some(mode) = support::child_mode() else {
         return; // not a child: nothing to do
     };
-    let mode = support::mode_named(&scenario);
-    support::assert_mode(mode);
     support::pin_to_first_allowed_cpu();
     let class = class_index(SIZE);
     let budget = cpuslab::config().cpu_cache_bytes * 8;

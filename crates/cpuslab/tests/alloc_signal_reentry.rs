@@ -105,10 +105,9 @@ extern "C" fn allocate_in_handler(_: libc::c_int) {
 
 #[test]
 fn child() {
-    let Some(scenario) = support::child_scenario() else {
+    if support::child_mode().is_none() {
         return; // not a child: nothing to do
-    };
-    support::assert_mode(support::mode_named(&scenario));
+    }
     // SAFETY: installing a handler for SIGUSR1 in this child process.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();

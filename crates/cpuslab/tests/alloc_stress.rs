@@ -62,11 +62,9 @@ const SECTION_DELAY_SPINS: u32 = 50;
 
 #[test]
 fn child() {
-    let Some(scenario) = support::child_scenario() else {
+    let Some(mode) = support::child_mode() else {
         return; // not a child: nothing to do
     };
-    let mode = support::mode_named(&scenario);
-    support::assert_mode(mode);
     let duration = Duration::from_millis(
         std::env::var(DURATION_ENV)
             .ok()

@@ -53,11 +53,9 @@ fn free(p: *mut u8, size: usize) {
 
 #[test]
 fn child() {
-    let Some(scenario) = support::child_scenario() else {
+    let Some(mode) = support::child_mode() else {
         return; // not a child: nothing to do
     };
-    let mode = support::mode_named(&scenario);
-    support::assert_mode(mode);
     if mode != Mode::Fallback {
         for _ in 0..1000 {
             free(alloc(64), 64);

@@ -6,6 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rseq_core::{Index, ListHead, ListNode, Mode, OpError, PerCpu, Stack, StackParts};
 
+#[path = "support/affinity.rs"]
+mod affinity;
+use affinity::pin_to_first_allowed_cpu;
+
 /// Owns the memory of a region of `possible_cpus()` slots of T (zeroed).
 struct Region<T> {
     slots: Vec<T>,
@@ -53,25 +57,6 @@ fn setup() {
             assert!(rseq_core::disable_rseq());
         }
     });
-}
-
-fn pin_to_first_allowed_cpu() -> u32 {
-    // SAFETY: plain affinity calls on this thread with a zeroed set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
-            0
-        );
-        let cpu = (0..1024).find(|&c| libc::CPU_ISSET(c, &set)).unwrap();
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of_val(&one), &one),
-            0
-        );
-        cpu as u32
-    }
 }
 
 fn install(stack: &PerCpu<Stack>, index: u32, slots: &mut [*mut u8]) {

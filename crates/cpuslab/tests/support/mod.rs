@@ -58,6 +58,14 @@ pub fn child_scenario() -> Option<String> {
     std::env::var(CHILD_ENV).ok()
 }
 
+/// In a child whose scenario is a mode's name: that mode, checked to be in
+/// effect ([`assert_mode`]); `None` in a normal test run.
+pub fn child_mode() -> Option<Mode> {
+    let mode = mode_named(&child_scenario()?);
+    assert_mode(mode);
+    Some(mode)
+}
+
 /// Re-runs this test binary on its `child` test with `scenario` in [`CHILD_ENV`],
 /// the environment of `mode` applied, and `extra` set. Returns the exit status
 /// (-1 when killed by a signal, with the signal in the text) and the output.
@@ -298,6 +306,11 @@ pub fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+#[path = "../../../rseq-core/tests/support/affinity.rs"]
+mod affinity;
+#[allow(unused_imports)] // not every test binary pins
+pub use affinity::pin_to_first_allowed_cpu;
+
 /// Pins the calling thread to one random online CPU (a forced migration).
 pub fn migrate(rng: &mut Rng) {
     let cpu = rng.below(online_cpus());
@@ -306,26 +319,6 @@ pub fn migrate(rng: &mut Rng) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
-    }
-}
-
-/// Pins the calling thread to the first CPU it may run on (the same one for
-/// every thread of the process, so that they share a shelf).
-pub fn pin_to_first_allowed_cpu() {
-    // SAFETY: plain affinity calls on this thread with zeroed sets.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        assert_eq!(
-            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
-            0
-        );
-        let cpu = (0..1024).find(|&c| libc::CPU_ISSET(c, &set)).unwrap();
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of_val(&one), &one),
-            0
-        );
     }
 }
 
