@@ -2,27 +2,35 @@
 //! learns a small object's class, and checks it, from its address with one
 //! load.
 //!
-//! Range `c` lies in the [`RANGE_BYTES`] at a fixed address, `WINDOW + c *
-//! RANGE_BYTES`, from `c * STAGGER` on. Nothing is mapped ahead: each class's
-//! page heap (`page_heap`) grows its range from the start, a chunk at a time,
-//! mapped exactly there, so every span of that class lies in its range, the
-//! mapped part of a range is one prefix (`Place::usable`), and the address
-//! space a process uses is what it maps, as with any other chunk
-//! (`RLIMIT_AS` and overcommit apply as before).
+//! The window is cut into 2 MiB *slots*, one page table's reach, dealt out
+//! in rows: row `r` holds slot `r` of every class, class `c`'s at `WINDOW +
+//! (r * LANES + c) * SLOT_BYTES`, so an address's class is a field of its
+//! bits (its *lane*). Nothing is mapped ahead: each class's page heap
+//! (`page_heap`) grows its range a chunk at a time, mapped exactly there,
+//! filling one slot (from a small per-class offset, the stagger) before it
+//! starts the next row's, so every span of a class lies in one of its slots
+//! and the address space a process uses is what it maps, as with any other
+//! chunk (`RLIMIT_AS` and overcommit apply as before). Each class's mapped
+//! part ends at its *end*: every slot of its lane below it is in use, or was.
 //!
-//! Every 16 bytes of a range (the alignment of every class's objects) have
-//! a bit in the class's *start map*: set while an object of a small-object
-//! span starts there (`mark`, `clear`), clear everywhere else, so one bit
-//! says both that the span is live and that an object starts at the
-//! address. The maps lie after the ranges, in a column per class (staggered
-//! like the ranges), mapped with the chunks they describe: a word of 64 bits
-//! per KiB of range, 1/128 of the mapped prefix.
+//! Why rows: the first slots of every class lie together (256 MiB for all of
+//! them), as do their start maps, so a program that uses n classes has about
+//! n + 4 page-table pages for them, not 3n as with a range of 16 GiB per
+//! class far from the next one, and `fork`, which copies page tables, costs
+//! what it costs with a compact heap (docs/benchmarks-preload.md, "Forks").
 //!
-//! `object_class` then answers C `free` from one line of per-class data (a
-//! `Place`, found by a shift and a mask of the address): a subtraction and a
-//! compare with the prefix, and one load and bit test of the start map,
-//! found from the address alone. The page map still registers every span
-//! and answers every other question.
+//! Every 16 bytes of the window (the alignment of every class's objects)
+//! have a bit in the *start map*: set while an object of a small-object span
+//! starts there (`mark`, `clear`), clear everywhere else, so one bit says
+//! both that the span is live and that an object starts at the address. The
+//! map lies after the window, a word of 64 bits per KiB of it, so an
+//! address's word is found from the address alone; a slot's 16 KiB of map
+//! are mapped with its first chunk and never unmapped (pages under
+//! decommitted runs are given back).
+//!
+//! `object_class` then answers C `free` with one load of per-class data (the
+//! lane's end) and a compare, and one load and bit test of the start map.
+//! The page map still registers every span and answers every other question.
 //!
 //! Why: a `free` that walked the page map (root, leaf, span record) made the
 //! per-CPU push wait for the walk's dependent loads
@@ -31,7 +39,7 @@
 //! When a chunk cannot be mapped at its place (something else is there: the
 //! kernel never puts its own mappings this low unless the address space is
 //! crowded; another copy of the allocator in the process), a class has used
-//! its whole range, or the OS pages are not 4 KiB, spans come from the shared
+//! its every slot, or the OS pages are not 4 KiB, spans come from the shared
 //! page heap as before, and `free` finds them through the page map.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -40,141 +48,125 @@ use crate::os::{self, PAGE_SIZE};
 use crate::size_class::{Class, MIN_ALIGN, NUM_CLASSES};
 use crate::span::Span;
 
-/// Where range 0 starts: 48 TiB, below where Linux loads programs (PIE
+/// Where the window starts: 48 TiB, below where Linux loads programs (PIE
 /// binaries near 85 TiB) and places mappings (down from near 128 TiB).
 const WINDOW: usize = 0x3000_0000_0000;
-/// log2 of one class's range: 16 GiB of spans per class.
-pub const RANGE_SHIFT: u32 = 34;
-/// Bytes of one class's range.
-pub const RANGE_BYTES: usize = 1 << RANGE_SHIFT;
-/// Bytes of every range together (1.5 TiB of the 128 TiB user address space).
-const ALL_BYTES: usize = NUM_CLASSES << RANGE_SHIFT;
-/// How far each range starts after the previous one's place: aligned alike,
-/// the first pages of every class would share one set of the TLB, and a
-/// working set of many classes thrashed it (`threads 30 1`: 13.4 -> 20 ns
-/// per step). An odd number of pages spreads them over every set.
-const STAGGER: usize = 9 * PAGE_SIZE;
-/// Bytes of a range one bit of its start map covers.
+/// log2 of a slot: 2 MiB, what one page of page tables maps.
+const SLOT_SHIFT: u32 = 21;
+/// Bytes of a slot.
+const SLOT_BYTES: usize = 1 << SLOT_SHIFT;
+/// Lanes in a row: the classes, rounded up to a power of two, so that an
+/// address's lane is a mask of its slot number (lanes beyond the classes
+/// stay empty).
+const LANES: usize = NUM_CLASSES.next_power_of_two();
+/// log2 of a row's bytes (a slot of every lane: 256 MiB).
+const ROW_SHIFT: u32 = SLOT_SHIFT + LANES.trailing_zeros();
+/// Rows in the window.
+const ROWS: usize = 8192;
+/// Bytes one class can have in its slots: 16 GiB.
+pub const RANGE_BYTES: usize = ROWS * SLOT_BYTES;
+/// Bytes of the window (2 TiB of the 128 TiB user address space).
+const WINDOW_BYTES: usize = ROWS << ROW_SHIFT;
+/// Bytes of a range one bit of the start map covers.
 const GRANULE: usize = MIN_ALIGN;
-/// log2 of the bytes of a range one word of its start map covers (64
-/// granules: 1 KiB).
+/// log2 of the bytes one word of the start map covers (64 granules: 1 KiB).
 const WORD_SHIFT: u32 = (u64::BITS as usize * GRANULE).trailing_zeros();
 const WORD_BYTES: usize = core::mem::size_of::<u64>();
-/// Where the columns of start maps begin (one per class, staggered like the
-/// ranges, so that every class's first words do not share a TLB set either),
-/// and the room of one column (the map of a whole range).
-const COLUMNS: usize = WINDOW + ALL_BYTES;
-const COLUMN_ROOM: usize = (RANGE_BYTES >> WORD_SHIFT) * WORD_BYTES + STAGGER;
+/// Where the start map begins (the window's, word by word).
+const MAP: usize = WINDOW + WINDOW_BYTES;
+/// Bytes of start map for one slot (16 KiB: whole pages).
+const SLOT_MAP_BYTES: usize = (SLOT_BYTES >> WORD_SHIFT) * WORD_BYTES;
+/// How far into each of its slots a class starts, in pages per class index:
+/// aligned alike, the first pages of every class would share one set of the
+/// TLB, and a working set of many classes thrashed it (`threads 30 1`: 13.4
+/// -> 20 ns per step).
+const STAGGER_PAGES: usize = 1;
 
-const _: () = assert!(NUM_CLASSES * STAGGER < RANGE_BYTES / 8);
+const _: () = assert!(WINDOW.is_multiple_of(1 << ROW_SHIFT));
 const _: () = assert!(1 << WORD_SHIFT == u64::BITS as usize * GRANULE);
-const _: () = assert!(WINDOW.is_multiple_of(RANGE_BYTES));
-const _: () = assert!(COLUMNS + NUM_CLASSES * COLUMN_ROOM <= 1 << 47);
+const _: () = assert!(SLOT_MAP_BYTES.is_multiple_of(PAGE_SIZE));
+const _: () = assert!(MAP + (WINDOW_BYTES >> WORD_SHIFT) * WORD_BYTES <= 1 << 47);
+const _: () = assert!(NUM_CLASSES * STAGGER_PAGES * PAGE_SIZE < SLOT_BYTES / 4);
 
-/// What `free` needs of a class from an address in its range: where the
-/// range starts, its usable prefix (the bytes from the start that are mapped
-/// and have their start map; written under the class's page-heap lock), and
-/// where its column would hold the word for address 0 (so that an address's
-/// word is found from the address alone, in parallel with the prefix's
-/// check). Found with one index.
-#[repr(C, align(32))]
-struct Place {
-    start: usize,
-    usable: AtomicUsize,
-    map_from_zero: usize,
+/// Per lane: the window offset just past its class's mapped part (0 for a
+/// class that never grew, and for the lanes beyond the classes). Every
+/// offset of the lane below it is in a slot whose start map is mapped.
+/// Written under the class's page-heap lock, after the mappings (Release).
+static ENDS: [AtomicUsize; LANES] = [const { AtomicUsize::new(0) }; LANES];
+
+/// Per class, under its page-heap lock: the row of its last slot in use and
+/// how far into that slot it is mapped (from its stagger on; 0: never grown).
+static ROW: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
+static FILLED: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
+/// Per class: rows whose slot has its start map mapped (never unmapped).
+static MAPPED_ROWS: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
+
+/// Where `class`'s slot in `row` starts.
+const fn slot_start(class: Class, row: usize) -> usize {
+    WINDOW + (row << ROW_SHIFT) + (class.index() << SLOT_SHIFT)
 }
 
-/// Places in the table: the classes, rounded up to a power of two, so that
-/// the low bits of an address's range number index it with no bounds check.
-/// A range number whose low bits match a place's but lies elsewhere is
-/// refused by the place's prefix (it is below `start` or a range or more
-/// past it), and the places beyond the classes have an empty prefix.
-const PLACE_SLOTS: usize = NUM_CLASSES.next_power_of_two();
+/// Bytes of one span of `class`: every chunk is a whole number of them, so
+/// spans lie at multiples of their size from a slot's first byte.
+const fn span_bytes(class: Class) -> usize {
+    class.span_pages() * PAGE_SIZE
+}
 
-const _: () = assert!((WINDOW >> RANGE_SHIFT).is_multiple_of(PLACE_SLOTS));
-/// log2 of a place's size.
-const PLACE_SHIFT: u32 = core::mem::size_of::<Place>().trailing_zeros();
-const _: () = assert!(core::mem::size_of::<Place>() == 1 << PLACE_SHIFT);
-
-/// Every class's place, by class index, then places that hold nothing.
-static PLACES: [Place; PLACE_SLOTS] = {
-    let mut places = [const {
-        Place {
-            start: 0,
-            usable: AtomicUsize::new(0),
-            map_from_zero: 0,
-        }
-    }; PLACE_SLOTS];
-    let mut i = 0;
-    while i < NUM_CLASSES {
-        if let Some(class) = Class::from_index(i) {
-            places[i].start = range_start(class);
-            places[i].map_from_zero =
-                column(class).wrapping_sub((range_start(class) >> WORD_SHIFT) * WORD_BYTES);
-        }
-        i += 1;
+/// How far into each slot `class` starts: its stagger, or 0 for a class
+/// whose span would not fit after it.
+const fn first(class: Class) -> usize {
+    let stagger = class.index() * STAGGER_PAGES * PAGE_SIZE;
+    if span_bytes(class) + stagger <= SLOT_BYTES {
+        stagger
+    } else {
+        0
     }
-    places
-};
-
-/// `class`'s usable prefix, in bytes.
-fn usable(class: Class) -> &'static AtomicUsize {
-    &PLACES[class.index()].usable
 }
 
-/// Per class: bytes of its column mapped (under the class's page-heap lock;
-/// start maps are never unmapped, so a reader that saw a larger usable
-/// prefix still reads a mapped word).
-static COLUMN_MAPPED: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
+/// How far into a slot `class` is mapped when the slot is full: whole spans
+/// from `first` on.
+const fn full(class: Class) -> usize {
+    let first = first(class);
+    first + (SLOT_BYTES - first) / span_bytes(class) * span_bytes(class)
+}
 
-/// The start of `class`'s range.
+/// Where `class`'s first chunk goes: its first slot, after its stagger.
 pub const fn range_start(class: Class) -> usize {
-    WINDOW + (class.index() << RANGE_SHIFT) + class.index() * STAGGER
-}
-
-/// Bytes of `class`'s range (what its place leaves after the stagger).
-const fn range_bytes(class: Class) -> usize {
-    RANGE_BYTES - class.index() * STAGGER
-}
-
-/// Where `class`'s column (its start map) starts.
-const fn column(class: Class) -> usize {
-    COLUMNS + class.index() * COLUMN_ROOM
+    slot_start(class, 0) + first(class)
 }
 
 /// Whether `addr` lies where the class ranges are (mapped by us or not).
 #[inline]
 pub fn in_window(addr: usize) -> bool {
-    addr.wrapping_sub(WINDOW) < ALL_BYTES
+    addr.wrapping_sub(WINDOW) < WINDOW_BYTES
 }
 
-/// An address in a class range's mapped prefix, with its class and the
-/// class's `Place`.
+/// An address in a class's mapped part, with its class.
 struct Located {
     class: Class,
-    place: &'static Place,
-    addr: usize,
+    /// The address's offset in the window.
+    offset: usize,
 }
 
 impl Located {
-    /// The start-map word of the KiB holding `addr + offset`; the address's
-    /// bit is its granule's index modulo 64.
+    /// The start-map word of the KiB holding the address plus `bytes`; that
+    /// address's bit is its granule's index modulo 64.
     ///
     /// # Safety
-    /// That address lies in the range's mapped prefix (or did: start maps
-    /// stay mapped).
+    /// That address lies in the same slot as this one.
     #[inline(always)]
-    unsafe fn word(&self, offset: usize) -> &'static AtomicU64 {
-        let at = self.word_address(offset);
-        // SAFETY: mapped (caller), zero until written, aligned, never unmapped.
+    unsafe fn word(&self, bytes: usize) -> &'static AtomicU64 {
+        let at = self.word_address(bytes);
+        // SAFETY: the slot's map is mapped (`locate` found the address below
+        // its lane's end), zero until written, aligned, never unmapped.
         unsafe { &*(at as *const AtomicU64) }
     }
 
-    /// Where the start-map word of the KiB holding `addr + offset` lies.
+    /// Where the start-map word of the KiB holding the address plus `bytes`
+    /// lies.
     #[inline(always)]
-    fn word_address(&self, offset: usize) -> usize {
-        let word = (self.addr + offset) >> WORD_SHIFT;
-        self.place.map_from_zero.wrapping_add(word * WORD_BYTES)
+    fn word_address(&self, bytes: usize) -> usize {
+        MAP + ((self.offset + bytes) >> WORD_SHIFT) * WORD_BYTES
     }
 }
 
@@ -194,8 +186,9 @@ pub unsafe fn release_start_map(run: &Span) {
 /// the ranges.
 ///
 /// # Safety
-/// Those bytes are a free run of their class's page heap (so their words are
-/// zero, and no `mark` writes them meanwhile), whose lock is held.
+/// Those bytes are a free run of their class's page heap, in one slot (so
+/// their words are zero, and no `mark` writes them meanwhile), whose lock is
+/// held.
 unsafe fn release_map(addr: usize, len: usize) {
     let Some(at) = locate(addr) else {
         return;
@@ -213,30 +206,26 @@ const fn bit(addr: usize) -> u64 {
     1 << ((addr / GRANULE) % u64::BITS as usize)
 }
 
-/// Where `addr` lies, if in a class range's mapped prefix.
+/// Where `addr` lies, if below its lane's end.
 #[inline(always)]
 fn locate(addr: usize) -> Option<Located> {
-    // The window starts at a multiple of the table's length in ranges: the
-    // index is the low bits of the address's range number, taken already
-    // scaled to a place's size (one shift and one mask).
-    let at = (addr >> (RANGE_SHIFT - PLACE_SHIFT)) & ((PLACE_SLOTS - 1) << PLACE_SHIFT);
-    // SAFETY: `at` is a multiple of a place's size below the table's size.
-    let place = unsafe { &*PLACES.as_ptr().byte_add(at) };
-    if addr.wrapping_sub(place.start) >= place.usable.load(Ordering::Acquire) {
+    let offset = addr.wrapping_sub(WINDOW);
+    let lane = (offset >> SLOT_SHIFT) % LANES;
+    // An offset outside the window is at least WINDOW_BYTES, past any end.
+    // SAFETY: `lane` is below LANES.
+    let end = unsafe { ENDS.get_unchecked(lane) };
+    if offset >= end.load(Ordering::Acquire) {
         return None;
     }
     Some(Located {
-        // SAFETY: only the places of classes have a prefix. Computed from
-        // the address, not loaded from the place: the per-CPU section's slot
-        // waits for the class, and a load there cost 1 ns per C pair.
-        class: unsafe { Class::from_index_unchecked(at >> PLACE_SHIFT) },
-        place,
-        addr,
+        // SAFETY: only the lanes of classes have an end.
+        class: unsafe { Class::from_index_unchecked(lane) },
+        offset,
     })
 }
 
-/// The class whose range holds `addr` in its mapped prefix, if any. Says
-/// nothing about whether an object starts there.
+/// The class whose lane holds `addr` below its end, if any. Says nothing
+/// about whether an object starts there, or whether it is mapped.
 #[inline(always)]
 pub fn class_at(addr: usize) -> Option<Class> {
     locate(addr).map(|at| at.class)
@@ -252,100 +241,123 @@ pub fn object_class(addr: usize) -> Option<Class> {
     if !addr.is_multiple_of(GRANULE) {
         return None;
     }
-    // SAFETY: `addr` lies in the range's mapped prefix, whose start map is
-    // mapped (`locate`'s Acquire pairs with the Release that published it).
+    // SAFETY: the address itself (`locate`'s Acquire pairs with the Release
+    // that published the end after mapping the map).
     let word = unsafe { at.word(0) }.load(Ordering::Relaxed);
     (word & bit(addr) != 0).then_some(at.class)
 }
 
-/// Bytes of `class`'s range mapped from its start (its page heap's to move).
-pub fn prefix(class: Class) -> usize {
-    usable(class).load(Ordering::Relaxed)
+/// Publishes `class`'s mapped part: `filled` bytes into its slot in `row`.
+fn set_end(class: Class, row: usize, filled: usize) {
+    ROW[class.index()].store(row, Ordering::Relaxed);
+    FILLED[class.index()].store(filled, Ordering::Relaxed);
+    let end = if row == 0 && filled == 0 {
+        0
+    } else {
+        slot_start(class, row) - WINDOW + filled
+    };
+    ENDS[class.index()].store(end, Ordering::Release);
 }
 
-/// Maps the next `len` bytes (a page multiple) of `class`'s range, after its
-/// mapped prefix, and their start map; returns where they start, or `None` when
-/// the range is full, the place is taken or the OS pages are not ours (4 KiB:
-/// the stagger would misalign the ranges).
+/// Where `class`'s mapped part ends now, and where its last slot's mapped
+/// part starts: `(start, end)`; `None` while nothing is mapped.
+pub fn mapped_end(class: Class) -> Option<(usize, usize)> {
+    let row = ROW[class.index()].load(Ordering::Relaxed);
+    let filled = FILLED[class.index()].load(Ordering::Relaxed);
+    let start = slot_start(class, row);
+    (filled > first(class)).then_some((start + first(class), start + filled))
+}
+
+/// Maps the next `want` bytes (whole spans of `class`) after `class`'s mapped
+/// part, or fewer, at least one span, where its slot has less room left (the
+/// next chunk starts the next row's slot), and their slot's start map; returns
+/// where they start and how many bytes, or `None` when every slot is used,
+/// the place is taken or the OS pages are not ours (4 KiB: the stagger would
+/// misalign the slots).
 ///
 /// # Safety
 ///
-/// The class's page-heap lock is held (it orders the prefix's moves).
-pub unsafe fn grow(class: Class, len: usize) -> Option<usize> {
-    // SAFETY: forwarded contract; the prefix is the range's.
-    unsafe { grow_after(class, prefix(class), len) }
-}
-
-/// [`grow`] after `used` bytes of the range.
-///
-/// # Safety
-/// As for `grow`, and `used` is the range's mapped prefix.
-unsafe fn grow_after(class: Class, used: usize, len: usize) -> Option<usize> {
+/// The class's page-heap lock is held (it orders the end's moves).
+pub unsafe fn grow(class: Class, want: usize) -> Option<(usize, usize)> {
     if os::page_size() != PAGE_SIZE {
         return None;
     }
-    let end = used
-        .checked_add(len)
-        .filter(|&end| end <= range_bytes(class))?;
-    if !map_column(class, end) {
+    let span = span_bytes(class);
+    let (first, full) = (first(class), full(class));
+    let mut row = ROW[class.index()].load(Ordering::Relaxed);
+    let mut filled = FILLED[class.index()].load(Ordering::Relaxed).max(first);
+    if filled + span > full {
+        row += 1;
+        filled = first;
+    }
+    if row >= ROWS || first + span > full {
         return None;
     }
-    let start = range_start(class) + used;
+    let len = want.min(full - filled).max(span) / span * span;
+    if !map_slot_map(class, row) {
+        return None;
+    }
+    let start = slot_start(class, row) + filled;
     if !os::map_at(start, len) {
         return None;
     }
-    usable(class).store(end, Ordering::Release);
-    Some(start)
+    set_end(class, row, filled + len);
+    Some((start, len))
 }
 
-/// Maps `class`'s column far enough for a prefix of `end` bytes (the class's
-/// page-heap lock is held).
-fn map_column(class: Class, end: usize) -> bool {
-    let Some(mapped) = COLUMN_MAPPED.get(class.index()) else {
-        return false;
-    };
+/// Maps the start map of `class`'s slots up to `row` (under the class's
+/// page-heap lock).
+fn map_slot_map(class: Class, row: usize) -> bool {
+    let mapped = &MAPPED_ROWS[class.index()];
     let from = mapped.load(Ordering::Relaxed);
-    let needed = (end.div_ceil(1 << WORD_SHIFT) * WORD_BYTES).next_multiple_of(PAGE_SIZE);
-    if needed <= from {
-        return true;
+    for r in from..=row {
+        let at = MAP + ((slot_start(class, r) - WINDOW) >> WORD_SHIFT) * WORD_BYTES;
+        if !os::map_at(at, SLOT_MAP_BYTES) {
+            return false;
+        }
+        mapped.store(r + 1, Ordering::Relaxed);
     }
-    if !os::map_at(column(class) + from, needed - from) {
-        return false;
-    }
-    mapped.store(needed, Ordering::Relaxed);
     true
 }
 
 /// Bytes mapped for start maps (statistics: metadata).
 pub fn start_map_bytes() -> usize {
-    COLUMN_MAPPED
+    MAPPED_ROWS
         .iter()
-        .map(|column| column.load(Ordering::Relaxed))
+        .map(|rows| rows.load(Ordering::Relaxed) * SLOT_MAP_BYTES)
         .sum()
 }
 
-/// Gives back the end of `class`'s mapped prefix, from `keep` bytes on: it is
-/// no longer in the range for `class_at`, then unmapped.
+/// Gives back the end of `class`'s mapped part, from `from` on (an address in
+/// its last slot in use): it is no longer in the range for `class_at`, then
+/// unmapped. A slot given back whole leaves the one before it, full, as the
+/// last in use.
 ///
 /// # Safety
 ///
-/// The class's page-heap lock is held, `keep` is page aligned and below the
-/// prefix, and nothing lives in `[keep, prefix)` (a free run).
-pub unsafe fn shrink(class: Class, keep: usize) -> bool {
-    let usable = usable(class);
-    let end = usable.load(Ordering::Relaxed);
-    if keep >= end || !os::os_page_aligned(keep) {
+/// The class's page-heap lock is held, `from` is page aligned, and nothing
+/// lives in `[from, end)` (a free run).
+pub unsafe fn shrink(class: Class, from: usize) -> bool {
+    let Some((start, end)) = mapped_end(class) else {
+        return false;
+    };
+    if from < start || from >= end || !os::os_page_aligned(from) {
         return false;
     }
-    // SAFETY: `[keep, end)` is a free run (caller), under the lock.
-    unsafe { release_map(range_start(class) + keep, end - keep) };
-    usable.store(keep, Ordering::Release);
+    let row = ROW[class.index()].load(Ordering::Relaxed);
+    let filled = FILLED[class.index()].load(Ordering::Relaxed);
+    // SAFETY: `[from, end)` is a free run in one slot (caller), under the lock.
+    unsafe { release_map(from, end - from) };
+    let kept = from - slot_start(class, row);
+    set_end(class, row, kept);
     // SAFETY: mapped by `grow` and free (caller). New lookups no longer reach
-    // it; one that read the old prefix reads only its start map, which stays
+    // it; one that read the old end reads only its start map, which stays
     // mapped, and the shared heap never merges with a run in the window.
-    let unmapped = unsafe { os::unmap((range_start(class) + keep) as *mut u8, end - keep) };
+    let unmapped = unsafe { os::unmap(from as *mut u8, end - from) };
     if !unmapped {
-        usable.store(end, Ordering::Release);
+        set_end(class, row, filled);
+    } else if kept == first(class) && row > 0 {
+        set_end(class, row - 1, full(class));
     }
     unmapped
 }
@@ -364,8 +376,8 @@ pub fn mark(span: &Span) {
     for object in 0..class.objects_per_span() {
         let offset = object * class.size();
         if offset >> WORD_SHIFT != word_offset >> WORD_SHIFT {
-            // SAFETY: the span lies in the mapped prefix of its range (it
-            // came from there and is not given back yet).
+            // SAFETY: the span lies in one slot, mapped (it came from there
+            // and is not given back yet).
             unsafe { at.word(word_offset) }.store(bits, Ordering::Release);
             word_offset = offset;
             bits = 0;
@@ -383,8 +395,8 @@ pub fn clear(span: &Span) {
         return;
     };
     for offset in (0..span.bytes()).step_by(1 << WORD_SHIFT) {
-        // SAFETY: the span lies in the mapped prefix of its range (it came
-        // from there and is not given back yet).
+        // SAFETY: the span lies in one slot, mapped (it came from there and
+        // is not given back yet).
         unsafe { at.word(offset) }.store(0, Ordering::Release);
     }
 }
@@ -394,7 +406,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_mapped_prefixes_of_ranges_have_a_class() {
+    fn only_mapped_parts_of_lanes_have_a_class() {
         let _serial = crate::test_serial();
         let class = crate::size_class::class_of(48, 16).unwrap();
         let span = crate::page_heap::alloc_class_span(class).unwrap();
@@ -405,18 +417,16 @@ mod tests {
         );
         let start = range_start(class);
         assert_eq!(class_at(start), Some(class));
-        let prefix = prefix(class);
-        assert_eq!(class_at(start + prefix - 1), Some(class));
-        assert_eq!(class_at(start + prefix), None, "past the mapped prefix");
-        assert_eq!(class_at(start - 1), None, "before the range's stagger");
-        assert_ne!(
-            class_at(start + range_bytes(class)),
-            Some(class),
-            "the next range"
-        );
-        // A range number whose low bits index this class's place.
-        let alias = start + (PLACE_SLOTS << RANGE_SHIFT);
-        for addr in [0, 16, WINDOW - 1, COLUMNS, usize::MAX - 15, alias] {
+        let (_, end) = mapped_end(class).unwrap();
+        assert_eq!(class_at(end - 1), Some(class));
+        assert_eq!(class_at(end), None, "past the mapped part");
+        let row = ROW[class.index()].load(Ordering::Relaxed);
+        assert_eq!(class_at(slot_start(class, row + 1)), None, "a later row");
+        let next = Class::from_index(class.index() + 1).unwrap();
+        assert_ne!(class_at(slot_start(next, 0)), Some(class), "the next lane");
+        // Past the window, where the lane's bits would name this class again.
+        let alias = start + WINDOW_BYTES;
+        for addr in [0, 16, WINDOW - 1, MAP, usize::MAX - 15, alias] {
             assert_eq!(class_at(addr), None, "{addr:#x}");
             assert_eq!(object_class(addr), None, "{addr:#x}");
         }
@@ -426,17 +436,27 @@ mod tests {
     }
 
     #[test]
-    fn growth_stays_inside_the_range_and_its_place() {
-        let class = Class::from_index(3).unwrap();
-        // SAFETY: both are refused before anything is mapped: past the range,
-        // and straddling its end.
-        unsafe {
-            let bytes = range_bytes(class);
-            assert_eq!(grow_after(class, bytes, PAGE_SIZE), None);
-            assert_eq!(grow_after(class, bytes - PAGE_SIZE, 2 * PAGE_SIZE), None);
+    fn every_slot_lies_in_the_window_and_holds_a_span() {
+        for class in Class::all() {
+            let last = slot_start(class, ROWS - 1) + SLOT_BYTES;
+            assert!(last <= WINDOW + WINDOW_BYTES, "{class:?}");
+            assert!(slot_start(class, 0) >= WINDOW);
+            // A class whose span does not fit in a slot never grows a range.
+            if span_bytes(class) <= SLOT_BYTES {
+                assert!(first(class) + span_bytes(class) <= full(class), "{class:?}");
+                assert!(full(class) <= SLOT_BYTES);
+            }
+            // Its slots' start maps lie in the map, each on whole pages.
+            let map = MAP + ((slot_start(class, ROWS - 1) - WINDOW) >> WORD_SHIFT) * WORD_BYTES;
+            assert!(map + SLOT_MAP_BYTES <= MAP + (WINDOW_BYTES >> WORD_SHIFT) * WORD_BYTES);
+            assert!(map.is_multiple_of(PAGE_SIZE));
         }
+        // The first slots of every class lie in one row, their maps in one
+        // page table's reach: what keeps page tables few (the module's why).
+        assert!(LANES << SLOT_SHIFT == 1 << ROW_SHIFT);
+        assert!(LANES * SLOT_MAP_BYTES <= SLOT_BYTES);
         // A place taken by someone else is not mapped over.
-        let taken = range_start(class) + range_bytes(class) - 64 * PAGE_SIZE;
+        let taken = slot_start(Class::from_index(3).unwrap(), ROWS - 1);
         assert!(os::map_at(taken, PAGE_SIZE));
         assert!(!os::map_at(taken, PAGE_SIZE), "NOREPLACE");
         // SAFETY: mapped just above, unused.

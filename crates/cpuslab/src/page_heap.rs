@@ -391,9 +391,7 @@ impl Inner {
             match class {
                 // SAFETY: the chunk was just mapped at the prefix's end, and
                 // holds nothing.
-                Some(class) => unsafe {
-                    class_range::shrink(class, base as usize - class_range::range_start(class))
-                },
+                Some(class) => unsafe { class_range::shrink(class, base as usize) },
                 // SAFETY: the chunk was just mapped and never published.
                 None => unsafe { os::unmap(base, len) },
             };
@@ -410,21 +408,18 @@ impl Inner {
     }
 
     /// The next chunk of `class`'s range (a whole number of its spans, so that
-    /// spans stay at multiples of their size from the range's start), mapped;
-    /// `None` when the range is full or the place is taken.
+    /// spans stay at multiples of their size from their slot's start), mapped;
+    /// `None` when the range is full or the place is taken. Only spans of the
+    /// class come from its heap: `bytes` is one span.
     fn grow_in_range(&mut self, class: Class, bytes: usize) -> Option<(*mut u8, usize)> {
-        if self.range_closed {
+        if self.range_closed || bytes > class.span_pages() * PAGE_SIZE {
             return None;
         }
-        let span_bytes = class.span_pages() * PAGE_SIZE;
-        let spans = CLASS_CHUNK_BYTES
-            .div_ceil(span_bytes)
-            .max(bytes.div_ceil(span_bytes));
-        let len = os::round_up(spans.checked_mul(span_bytes)?, os::page_size())?;
         // SAFETY: this heap's lock is held.
-        let start = unsafe { class_range::grow(class, len) };
-        self.range_closed = start.is_none();
-        Some((start? as *mut u8, len))
+        let grown = unsafe { class_range::grow(class, CLASS_CHUNK_BYTES) };
+        self.range_closed = grown.is_none();
+        let (start, len) = grown?;
+        Some((start as *mut u8, len))
     }
 
     /// Takes `pages` pages off the low end of the free run `run` (which is in
@@ -572,37 +567,34 @@ impl Inner {
         span::free_record(run);
     }
 
-    /// Unmaps the decommitted free run at the end of `class`'s range, if there
-    /// is one (runs further in stay mapped: the range must stay one prefix).
+    /// Unmaps the decommitted free runs at the end of `class`'s range, while
+    /// there is one (runs further in stay mapped: the range ends where it
+    /// ends).
     fn shrink_range(&mut self, class: Class) {
         // Whatever made the range stop growing may be over (out of memory).
         self.range_closed = false;
-        let prefix = class_range::prefix(class);
-        if prefix == 0 {
-            return;
+        while let Some((start, end)) = class_range::mapped_end(class) {
+            let Some(run) = pagemap::get(end - PAGE_SIZE) else {
+                return;
+            };
+            // The last page is in the range, so its record is this heap's (or
+            // a stale one, which the bounds reject) and its `Cell`s are ours
+            // to read.
+            if run.kind() != SpanKind::FreeRun || run.start() < start || run.end() != end {
+                return;
+            }
+            if !run.zeroed() {
+                return;
+            }
+            self.decommitted.remove(run);
+            // SAFETY: this heap's lock is held; the run lies in the range's
+            // last slot and ends it, free and decommitted.
+            if !unsafe { class_range::shrink(class, run.start()) } {
+                self.decommitted.insert(run);
+                return;
+            }
+            self.forget(run);
         }
-        let start = class_range::range_start(class);
-        let end = start + prefix;
-        let Some(run) = pagemap::get(end - PAGE_SIZE) else {
-            return;
-        };
-        // The last page is in the prefix, so its record is this heap's (or a
-        // stale one, which the bounds reject) and its `Cell`s are ours to read.
-        if run.kind() != SpanKind::FreeRun || run.start() < start || run.end() != end {
-            return;
-        }
-        if !run.zeroed() {
-            return;
-        }
-        let keep = run.start() - start; // the run lies inside the prefix
-        self.decommitted.remove(run);
-        // SAFETY: this heap's lock is held; the run lies inside the prefix and
-        // ends it, free and decommitted.
-        if !unsafe { class_range::shrink(class, keep) } {
-            self.decommitted.insert(run);
-            return;
-        }
-        self.forget(run);
     }
 
     /// Decommits this heap's oldest committed free runs while more than the
