@@ -6,10 +6,10 @@
 //! touched), then leaves of 2^15 entries (one span pointer per page, 128 MiB of
 //! address space each, 288 KiB mapped), mmap'ed (zeroed) on demand. A C `free`
 //! outside the class ranges walks it, so it has two levels rather than three:
-//! one dependent load less. Leaves are small because every class range
-//! (`class_range`) lies in its own part of the address space and needs a leaf
-//! of its own: with 1 GiB leaves a program using every class mapped 216 MiB
-//! of leaves.
+//! one dependent load less. Leaves are small because the class ranges
+//! (`class_range`) spread over the address space: when each lay 16 GiB from
+//! the next, 1 GiB leaves cost a program using every class 216 MiB. (The
+//! first 2 MiB slots of every class now lie in two leaves.)
 //! Leaves are installed with a compare-and-swap and never freed, so `get` is
 //! lock-free, works on any address (null, garbage, kernel addresses) and never
 //! faults: unmapped parts of the tree simply read as null.
