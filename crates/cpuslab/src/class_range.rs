@@ -2,10 +2,10 @@
 //! learns a small object's class, and checks it, from its address with one
 //! load.
 //!
-//! The window is cut into 2 MiB *slots*, one page table's reach, dealt out
-//! in rows: row `r` holds slot `r` of every class, class `c`'s at `WINDOW +
-//! (r * LANES + c) * SLOT_BYTES`, so an address's class is a field of its
-//! bits (its *lane*). Nothing is mapped ahead: each class's page heap
+//! The window is cut into 8 MiB *slots*, dealt out in rows: row `r` holds
+//! slot `r` of every class, class `c`'s at `WINDOW + (r * LANES + c) *
+//! SLOT_BYTES`, so an address's class is a field of its bits (its *lane*).
+//! A class has 512 slots, 4 GiB; beyond, the shared heap serves it. Nothing is mapped ahead: each class's page heap
 //! (`page_heap`) grows its range a chunk at a time, mapped exactly there,
 //! filling one slot (from a small per-class offset, the stagger) before it
 //! starts the next row's, so every span of a class lies in one of its slots
@@ -13,20 +13,35 @@
 //! chunk (`RLIMIT_AS` and overcommit apply as before). Each class's mapped
 //! part ends at its *end*: every slot of its lane below it is in use, or was.
 //!
-//! Why rows: the first slots of every class lie together (256 MiB for all of
+//! Why rows: the first slots of every class lie together (1 GiB for all of
 //! them), as do their start maps, so a program that uses n classes has about
 //! n + 4 page-table pages for them, not 3n as with a range of 16 GiB per
-//! class far from the next one, and `fork`, which copies page tables, costs
-//! what it costs with a compact heap (docs/benchmarks-preload.md, "Forks").
+//! class far from the next one: `fork`, which copies page tables, costs less,
+//! and so does a working set spread over many classes, which walks them
+//! (docs/benchmarks-preload.md, "Real programs and forks"). Why 8 MiB: a
+//! class that grows alone takes a slot per row, each with two mappings of its
+//! own (its chunks and its start map) and a page-map leaf of its own (128 MiB
+//! of address space, 288 KiB mapped, two pages of it touched). With 2 MiB
+//! slots a class of 16 GiB would have made 16 384 mappings (the kernel's
+//! default limit for a process is 65 530) and mapped 14% of its size in
+//! leaves; with 8 MiB and at most 512 slots, at most 1024 mappings and 3.5%.
+//! Slots of 2 MiB also ran the 1-8 KiB working set 3% faster (16.7-16.9
+//! against 17.4-17.8 ns per step), and made no difference to `fork`.
 //!
 //! Every 16 bytes of the window (the alignment of every class's objects)
 //! have a bit in the *start map*: set while an object of a small-object span
 //! starts there (`mark`, `clear`), clear everywhere else, so one bit says
 //! both that the span is live and that an object starts at the address. The
 //! map lies after the window, a word of 64 bits per KiB of it, so an
-//! address's word is found from the address alone; a slot's 16 KiB of map
+//! address's word is found from the address alone; a slot's 64 KiB of map
 //! are mapped with its first chunk and never unmapped (pages under
 //! decommitted runs are given back).
+//!
+//! Below a class's end, a slot's first pages (its stagger) and its tail
+//! after the last whole span are not the class's: `object_class` finds their
+//! words zero, and `class_at` and `mark` refuse them, so that a mapping the
+//! kernel might put there (a crowded address space) is never taken for the
+//! class's.
 //!
 //! `object_class` then answers C `free` with one load of per-class data (the
 //! lane's end) and a compare, and one load and bit test of the start map.
@@ -51,21 +66,22 @@ use crate::span::Span;
 /// Where the window starts: 48 TiB, below where Linux loads programs (PIE
 /// binaries near 85 TiB) and places mappings (down from near 128 TiB).
 const WINDOW: usize = 0x3000_0000_0000;
-/// log2 of a slot: 2 MiB, what one page of page tables maps.
-const SLOT_SHIFT: u32 = 21;
+/// log2 of a slot: 8 MiB (the module comment says why).
+const SLOT_SHIFT: u32 = 23;
 /// Bytes of a slot.
 const SLOT_BYTES: usize = 1 << SLOT_SHIFT;
 /// Lanes in a row: the classes, rounded up to a power of two, so that an
 /// address's lane is a mask of its slot number (lanes beyond the classes
 /// stay empty).
 const LANES: usize = NUM_CLASSES.next_power_of_two();
-/// log2 of a row's bytes (a slot of every lane: 256 MiB).
+/// log2 of a row's bytes (a slot of every lane: 1 GiB).
 const ROW_SHIFT: u32 = SLOT_SHIFT + LANES.trailing_zeros();
 /// Rows in the window.
-const ROWS: usize = 8192;
-/// Bytes one class can have in its slots: 16 GiB.
+const ROWS: usize = 512;
+/// Bytes one class can have in its slots: 4 GiB (beyond, the shared heap
+/// serves it).
 pub const RANGE_BYTES: usize = ROWS * SLOT_BYTES;
-/// Bytes of the window (2 TiB of the 128 TiB user address space).
+/// Bytes of the window (512 GiB of the 128 TiB user address space).
 const WINDOW_BYTES: usize = ROWS << ROW_SHIFT;
 /// Bytes of a range one bit of the start map covers.
 const GRANULE: usize = MIN_ALIGN;
@@ -74,7 +90,7 @@ const WORD_SHIFT: u32 = (u64::BITS as usize * GRANULE).trailing_zeros();
 const WORD_BYTES: usize = core::mem::size_of::<u64>();
 /// Where the start map begins (the window's, word by word).
 const MAP: usize = WINDOW + WINDOW_BYTES;
-/// Bytes of start map for one slot (16 KiB: whole pages).
+/// Bytes of start map for one slot (64 KiB: whole pages).
 const SLOT_MAP_BYTES: usize = (SLOT_BYTES >> WORD_SHIFT) * WORD_BYTES;
 /// How far into each of its slots a class starts, in pages per class index:
 /// aligned alike, the first pages of every class would share one set of the
@@ -87,6 +103,10 @@ const _: () = assert!(1 << WORD_SHIFT == u64::BITS as usize * GRANULE);
 const _: () = assert!(SLOT_MAP_BYTES.is_multiple_of(PAGE_SIZE));
 const _: () = assert!(MAP + (WINDOW_BYTES >> WORD_SHIFT) * WORD_BYTES <= 1 << 47);
 const _: () = assert!(NUM_CLASSES * STAGGER_PAGES * PAGE_SIZE < SLOT_BYTES / 4);
+// The first slots of every class lie in one row, their maps one after the
+// other: what keeps page tables few (the module's why).
+const _: () = assert!(LANES << SLOT_SHIFT == 1 << ROW_SHIFT);
+const _: () = assert!(LANES * SLOT_MAP_BYTES <= SLOT_BYTES);
 
 /// Per lane: the window offset just past its class's mapped part (0 for a
 /// class that never grew, and for the lanes beyond the classes). Every
@@ -98,7 +118,8 @@ static ENDS: [AtomicUsize; LANES] = [const { AtomicUsize::new(0) }; LANES];
 /// how far into that slot it is mapped (from its stagger on; 0: never grown).
 static ROW: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
 static FILLED: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
-/// Per class: rows whose slot has its start map mapped (never unmapped).
+/// Per class, under its page-heap lock: rows whose slot has its start map
+/// mapped (never unmapped).
 static MAPPED_ROWS: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
 
 /// Where `class`'s slot in `row` starts.
@@ -112,22 +133,28 @@ const fn span_bytes(class: Class) -> usize {
     class.span_pages() * PAGE_SIZE
 }
 
-/// How far into each slot `class` starts: its stagger, or 0 for a class
-/// whose span would not fit after it.
+/// How far into each slot `class` starts: its stagger.
 const fn first(class: Class) -> usize {
-    let stagger = class.index() * STAGGER_PAGES * PAGE_SIZE;
-    if span_bytes(class) + stagger <= SLOT_BYTES {
-        stagger
-    } else {
-        0
-    }
+    class.index() * STAGGER_PAGES * PAGE_SIZE
 }
 
-/// How far into a slot `class` is mapped when the slot is full: whole spans
-/// from `first` on.
+/// How far into a slot each class is mapped when the slot is full: whole
+/// spans from `first` on (a table: `class_at` needs it).
+const FULL: [usize; NUM_CLASSES] = {
+    let mut full = [0; NUM_CLASSES];
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        if let Some(class) = Class::from_index(i) {
+            let first = first(class);
+            full[i] = first + (SLOT_BYTES - first) / span_bytes(class) * span_bytes(class);
+        }
+        i += 1;
+    }
+    full
+};
+
 const fn full(class: Class) -> usize {
-    let first = first(class);
-    first + (SLOT_BYTES - first) / span_bytes(class) * span_bytes(class)
+    FULL[class.index()]
 }
 
 /// Where `class`'s first chunk goes: its first slot, after its stagger.
@@ -190,7 +217,7 @@ pub unsafe fn release_start_map(run: &Span) {
 /// their words are zero, and no `mark` writes them meanwhile), whose lock is
 /// held.
 unsafe fn release_map(addr: usize, len: usize) {
-    let Some(at) = locate(addr) else {
+    let Some(at) = locate_in_spans(addr) else {
         return;
     };
     let first = at.word_address(0);
@@ -224,11 +251,18 @@ fn locate(addr: usize) -> Option<Located> {
     })
 }
 
-/// The class whose lane holds `addr` below its end, if any. Says nothing
-/// about whether an object starts there, or whether it is mapped.
-#[inline(always)]
+/// Where `addr` lies, if below its lane's end and in the part of its slot
+/// that holds spans (not the stagger before it, nor the tail after).
+fn locate_in_spans(addr: usize) -> Option<Located> {
+    let at = locate(addr)?;
+    let in_slot = at.offset % SLOT_BYTES;
+    (in_slot >= first(at.class) && in_slot < full(at.class)).then_some(at)
+}
+
+/// The class whose slots hold `addr` in their spans' part, below the class's
+/// end, if any. Says nothing about whether an object starts there.
 pub fn class_at(addr: usize) -> Option<Class> {
-    locate(addr).map(|at| at.class)
+    locate_in_spans(addr).map(|at| at.class)
 }
 
 /// The class of the object starting at `addr`, if `addr` is the start of an
@@ -294,7 +328,7 @@ pub unsafe fn grow(class: Class, want: usize) -> Option<(usize, usize)> {
         return None;
     }
     let len = want.min(full - filled).max(span) / span * span;
-    if !map_slot_map(class, row) {
+    if !map_start_maps(class, row) {
         return None;
     }
     let start = slot_start(class, row) + filled;
@@ -305,14 +339,15 @@ pub unsafe fn grow(class: Class, want: usize) -> Option<(usize, usize)> {
     Some((start, len))
 }
 
-/// Maps the start map of `class`'s slots up to `row` (under the class's
-/// page-heap lock).
-fn map_slot_map(class: Class, row: usize) -> bool {
+/// Maps the start maps of `class`'s slots up to `row`, whole (under the
+/// class's page-heap lock): every address of its lane below its end then has
+/// its word mapped, and the maps of one row, one after the other, make one
+/// mapping.
+fn map_start_maps(class: Class, row: usize) -> bool {
     let mapped = &MAPPED_ROWS[class.index()];
-    let from = mapped.load(Ordering::Relaxed);
-    for r in from..=row {
-        let at = MAP + ((slot_start(class, r) - WINDOW) >> WORD_SHIFT) * WORD_BYTES;
-        if !os::map_at(at, SLOT_MAP_BYTES) {
+    for r in mapped.load(Ordering::Relaxed)..=row {
+        let map = MAP + ((slot_start(class, r) - WINDOW) >> WORD_SHIFT) * WORD_BYTES;
+        if !os::map_at(map, SLOT_MAP_BYTES) {
             return false;
         }
         mapped.store(r + 1, Ordering::Relaxed);
@@ -365,9 +400,12 @@ pub unsafe fn shrink(class: Class, from: usize) -> bool {
 /// Sets the start-map bits of the objects of `span`, a small-object span in
 /// a class range, its class set: `object_class` accepts them from now on.
 pub fn mark(span: &Span) {
-    let (Some(at), Some(class)) = (locate(span.start()), span.class()) else {
+    let (Some(at), Some(class)) = (locate_in_spans(span.start()), span.class()) else {
         return;
     };
+    if at.class != class {
+        return;
+    }
     // The span's words are its own (a word covers a KiB of one page) and
     // zero (`clear`ed with the span before, or never used): each is stored
     // once, whole.
@@ -391,7 +429,7 @@ pub fn mark(span: &Span) {
 /// Clears the start-map words of `span` (given back to its page heap):
 /// `object_class` rejects its addresses from now on.
 pub fn clear(span: &Span) {
-    let Some(at) = locate(span.start()) else {
+    let Some(at) = locate_in_spans(span.start()) else {
         return;
     };
     for offset in (0..span.bytes()).step_by(1 << WORD_SHIFT) {
@@ -424,6 +462,11 @@ mod tests {
         assert_eq!(class_at(slot_start(class, row + 1)), None, "a later row");
         let next = Class::from_index(class.index() + 1).unwrap();
         assert_ne!(class_at(slot_start(next, 0)), Some(class), "the next lane");
+        // The stagger before the class's first span is below its end, but
+        // not its: nothing of the class's is ever there.
+        assert!(first(class) > 0);
+        assert_eq!(class_at(slot_start(class, 0)), None, "the stagger");
+        assert_eq!(object_class(slot_start(class, 0)), None, "the stagger");
         // Past the window, where the lane's bits would name this class again.
         let alias = start + WINDOW_BYTES;
         for addr in [0, 16, WINDOW - 1, MAP, usize::MAX - 15, alias] {
@@ -432,6 +475,30 @@ mod tests {
         }
         let stack_word = 0u64;
         assert_eq!(class_at(&stack_word as *const u64 as usize), None);
+        crate::page_heap::free_span(span);
+    }
+
+    #[test]
+    fn a_span_outside_its_own_lanes_spans_is_never_marked() {
+        let _serial = crate::test_serial();
+        let class = crate::size_class::class_of(48, 16).unwrap();
+        let other = crate::size_class::class_of(1024, 16).unwrap();
+        let span = crate::page_heap::alloc_class_span(class).unwrap();
+        // Records as the shared heap would make them for a chunk the kernel
+        // put in this class's lane: in the stagger before its spans, and
+        // among them but of another class.
+        let in_stagger = crate::span::alloc_record().unwrap();
+        in_stagger.set_range(slot_start(class, 0), class.span_pages());
+        in_stagger.init_small(class);
+        let foreign = crate::span::alloc_record().unwrap();
+        foreign.set_range(span.start(), other.span_pages());
+        foreign.init_small(other);
+        for stray in [in_stagger, foreign] {
+            mark(stray);
+            assert_eq!(object_class(stray.start()), None, "{:#x}", stray.start());
+            crate::span::free_record(stray);
+        }
+        assert_eq!(class_at(slot_start(class, 0)), None);
         crate::page_heap::free_span(span);
     }
 
@@ -451,10 +518,6 @@ mod tests {
             assert!(map + SLOT_MAP_BYTES <= MAP + (WINDOW_BYTES >> WORD_SHIFT) * WORD_BYTES);
             assert!(map.is_multiple_of(PAGE_SIZE));
         }
-        // The first slots of every class lie in one row, their maps in one
-        // page table's reach: what keeps page tables few (the module's why).
-        assert!(LANES << SLOT_SHIFT == 1 << ROW_SHIFT);
-        assert!(LANES * SLOT_MAP_BYTES <= SLOT_BYTES);
         // A place taken by someone else is not mapped over.
         let taken = slot_start(Class::from_index(3).unwrap(), ROWS - 1);
         assert!(os::map_at(taken, PAGE_SIZE));

@@ -24,16 +24,17 @@
 //! neighbours, so after an idle period free memory coalesces again.
 //!
 //! One heap per size class, plus a shared one. A class's heap grows its
-//! class range (`class_range`) from its start, 1 MiB chunks mapped in place,
-//! so that every span of that class lies there; it is the same structure with
-//! a different source of chunks. The shared heap maps 64 MiB chunks wherever
-//! the kernel puts them, and serves `alloc_span` callers and the classes whose
-//! range cannot grow. Runs of different heaps never merge: a class heap
-//! merges only within its range's mapped prefix (which moves only under its
-//! lock), and the shared heap never with a run inside the class ranges'
-//! window. `trim` unmaps the shared heap's free runs, and of a class heap's
-//! only the free run that ends its prefix (the prefix must stay one mapping;
-//! runs further in stay mapped, decommitted). The counters are shared by all
+//! class range (`class_range`) slot by slot, chunks of up to 1 MiB mapped in
+//! place, so that every span of that class lies there; it is the same
+//! structure with a different source of chunks. The shared heap maps 64 MiB
+//! chunks wherever the kernel puts them, and serves `alloc_span` callers and
+//! the classes whose range cannot grow. Runs of different heaps never merge:
+//! a class heap's runs lie in its own slots (whose mapped part moves only
+//! under its lock), runs in different slots are never adjacent, and the
+//! shared heap never merges with a run inside the class ranges' window.
+//! `trim` unmaps the shared heap's free runs, and of a class heap's the free
+//! runs that end its range, one after the other (runs further in stay mapped,
+//! decommitted: the range ends where it ends). The counters are shared by all
 //! heaps.
 //!
 //! Each heap has its own lock. Lock order: central list -> page heaps (in
@@ -51,7 +52,8 @@ use crate::sync::Lock;
 
 /// Address space reserved from the OS at a time (the shared heap).
 const CHUNK_BYTES: usize = 64 << 20;
-/// Bytes of a class's range made usable at a time, rounded up to whole spans.
+/// Bytes of a class's range made usable at a time: whole spans, at least one,
+/// fewer where its slot ends first.
 const CLASS_CHUNK_BYTES: usize = 1 << 20;
 /// Heaps: one per class, then the shared one.
 const HEAPS: usize = NUM_CLASSES + 1;
@@ -389,7 +391,7 @@ impl Inner {
         };
         let Some(run) = record else {
             match class {
-                // SAFETY: the chunk was just mapped at the prefix's end, and
+                // SAFETY: the chunk was just mapped at the range's end, and
                 // holds nothing.
                 Some(class) => unsafe { class_range::shrink(class, base as usize) },
                 // SAFETY: the chunk was just mapped and never published.
@@ -408,7 +410,7 @@ impl Inner {
     }
 
     /// The next chunk of `class`'s range (a whole number of its spans, so that
-    /// spans stay at multiples of their size from their slot's start), mapped;
+    /// spans stay at multiples of their size from the slot's first), mapped;
     /// `None` when the range is full or the place is taken. Only spans of the
     /// class come from its heap: `bytes` is one span.
     fn grow_in_range(&mut self, class: Class, bytes: usize) -> Option<(*mut u8, usize)> {

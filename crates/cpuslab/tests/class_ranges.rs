@@ -130,3 +130,28 @@ fn trim_gives_back_the_free_end_of_a_range() {
         .all(|&p| class_range_of(p as usize) == Some(class)));
     free_by_address(again);
 }
+
+/// Mappings whose start lies in the class ranges' window or their start map.
+fn mappings_in_window() -> usize {
+    let window = class_range_start(class_of(16, 16).unwrap());
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter_map(|line| line.split('-').next())
+        .filter_map(|start| usize::from_str_radix(start, 16).ok())
+        .filter(|&start| start >= window && start - window < 1 << 40)
+        .count()
+}
+
+#[test]
+fn a_class_that_grows_alone_makes_two_mappings_a_slot() {
+    let _one = one_at_a_time();
+    let size = 12 << 10; // a class nothing else in this binary uses
+    let before = mappings_in_window();
+    // 48 MiB: six slots of 8 MiB, each its chunks and its start map. (With
+    // slots of 2 MiB it was two mappings per 2 MiB: the kernel's limit of
+    // 65 530 a process was within reach of a few big classes.)
+    let blocks = allocate(size, 4096);
+    let made = mappings_in_window() - before;
+    assert!(made <= 2 * 7, "{made} mappings for 48 MiB of one class");
+    free_by_address(blocks);
+}
