@@ -87,11 +87,12 @@ pub struct ClassStats {
 /// The objects come highest address first, so that a program that allocates
 /// a run of objects gets them in ascending order, as from the peers, and its
 /// walks over them run forwards (jq ran 10% slower on descending runs:
-/// docs/benchmarks-preload.md, "Real programs"). But the lowest comes first,
-/// to be handed out last: it is often a span's first object, at offset 0 of
-/// a page in every class, and a program that keeps one block of each of many
-/// sizes (the C pair) would find them all in one set of the L1 cache (5.7 ns
-/// a pair against 5.3).
+/// docs/benchmarks-preload.md, "Real programs and forks"). But the object
+/// taken first (the lowest of the first span the batch came from) comes
+/// first, to be handed out last: it is often a span's first object, at offset
+/// 0 of a page in every class, and a program that keeps one block of each of
+/// many sizes (the C pair) would find them all in one set of the L1 cache
+/// (5.7 ns a pair against 5.3).
 pub fn alloc_batch(class: Class, out: &mut [*mut u8]) -> usize {
     let n = take_batch(class, out);
     // Not `rotate_right` on an empty batch (out of memory): it would panic.

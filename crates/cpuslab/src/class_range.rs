@@ -128,7 +128,8 @@ const fn slot_start(class: Class, row: usize) -> usize {
 }
 
 /// Bytes of one span of `class`: every chunk is a whole number of them, so
-/// spans lie at multiples of their size from a slot's first byte.
+/// spans lie at multiples of their size from the slot's first span (after
+/// its stagger).
 const fn span_bytes(class: Class) -> usize {
     class.span_pages() * PAGE_SIZE
 }
