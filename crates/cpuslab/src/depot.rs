@@ -96,7 +96,7 @@ fn return_to_spans(class: Class, index: usize, more: impl Fn() -> bool) {
     while more() && shard.objects.load(Ordering::Relaxed) > 0 {
         let n = shard.with(|state| {
             let n = state.take(&mut buffer);
-            count_out(&shard, class, n);
+            count_out(shard, class, n);
             n
         });
         if n == 0 {
@@ -114,13 +114,12 @@ struct Batch {
     objects: [*mut u8; MAX_BATCH],
 }
 
-/// One shard of one class. Everything but `objects` is guarded by its lock in
-/// [`SHARD_LOCKS`].
+/// One shard of one class. Everything but `objects` is guarded by `lock`.
 #[repr(align(64))]
 struct Shard {
-    /// Free objects held (batches + partial), changed only under the lock so
-    /// that it never runs below zero: a lock-free hint for stealing and the
-    /// statistics.
+    lock: Lock,
+    /// Free objects held (batches + partial), changed only under `lock` so that it
+    /// never runs below zero: a lock-free hint for stealing and the statistics.
     objects: AtomicUsize,
     state: UnsafeCell<ShardState>,
 }
@@ -135,12 +134,12 @@ struct ShardState {
     spare: *mut Batch,
 }
 
-// SAFETY: `state` is only touched with the shard's lock held (`ShardAt::with`);
-// `objects` is atomic.
+// SAFETY: `state` is only touched with `lock` held; `objects` is atomic.
 unsafe impl Sync for Shard {}
 
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_SHARD: Shard = Shard {
+    lock: Lock::new(),
     objects: AtomicUsize::new(0),
     state: UnsafeCell::new(ShardState {
         full: ptr::null_mut(),
@@ -151,14 +150,6 @@ const EMPTY_SHARD: Shard = Shard {
 };
 
 static DEPOT: [[Shard; SHARDS]; NUM_CLASSES] = [const { [EMPTY_SHARD; SHARDS] }; NUM_CLASSES];
-
-/// The shards' locks, apart from the shards and close together (a shard's
-/// index first, so that the locks on one line are one home shard's): the
-/// fork handlers take and release every lock, and each page they write is a
-/// page fault in the parent and a copy in the child after every fork. Kept in
-/// the shards, the locks took 12 pages; here 3.
-static SHARD_LOCKS: [[Lock; NUM_CLASSES]; SHARDS] =
-    [const { [const { Lock::new() }; NUM_CLASSES] }; SHARDS];
 
 /// The batches one shard may hold for `class`.
 const fn batch_limit(class: Class) -> usize {
@@ -171,35 +162,16 @@ const fn batch_limit(class: Class) -> usize {
     }
 }
 
-fn shard(class: Class, index: usize) -> ShardAt {
-    let index = index % SHARDS;
-    ShardAt {
-        shard: &DEPOT[class.index()][index],
-        lock: &SHARD_LOCKS[index][class.index()],
-    }
+fn shard(class: Class, index: usize) -> &'static Shard {
+    &DEPOT[class.index()][index % SHARDS]
 }
 
-/// A shard and its lock.
-#[derive(Clone, Copy)]
-struct ShardAt {
-    shard: &'static Shard,
-    lock: &'static Lock,
-}
-
-impl core::ops::Deref for ShardAt {
-    type Target = Shard;
-
-    fn deref(&self) -> &Shard {
-        self.shard
-    }
-}
-
-impl ShardAt {
+impl Shard {
     /// Runs `f` on the state with the lock held.
     fn with<R>(&self, f: impl FnOnce(&mut ShardState) -> R) -> R {
         let _guard = self.lock.guard();
         // SAFETY: the lock is held, so this is the only reference to the state.
-        f(unsafe { &mut *self.shard.state.get() })
+        f(unsafe { &mut *self.state.get() })
     }
 }
 
@@ -279,7 +251,7 @@ pub(crate) fn take_cached(class: Class, home: usize, out: &mut [*mut u8]) -> usi
         }
         let n = shard.with(|state| {
             let n = state.take(out);
-            count_out(&shard, class, n);
+            count_out(shard, class, n);
             n
         });
         if n > 0 {
@@ -326,7 +298,7 @@ pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) 
         batch.next = state.full;
         state.full = record;
         state.full_count += 1;
-        count_in(&shard, class, objects.len());
+        count_in(shard, class, objects.len());
         true
     });
     if !kept {
@@ -364,7 +336,7 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
         let partial = unsafe { &mut *state.partial };
         partial.objects[partial.count] = object;
         partial.count += 1;
-        count_in(&shard, class, 1);
+        count_in(shard, class, 1);
         if partial.count < batch_size {
             return (true, 0);
         }
@@ -380,7 +352,7 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
         let n = partial.count;
         overflow[..n].copy_from_slice(&partial.objects[..n]);
         state.give_record(record);
-        count_out(&shard, class, n);
+        count_out(shard, class, n);
         (true, n)
     });
     if !kept {
@@ -413,8 +385,8 @@ pub(crate) fn cached_objects(class: Class) -> usize {
 
 /// Takes every shard lock (before `fork`).
 pub(crate) fn lock_all() {
-    for lock in SHARD_LOCKS.iter().flatten() {
-        lock.lock();
+    for shard in DEPOT.iter().flatten() {
+        shard.lock.lock();
     }
 }
 
@@ -423,9 +395,9 @@ pub(crate) fn lock_all() {
 /// # Safety
 /// The calling thread (or, in a child, the parent's forking thread) took them.
 pub(crate) unsafe fn unlock_all() {
-    for lock in SHARD_LOCKS.iter().flatten() {
+    for shard in DEPOT.iter().flatten() {
         // SAFETY: taken by `lock_all` (caller's contract).
-        unsafe { lock.unlock() };
+        unsafe { shard.lock.unlock() };
     }
 }
 

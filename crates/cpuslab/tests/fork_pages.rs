@@ -1,9 +1,9 @@
 //! The fork handlers write few pages. After `fork` every page the parent or
 //! the child writes first is a page fault (a copy, for whichever writes
 //! second), and the handlers take and release every allocator lock. With a
-//! lock in each page heap (16 KiB apart) and in each depot shard, a child
-//! took about 135 faults before `fork` returned to it, against glibc's 18,
-//! and a fork cost 730 us against 250; the locks now lie together.
+//! lock in each page heap (16 KiB apart), a child took about 135 faults
+//! before `fork` returned to it, against glibc's 18; the page heaps' locks
+//! now lie together.
 //!
 //! The child reports, as its exit status, the faults it took before `fork`
 //! returned (its rusage starts at the fork): the handlers' writes, and the C
@@ -15,8 +15,9 @@ use std::alloc::{GlobalAlloc, Layout};
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 
 /// Faults a child may take before `fork` returns to it. At this commit: about
-/// 35 (16 pages of allocator locks, the rest the C library's and the
-/// binary's); with the locks in the heaps and shards, about 135.
+/// 42 (about 24 pages of allocator locks, 12 of them the depot shards', the
+/// rest the C library's and the binary's); with the locks in the heaps,
+/// about 135.
 const MOST_FAULTS: i64 = 70;
 
 /// The faults a forked child took before `fork` returned to it.
