@@ -2,10 +2,11 @@
 //! learns a small object's class, and checks it, from its address with one
 //! load.
 //!
-//! The window is cut into 8 MiB *slots*, dealt out in rows: row `r` holds
-//! slot `r` of every class, class `c`'s at `WINDOW + (r * LANES + c) *
-//! SLOT_BYTES`, so an address's class is a field of its bits (its *lane*).
-//! A class has 512 slots, 4 GiB; beyond, the shared heap serves it. Nothing is mapped ahead: each class's page heap
+//! The window is cut into 2 MiB *slots*, one page table's reach, dealt out
+//! in rows: row `r` holds slot `r` of every class, class `c`'s at `WINDOW +
+//! (r * LANES + c) * SLOT_BYTES`, so an address's class is a field of its
+//! bits (its *lane*). A class has 256 slots, 512 MiB; beyond, the shared
+//! heap serves it. Nothing is mapped ahead: each class's page heap
 //! (`page_heap`) grows its range a chunk at a time, mapped exactly there,
 //! filling one slot (from a small per-class offset, the stagger) before it
 //! starts the next row's, so every span of a class lies in one of its slots
@@ -13,27 +14,29 @@
 //! chunk (`RLIMIT_AS` and overcommit apply as before). Each class's mapped
 //! part ends at its *end*: every slot of its lane below it is in use, or was.
 //!
-//! Why rows: the first slots of every class lie together (1 GiB for all of
-//! them), as do their start maps, so a program that uses n classes has about
-//! n + 4 page-table pages for them, not 3n as with a range of 16 GiB per
-//! class far from the next one: `fork`, which copies page tables, costs less,
-//! and so does a working set spread over many classes, which walks them
-//! (docs/benchmarks-preload.md, "Real programs and forks"). Why 8 MiB: a
-//! class that grows alone takes a slot per row, each with two mappings of its
-//! own (its chunks and its start map) and a page-map leaf of its own (128 MiB
-//! of address space, 288 KiB mapped, two pages of it touched). With 2 MiB
-//! slots a class of 16 GiB would have made 16 384 mappings (the kernel's
-//! default limit for a process is 65 530) and mapped 14% of its size in
-//! leaves; with 8 MiB and at most 512 slots, at most 1024 mappings and 3.5%.
-//! Slots of 2 MiB also ran the 1-8 KiB working set 3% faster (16.7-16.9
-//! against 17.4-17.8 ns per step), and made no difference to `fork`.
+//! Why rows: the first slots of every class lie together (256 MiB for all
+//! of them), as do their start maps, so a program that uses n classes has
+//! about n + 4 page-table pages for them, not 3n as with a range of 16 GiB
+//! per class far from the next one: `fork`, which copies page tables, costs
+//! less, and so does a working set spread over many classes, whose page
+//! walks share the cache lines of one page directory
+//! (docs/benchmarks-preload.md, "Real programs and forks"). Why 2 MiB and at
+//! most 256: a class that grows alone takes a slot per row, each with two
+//! mappings of its own (its chunks and its start map) and a page-map leaf of
+//! its own (128 MiB of address space, 288 KiB mapped, two pages of it
+//! touched). Without a bound a 16 GiB class would have made 16 384 mappings
+//! (the kernel's default limit for a process is 65 530); with 256 slots a
+//! class makes at most 512, and maps at most 72 MiB of leaves. Slots of
+//! 8 MiB, which would have allowed 4 GiB for as many mappings, ran the
+//! working-set loop 7% slower (`threads 20 1`: 12.4-12.5 against 11.6 ns a
+//! step).
 //!
 //! Every 16 bytes of the window (the alignment of every class's objects)
 //! have a bit in the *start map*: set while an object of a small-object span
 //! starts there (`mark`, `clear`), clear everywhere else, so one bit says
 //! both that the span is live and that an object starts at the address. The
 //! map lies after the window, a word of 64 bits per KiB of it, so an
-//! address's word is found from the address alone; a slot's 64 KiB of map
+//! address's word is found from the address alone; a slot's 16 KiB of map
 //! are mapped with its first chunk and never unmapped (pages under
 //! decommitted runs are given back).
 //!
@@ -66,22 +69,23 @@ use crate::span::Span;
 /// Where the window starts: 48 TiB, below where Linux loads programs (PIE
 /// binaries near 85 TiB) and places mappings (down from near 128 TiB).
 const WINDOW: usize = 0x3000_0000_0000;
-/// log2 of a slot: 8 MiB (the module comment says why).
-const SLOT_SHIFT: u32 = 23;
+/// log2 of a slot: 2 MiB, what one page of page tables maps (the module
+/// comment says why).
+const SLOT_SHIFT: u32 = 21;
 /// Bytes of a slot.
 const SLOT_BYTES: usize = 1 << SLOT_SHIFT;
 /// Lanes in a row: the classes, rounded up to a power of two, so that an
 /// address's lane is a mask of its slot number (lanes beyond the classes
 /// stay empty).
 const LANES: usize = NUM_CLASSES.next_power_of_two();
-/// log2 of a row's bytes (a slot of every lane: 1 GiB).
+/// log2 of a row's bytes (a slot of every lane: 256 MiB).
 const ROW_SHIFT: u32 = SLOT_SHIFT + LANES.trailing_zeros();
 /// Rows in the window.
-const ROWS: usize = 512;
-/// Bytes one class can have in its slots: 4 GiB (beyond, the shared heap
+const ROWS: usize = 256;
+/// Bytes one class can have in its slots: 512 MiB (beyond, the shared heap
 /// serves it).
 pub const RANGE_BYTES: usize = ROWS * SLOT_BYTES;
-/// Bytes of the window (512 GiB of the 128 TiB user address space).
+/// Bytes of the window (64 GiB of the 128 TiB user address space).
 const WINDOW_BYTES: usize = ROWS << ROW_SHIFT;
 /// Bytes of a range one bit of the start map covers.
 const GRANULE: usize = MIN_ALIGN;
@@ -90,7 +94,7 @@ const WORD_SHIFT: u32 = (u64::BITS as usize * GRANULE).trailing_zeros();
 const WORD_BYTES: usize = core::mem::size_of::<u64>();
 /// Where the start map begins (the window's, word by word).
 const MAP: usize = WINDOW + WINDOW_BYTES;
-/// Bytes of start map for one slot (64 KiB: whole pages).
+/// Bytes of start map for one slot (16 KiB: whole pages).
 const SLOT_MAP_BYTES: usize = (SLOT_BYTES >> WORD_SHIFT) * WORD_BYTES;
 /// How far into each of its slots a class starts, in pages per class index:
 /// aligned alike, the first pages of every class would share one set of the
@@ -134,9 +138,15 @@ const fn span_bytes(class: Class) -> usize {
     class.span_pages() * PAGE_SIZE
 }
 
-/// How far into each slot `class` starts: its stagger.
+/// How far into each slot `class` starts: its stagger, or 0 for a class
+/// whose span would not fit after it.
 const fn first(class: Class) -> usize {
-    class.index() * STAGGER_PAGES * PAGE_SIZE
+    let stagger = class.index() * STAGGER_PAGES * PAGE_SIZE;
+    if span_bytes(class) + stagger <= SLOT_BYTES {
+        stagger
+    } else {
+        0
+    }
 }
 
 /// How far into a slot each class is mapped when the slot is full: whole

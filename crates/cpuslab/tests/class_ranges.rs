@@ -143,15 +143,41 @@ fn mappings_in_window() -> usize {
 }
 
 #[test]
-fn a_class_that_grows_alone_makes_two_mappings_a_slot() {
+fn a_class_that_grows_alone_makes_two_mappings_a_slot_and_no_more_than_its_range() {
     let _one = one_at_a_time();
     let size = 12 << 10; // a class nothing else in this binary uses
+    let class = class_of(size, 16).unwrap();
     let before = mappings_in_window();
-    // 48 MiB: six slots of 8 MiB, each its chunks and its start map. (With
-    // slots of 2 MiB it was two mappings per 2 MiB: the kernel's limit of
-    // 65 530 a process was within reach of a few big classes.)
+    // 48 MiB: at most 32 slots of 2 MiB (each holds 1.6 MiB or more after
+    // its stagger), each its chunks and its start map.
     let blocks = allocate(size, 4096);
     let made = mappings_in_window() - before;
-    assert!(made <= 2 * 7, "{made} mappings for 48 MiB of one class");
+    assert!(made <= 2 * 32, "{made} mappings for 48 MiB of one class");
+    // Past its range (512 MiB of slots) the class is served by the shared
+    // heap: its slots, so its mappings, stop growing. (Without the bound a
+    // class of 16 GiB would have made 16 384 mappings.) The blocks are not
+    // touched: address space, not memory.
+    let more: Vec<*mut u8> = (0..(640 << 20) / size)
+        .map(|_| {
+            let layout = Layout::from_size_align(size, 16).unwrap();
+            // SAFETY: a valid layout of non-zero size.
+            let p = unsafe { CpuSlab.alloc(layout) };
+            assert!(!p.is_null());
+            p
+        })
+        .collect();
+    let in_range = more
+        .iter()
+        .filter(|&&p| class_range_of(p as usize) == Some(class))
+        .count();
+    assert!(in_range < more.len(), "all 640 MiB in a range of 512");
+    assert!(
+        in_range > more.len() / 2,
+        "{in_range} of {} in the range",
+        more.len()
+    );
+    let made = mappings_in_window() - before;
+    assert!(made <= 2 * 256 + 2, "{made} mappings for one class");
+    free_by_address(more);
     free_by_address(blocks);
 }
