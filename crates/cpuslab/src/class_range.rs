@@ -105,7 +105,7 @@ const STAGGER_PAGES: usize = 1;
 const _: () = assert!(WINDOW.is_multiple_of(1 << ROW_SHIFT));
 const _: () = assert!(1 << WORD_SHIFT == u64::BITS as usize * GRANULE);
 const _: () = assert!(SLOT_MAP_BYTES.is_multiple_of(PAGE_SIZE));
-const _: () = assert!(MAP + (WINDOW_BYTES >> WORD_SHIFT) * WORD_BYTES <= 1 << 47);
+const _: () = assert!(map_word(WINDOW_BYTES) <= 1 << 47);
 const _: () = assert!(NUM_CLASSES * STAGGER_PAGES * PAGE_SIZE < SLOT_BYTES / 4);
 // The first slots of every class lie in one row, their maps one after the
 // other: what keeps page tables few (the module's why).
@@ -115,16 +115,17 @@ const _: () = assert!(LANES * SLOT_MAP_BYTES <= SLOT_BYTES);
 /// Per lane: the window offset just past its class's mapped part (0 for a
 /// class that never grew, and for the lanes beyond the classes). Every
 /// offset of the lane below it is in a slot whose start map is mapped.
-/// Written under the class's page-heap lock, after the mappings (Release).
+/// Written under the class's page-heap lock, after the mappings (Release);
+/// the class's only record of how far it grew (`last_slot`).
 static ENDS: [AtomicUsize; LANES] = [const { AtomicUsize::new(0) }; LANES];
-
-/// Per class, under its page-heap lock: the row of its last slot in use and
-/// how far into that slot it is mapped (from its stagger on; 0: never grown).
-static ROW: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
-static FILLED: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
 /// Per class, under its page-heap lock: rows whose slot has its start map
 /// mapped (never unmapped).
 static MAPPED_ROWS: [AtomicUsize; NUM_CLASSES] = [const { AtomicUsize::new(0) }; NUM_CLASSES];
+
+/// Where the start-map word of the KiB at `offset` in the window lies.
+const fn map_word(offset: usize) -> usize {
+    MAP + (offset >> WORD_SHIFT) * WORD_BYTES
+}
 
 /// Where `class`'s slot in `row` starts.
 const fn slot_start(class: Class, row: usize) -> usize {
@@ -204,7 +205,7 @@ impl Located {
     /// lies.
     #[inline(always)]
     fn word_address(&self, bytes: usize) -> usize {
-        MAP + ((self.offset + bytes) >> WORD_SHIFT) * WORD_BYTES
+        map_word(self.offset + bytes)
     }
 }
 
@@ -294,8 +295,6 @@ pub fn object_class(addr: usize) -> Option<Class> {
 
 /// Publishes `class`'s mapped part: `filled` bytes into its slot in `row`.
 fn set_end(class: Class, row: usize, filled: usize) {
-    ROW[class.index()].store(row, Ordering::Relaxed);
-    FILLED[class.index()].store(filled, Ordering::Relaxed);
     let end = if row == 0 && filled == 0 {
         0
     } else {
@@ -304,11 +303,22 @@ fn set_end(class: Class, row: usize, filled: usize) {
     ENDS[class.index()].store(end, Ordering::Release);
 }
 
+/// `class`'s last slot in use and how far into it the class is mapped,
+/// read from its end, which lies in that slot or exactly where it ends (so
+/// `end - 1` names the slot); `(0, 0)` while nothing is mapped.
+fn last_slot(class: Class) -> (usize, usize) {
+    let end = ENDS[class.index()].load(Ordering::Relaxed);
+    if end == 0 {
+        return (0, 0);
+    }
+    let row = (end - 1) >> ROW_SHIFT;
+    (row, end - (slot_start(class, row) - WINDOW))
+}
+
 /// Where `class`'s mapped part ends now, and where its last slot's mapped
 /// part starts: `(start, end)`; `None` while nothing is mapped.
 pub fn mapped_end(class: Class) -> Option<(usize, usize)> {
-    let row = ROW[class.index()].load(Ordering::Relaxed);
-    let filled = FILLED[class.index()].load(Ordering::Relaxed);
+    let (row, filled) = last_slot(class);
     let start = slot_start(class, row);
     (filled > first(class)).then_some((start + first(class), start + filled))
 }
@@ -329,8 +339,8 @@ pub unsafe fn grow(class: Class, want: usize) -> Option<(usize, usize)> {
     }
     let span = span_bytes(class);
     let (first, full) = (first(class), full(class));
-    let mut row = ROW[class.index()].load(Ordering::Relaxed);
-    let mut filled = FILLED[class.index()].load(Ordering::Relaxed).max(first);
+    let (mut row, filled) = last_slot(class);
+    let mut filled = filled.max(first);
     if filled + span > full {
         row += 1;
         filled = first;
@@ -357,7 +367,7 @@ pub unsafe fn grow(class: Class, want: usize) -> Option<(usize, usize)> {
 fn map_start_maps(class: Class, row: usize) -> bool {
     let mapped = &MAPPED_ROWS[class.index()];
     for r in mapped.load(Ordering::Relaxed)..=row {
-        let map = MAP + ((slot_start(class, r) - WINDOW) >> WORD_SHIFT) * WORD_BYTES;
+        let map = map_word(slot_start(class, r) - WINDOW);
         if !os::map_at(map, SLOT_MAP_BYTES) {
             return false;
         }
@@ -390,8 +400,7 @@ pub unsafe fn shrink(class: Class, from: usize) -> bool {
     if from < start || from >= end || !os::os_page_aligned(from) {
         return false;
     }
-    let row = ROW[class.index()].load(Ordering::Relaxed);
-    let filled = FILLED[class.index()].load(Ordering::Relaxed);
+    let (row, filled) = last_slot(class);
     // SAFETY: `[from, end)` is a free run in one slot (caller), under the lock.
     unsafe { release_map(from, end - from) };
     let kept = from - slot_start(class, row);
@@ -469,7 +478,7 @@ mod tests {
         let (_, end) = mapped_end(class).unwrap();
         assert_eq!(class_at(end - 1), Some(class));
         assert_eq!(class_at(end), None, "past the mapped part");
-        let row = ROW[class.index()].load(Ordering::Relaxed);
+        let (row, _) = last_slot(class);
         assert_eq!(class_at(slot_start(class, row + 1)), None, "a later row");
         let next = Class::from_index(class.index() + 1).unwrap();
         assert_ne!(class_at(slot_start(next, 0)), Some(class), "the next lane");
@@ -525,8 +534,8 @@ mod tests {
                 assert!(full(class) <= SLOT_BYTES);
             }
             // Its slots' start maps lie in the map, each on whole pages.
-            let map = MAP + ((slot_start(class, ROWS - 1) - WINDOW) >> WORD_SHIFT) * WORD_BYTES;
-            assert!(map + SLOT_MAP_BYTES <= MAP + (WINDOW_BYTES >> WORD_SHIFT) * WORD_BYTES);
+            let map = map_word(slot_start(class, ROWS - 1) - WINDOW);
+            assert!(map + SLOT_MAP_BYTES <= map_word(WINDOW_BYTES));
             assert!(map.is_multiple_of(PAGE_SIZE));
         }
         // A place taken by someone else is not mapped over.
