@@ -208,7 +208,11 @@ pub(crate) fn background_running() -> bool {
 
 /// In a fork's child (the atfork handler): the thread did not come along.
 pub(crate) fn forked() {
-    let _ = BACKGROUND.compare_exchange(RUNNING, WANTED, Ordering::AcqRel, Ordering::Relaxed);
+    // Tested first: a compare-and-swap writes its page even when it fails,
+    // which after a fork is a fault.
+    if BACKGROUND.load(Ordering::Relaxed) == RUNNING {
+        let _ = BACKGROUND.compare_exchange(RUNNING, WANTED, Ordering::AcqRel, Ordering::Relaxed);
+    }
 }
 
 /// From a slow path: restarts the thread in a fork's child that had it.

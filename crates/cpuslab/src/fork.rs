@@ -4,6 +4,15 @@
 //! does not exist there. Per-CPU stacks need nothing: a critical section either
 //! committed before the fork or never happened.
 //!
+//! A process with one thread (glibc's `__libc_single_threaded`: no thread was
+//! ever created) takes no lock, as glibc's own malloc does: no other thread
+//! can hold one, and the forking thread itself, if a signal handler of its
+//! forks, finishes what it interrupted in both processes. Why: the locks lie
+//! on about 22 pages, and after a fork each page written is a fault and a
+//! copy in the parent and another fault in the child. A shell forks for every
+//! command: bash under cpuslab took 158 faults for each `$(...)` against
+//! glibc's 83 (docs/benchmarks-preload.md, "Real programs and forks").
+//!
 //! Lock order, the same everywhere: rseq-core's per-CPU locks (remote access and
 //! the fallback), then the depot's shards, then the lower tiers
 //! ([`lock_lower_tiers`]: central lists, page heap, large-mapping cache, span
@@ -15,6 +24,11 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::{central, depot, large_cache, meta, page_heap, span, thread_cache};
 
 static REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the last `prepare` took the locks, so that the parent and the child
+/// release them. Written before the fork and only read after it, so its page
+/// costs neither process a fault.
+static LOCKED: AtomicBool = AtomicBool::new(false);
 
 /// Registers the handlers once (`first_use` calls it before the allocator's
 /// first use takes any lock). glibc's registration may allocate: no lock of ours
@@ -34,29 +48,43 @@ pub fn handlers_registered() -> bool {
 }
 
 extern "C" fn prepare() {
-    rseq_core::fork_prepare();
-    depot::lock_all();
-    lock_lower_tiers();
+    let locking = !rseq_core::single_threaded();
+    LOCKED.store(locking, Ordering::Relaxed);
+    if locking {
+        rseq_core::fork_prepare();
+        depot::lock_all();
+        lock_lower_tiers();
+    }
 }
 
 extern "C" fn parent() {
-    // SAFETY: `prepare` took these locks in this thread.
-    unsafe {
-        unlock_lower_tiers();
-        depot::unlock_all();
+    if LOCKED.load(Ordering::Relaxed) {
+        // SAFETY: `prepare` took these locks in this thread.
+        unsafe {
+            unlock_lower_tiers();
+            depot::unlock_all();
+        }
+        rseq_core::fork_parent();
     }
-    rseq_core::fork_parent();
 }
 
 extern "C" fn child() {
     crate::decay::forked();
-    // SAFETY: the parent's forking thread, which this thread continues, took
-    // these locks in `prepare`.
-    unsafe {
-        unlock_lower_tiers();
-        depot::unlock_all();
+    if LOCKED.load(Ordering::Relaxed) {
+        // SAFETY: the parent's forking thread, which this thread continues,
+        // took these locks in `prepare`.
+        unsafe {
+            unlock_lower_tiers();
+            depot::unlock_all();
+        }
+        rseq_core::fork_child();
     }
-    rseq_core::fork_child();
+}
+
+/// Whether the last fork's handlers took the locks (for tests: a process with
+/// one thread takes none).
+pub fn locked_at_last_fork() -> bool {
+    LOCKED.load(Ordering::Relaxed)
 }
 
 /// Takes every lock of the lower tiers in lock order (central lists, page

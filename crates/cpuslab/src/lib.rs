@@ -204,6 +204,7 @@ pub mod internals {
     pub use crate::config::OPTIONS;
     pub use crate::decay::set_interval_ms as set_decay_ms;
     pub use crate::fork::handlers_registered as fork_handlers_registered;
+    pub use crate::fork::locked_at_last_fork as fork_locked_at_last_fork;
     pub use crate::fork::{lock_lower_tiers, unlock_lower_tiers};
     pub use crate::large::{alloc_large, free_large, realloc_large};
     pub use crate::os::PAGE_SIZE;

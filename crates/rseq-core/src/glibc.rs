@@ -1,10 +1,12 @@
-//! glibc's rseq registration, found through weak symbols resolved by the linker.
+//! What glibc exports that we read, found through weak symbols resolved by the
+//! linker: its rseq registration, and whether the process has one thread.
 //!
 //! glibc >= 2.35 registers an area for every thread and exports where it is:
 //! `__rseq_offset` (area = thread pointer + offset), `__rseq_size` (0 when glibc did
-//! not register) and `__rseq_flags`. The references are weak, so a binary still loads
-//! and runs on a libc without them: a missing weak symbol's GOT slot reads 0. We never
-//! call `dlsym` (it allocates).
+//! not register) and `__rseq_flags`. glibc >= 2.32 exports `__libc_single_threaded`.
+//! The references are weak, so a binary still loads and runs on a libc without
+//! them: a missing weak symbol's GOT slot reads 0. We never call `dlsym` (it
+//! allocates).
 
 /// What glibc tells about its registration.
 #[derive(Clone, Copy, Debug)]
@@ -17,7 +19,8 @@ pub(crate) struct GlibcRseq {
 core::arch::global_asm!(
     ".weak __rseq_offset",
     ".weak __rseq_size",
-    ".weak __rseq_flags"
+    ".weak __rseq_flags",
+    ".weak __libc_single_threaded"
 );
 
 /// Address of a weakly referenced symbol, or null when no loaded object defines it.
@@ -56,6 +59,25 @@ pub(crate) fn registration() -> Option<GlibcRseq> {
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn registration() -> Option<GlibcRseq> {
     None
+}
+
+/// Whether the process has only the calling thread, as glibc knows it
+/// (`__libc_single_threaded`): true until the first `pthread_create`, and false
+/// from then on, even after the threads end and in a fork's child (glibc 2.36).
+/// False where glibc does not say (an older glibc, another architecture): the
+/// answer may err only towards "more threads".
+#[cfg(target_arch = "x86_64")]
+pub fn single_threaded() -> bool {
+    let flag = weak_address!("__libc_single_threaded") as *const core::sync::atomic::AtomicU8;
+    // SAFETY: a defined `__libc_single_threaded` is a `char` that lives as long as
+    // the process; glibc writes it only from a thread that runs (pthread_create),
+    // and AtomicU8 has the layout of u8.
+    !flag.is_null() && unsafe { &*flag }.load(core::sync::atomic::Ordering::Relaxed) != 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn single_threaded() -> bool {
+    false
 }
 
 /// The thread pointer (the `fs` base on x86-64), from which glibc's area is found.

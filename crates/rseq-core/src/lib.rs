@@ -100,6 +100,7 @@ pub use cpu::{current_cpu, mm_cid, mm_cid_available, possible_cpus};
 pub use error::{FenceError, OpError};
 pub use fallback::{fork_child, fork_parent, fork_prepare};
 pub use fence::fence;
+pub use glibc::single_threaded;
 pub use list::{ListHead, ListNode};
 pub use mode::{disable_rseq, mode, mode_if_decided, Mode};
 pub use percpu::{Index, PerCpu};
