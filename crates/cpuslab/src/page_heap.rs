@@ -52,9 +52,15 @@ use crate::sync::Lock;
 
 /// Address space reserved from the OS at a time (the shared heap).
 const CHUNK_BYTES: usize = 64 << 20;
-/// Bytes of a class's range made usable at a time: whole spans, at least one,
-/// fewer where its slot ends first.
+/// Bytes of a class's range made usable at a time, at most: whole spans, at
+/// least one, fewer where its slot ends first.
 const CLASS_CHUNK_BYTES: usize = 1 << 20;
+/// A class's first chunk, at most; each next one is as big as all before it,
+/// up to [`CLASS_CHUNK_BYTES`]. Why: `fork` copies, and the child's exit
+/// clears, the page-table entries of every mapping's whole length, used or
+/// not; a 1 MiB first chunk for each of 47 classes cost 23 us a fork more
+/// than 64 KiB ones (docs/benchmarks-preload.md, "Real programs and forks").
+const FIRST_CLASS_CHUNK_BYTES: usize = 64 << 10;
 /// Heaps: one per class, then the shared one.
 const HEAPS: usize = NUM_CLASSES + 1;
 /// Index of the shared heap.
@@ -150,6 +156,8 @@ struct Inner {
     /// out of memory): its class's new spans come from the shared heap, with
     /// no further attempt.
     range_closed: bool,
+    /// Bytes a class heap's range has grown by, all its chunks together.
+    range_grown: usize,
 }
 
 /// A heap's state, touched only under its lock in [`HEAP_LOCKS`].
@@ -163,6 +171,7 @@ impl PageHeap {
             lru: SpanList::new(),
             last_decay_ms: 0,
             range_closed: false,
+            range_grown: 0,
         }))
     }
 }
@@ -417,10 +426,14 @@ impl Inner {
         if self.range_closed || bytes > class.span_pages() * PAGE_SIZE {
             return None;
         }
+        let want = self
+            .range_grown
+            .clamp(FIRST_CLASS_CHUNK_BYTES, CLASS_CHUNK_BYTES);
         // SAFETY: this heap's lock is held.
-        let grown = unsafe { class_range::grow(class, CLASS_CHUNK_BYTES) };
+        let grown = unsafe { class_range::grow(class, want) };
         self.range_closed = grown.is_none();
         let (start, len) = grown?;
+        self.range_grown += len;
         Some((start as *mut u8, len))
     }
 

@@ -181,3 +181,42 @@ fn a_class_that_grows_alone_makes_two_mappings_a_slot_and_no_more_than_its_range
     free_by_address(more);
     free_by_address(blocks);
 }
+
+/// The length of the mapping that holds `addr`.
+fn mapping_length(addr: usize) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().next()?.split_once('-'))
+        .map(|(start, end)| {
+            let start = usize::from_str_radix(start, 16).unwrap();
+            (start, usize::from_str_radix(end, 16).unwrap() - start)
+        })
+        .find(|&(start, len)| (start..start + len).contains(&addr))
+        .map(|(_, len)| len)
+        .unwrap()
+}
+
+#[test]
+fn a_class_maps_a_small_first_chunk_and_doubles() {
+    let _one = one_at_a_time();
+    let size = 5 << 10; // a class nothing else in this binary uses
+    let class = class_of(size, 16).unwrap();
+    let first = allocate(size, 1);
+    assert_eq!(class_range_of(first[0] as usize), Some(class));
+    let len = mapping_length(first[0] as usize);
+    // Each mapping's whole length costs every fork (docs: "Real programs and
+    // forks"): the first chunk is the whole spans within 64 KiB (or one
+    // span), not 1 MiB.
+    let span = class.span_pages() * PAGE_SIZE;
+    assert!(
+        len <= (64 << 10) / span * span + span,
+        "a first chunk of {len} bytes (spans of {span})"
+    );
+    // Growing, the chunks double and join the first mapping.
+    let more = allocate(size, (1 << 20) / size);
+    let grown = mapping_length(first[0] as usize);
+    assert!(grown >= 1 << 20, "{grown} bytes mapped for 1 MiB");
+    assert!(grown < 3 << 20, "{grown} bytes mapped for 1 MiB");
+    free_by_address(more);
+    free_by_address(first);
+}
