@@ -29,7 +29,8 @@ struct CentralFreeList {
     lock: Lock,
     /// Spans of this class with at least one free object.
     partial: UnsafeCell<SpanList<false>>,
-    // Statistics (written under the lock, read without it).
+    // Statistics (written under the lock, read without it; changed with
+    // `add` and `sub`).
     /// Objects handed out (held by upper tiers or by the program).
     in_use: AtomicUsize,
     /// Free objects held in this class's spans.
@@ -143,8 +144,8 @@ pub fn alloc_one(class: Class) -> (*mut u8, bool) {
                 partial.remove(span);
             }
             if taken.is_some() {
-                list.in_use.fetch_add(1, Ordering::Relaxed);
-                list.free.fetch_sub(1, Ordering::Relaxed);
+                add(&list.in_use, 1);
+                sub(&list.free, 1);
             }
             taken
         });
@@ -184,9 +185,9 @@ fn carve<R>(list: &CentralFreeList, class: Class, take: impl FnOnce(&Span) -> R)
         if span.free_count() > 0 {
             partial.push_front(span);
         }
-        list.spans.fetch_add(1, Ordering::Relaxed);
-        list.in_use.fetch_add(span.in_use(), Ordering::Relaxed);
-        list.free.fetch_add(span.free_count(), Ordering::Relaxed);
+        add(&list.spans, 1);
+        add(&list.in_use, span.in_use());
+        add(&list.free, span.free_count());
         taken
     });
     #[cfg(test)]
@@ -211,8 +212,8 @@ fn take_from_partial(
             partial.remove(span);
         }
     }
-    list.in_use.fetch_add(n, Ordering::Relaxed);
-    list.free.fetch_sub(n, Ordering::Relaxed);
+    add(&list.in_use, n);
+    sub(&list.free, n);
     n
 }
 
@@ -228,6 +229,8 @@ pub unsafe fn free_batch(class: Class, objects: &[*mut u8]) {
         return;
     };
     list.with_partial(|partial| {
+        // Counted here and added once: see `add`.
+        let (mut freed, mut released, mut emptied) = (0, 0, 0);
         for &object in objects {
             let addr = object as usize;
             let span = match pagemap::get(addr) {
@@ -241,15 +244,14 @@ pub unsafe fn free_batch(class: Class, objects: &[*mut u8]) {
                 list.invalid_frees.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            list.in_use.fetch_sub(1, Ordering::Relaxed);
-            list.free.fetch_add(1, Ordering::Relaxed);
+            freed += 1;
             if span.in_use() == 0 {
                 // Empty: back to the page heap (lock order central -> page heap).
                 if span.free_count() > 1 {
                     partial.remove(span);
                 }
-                list.spans.fetch_sub(1, Ordering::Relaxed);
-                list.free.fetch_sub(span.free_count(), Ordering::Relaxed);
+                emptied += 1;
+                released += span.free_count();
                 page_heap::free_span(span);
             } else if span.free_count() == 1 {
                 // Was full: now partial. In front, so nearly-full spans are
@@ -257,7 +259,32 @@ pub unsafe fn free_batch(class: Class, objects: &[*mut u8]) {
                 partial.push_front(span);
             }
         }
+        sub(&list.in_use, freed);
+        add(&list.free, freed);
+        sub(&list.free, released);
+        sub(&list.spans, emptied);
     });
+}
+
+/// Adds `n` to one of a class's statistics, with its lock held: a load and a
+/// store, not an atomic add, since only the lock's holder writes them. Why:
+/// an atomic add waits for every store before it, so one per object made a
+/// batch's cache misses on span records wait in turn (`benches/c/batch.c`,
+/// 100 000 blocks: docs/benchmarks-preload.md).
+fn add(stat: &AtomicUsize, n: usize) {
+    stat.store(
+        stat.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Subtracts `n` from one of a class's statistics, with its lock held (as
+/// [`add`]).
+fn sub(stat: &AtomicUsize, n: usize) {
+    stat.store(
+        stat.load(Ordering::Relaxed).wrapping_sub(n),
+        Ordering::Relaxed,
+    );
 }
 
 /// Takes every class lock, in class order (for `fork`).
