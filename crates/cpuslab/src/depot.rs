@@ -41,18 +41,39 @@ const MIN_BATCHES_PER_SHARD: usize = 2;
 /// their spans at once.
 pub(crate) const BUDGET_BYTES: usize = 4 << 20;
 
-/// Bytes of free objects in the depot now (all classes and shards).
-static HELD_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of free objects in the depot now, per shard index (all classes'
+/// shards of that index), each word on a cache line of its own: the CPUs
+/// whose home is one index write one line, not every CPU the same one.
+static HELD_BYTES: [HeldBytes; SHARDS] = [const { HeldBytes(AtomicUsize::new(0)) }; SHARDS];
 
-/// Counts `n` objects of `class` in or out of `shard`.
-fn count_in(shard: &Shard, class: Class, n: usize) {
-    shard.objects.fetch_add(n, Ordering::Relaxed);
-    HELD_BYTES.fetch_add(n * class.size(), Ordering::Relaxed);
+#[repr(align(64))]
+struct HeldBytes(AtomicUsize);
+
+/// Bytes of free objects in the whole depot now.
+fn held_bytes() -> usize {
+    HELD_BYTES
+        .iter()
+        .map(|held| held.0.load(Ordering::Relaxed))
+        .fold(0, usize::wrapping_add)
 }
 
-fn count_out(shard: &Shard, class: Class, n: usize) {
-    shard.objects.fetch_sub(n, Ordering::Relaxed);
-    HELD_BYTES.fetch_sub(n * class.size(), Ordering::Relaxed);
+/// Counts `n` objects of `class` into shard `index` (its lock held).
+fn count_in(class: Class, index: usize, n: usize) {
+    let objects = &shard(class, index).objects;
+    // A load and a store: only the lock's holder writes it.
+    objects.store(objects.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    HELD_BYTES[index % SHARDS]
+        .0
+        .fetch_add(n * class.size(), Ordering::Relaxed);
+}
+
+/// Counts `n` objects of `class` out of shard `index` (its lock held).
+fn count_out(class: Class, index: usize, n: usize) {
+    let objects = &shard(class, index).objects;
+    objects.store(objects.load(Ordering::Relaxed) - n, Ordering::Relaxed);
+    HELD_BYTES[index % SHARDS]
+        .0
+        .fetch_sub(n * class.size(), Ordering::Relaxed);
 }
 
 /// The shrinking phase (`decay::phase`) whose excess was shed: one pass per
@@ -71,7 +92,7 @@ fn within_budget(class: Class, n: usize) -> bool {
         return true;
     }
     class.size() <= SHRINKING_MAX_OBJECT
-        && HELD_BYTES.load(Ordering::Relaxed) + n * class.size() <= BUDGET_BYTES
+        && held_bytes().wrapping_add(n * class.size()) <= BUDGET_BYTES
 }
 
 /// Returns batches to the central lists until the depot is within its budget,
@@ -81,9 +102,7 @@ fn shed_excess() {
     for class in Class::all() {
         let shed_all = class.size() > SHRINKING_MAX_OBJECT;
         for index in 0..SHARDS {
-            return_to_spans(class, index, || {
-                shed_all || HELD_BYTES.load(Ordering::Relaxed) > BUDGET_BYTES
-            });
+            return_to_spans(class, index, || shed_all || held_bytes() > BUDGET_BYTES);
         }
     }
 }
@@ -96,7 +115,7 @@ fn return_to_spans(class: Class, index: usize, more: impl Fn() -> bool) {
     while more() && shard.objects.load(Ordering::Relaxed) > 0 {
         let n = shard.with(|state| {
             let n = state.take(&mut buffer);
-            count_out(shard, class, n);
+            count_out(class, index, n);
             n
         });
         if n == 0 {
@@ -245,13 +264,14 @@ pub(crate) fn pop_batch(class: Class, home: usize, out: &mut [*mut u8]) -> usize
 /// shard, else the others); 0 when it holds none.
 pub(crate) fn take_cached(class: Class, home: usize, out: &mut [*mut u8]) -> usize {
     for step in 0..SHARDS {
-        let shard = shard(class, home + step);
+        let index = home + step;
+        let shard = shard(class, index);
         if shard.objects.load(Ordering::Relaxed) == 0 {
             continue;
         }
         let n = shard.with(|state| {
             let n = state.take(out);
-            count_out(shard, class, n);
+            count_out(class, index, n);
             n
         });
         if n > 0 {
@@ -298,7 +318,7 @@ pub(crate) unsafe fn push_batch(class: Class, home: usize, objects: &[*mut u8]) 
         batch.next = state.full;
         state.full = record;
         state.full_count += 1;
-        count_in(shard, class, objects.len());
+        count_in(class, home, objects.len());
         true
     });
     if !kept {
@@ -336,7 +356,7 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
         let partial = unsafe { &mut *state.partial };
         partial.objects[partial.count] = object;
         partial.count += 1;
-        count_in(shard, class, 1);
+        count_in(class, home, 1);
         if partial.count < batch_size {
             return (true, 0);
         }
@@ -352,7 +372,7 @@ pub(crate) unsafe fn push_one(class: Class, home: usize, object: *mut u8) {
         let n = partial.count;
         overflow[..n].copy_from_slice(&partial.objects[..n]);
         state.give_record(record);
-        count_out(shard, class, n);
+        count_out(class, home, n);
         (true, n)
     });
     if !kept {
