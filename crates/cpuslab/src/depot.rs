@@ -61,7 +61,10 @@ fn held_bytes() -> usize {
 fn count_in(class: Class, index: usize, n: usize) {
     let objects = &shard(class, index).objects;
     // A load and a store: only the lock's holder writes it.
-    objects.store(objects.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    objects.store(
+        objects.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
     HELD_BYTES[index % SHARDS]
         .0
         .fetch_add(n * class.size(), Ordering::Relaxed);
@@ -70,7 +73,10 @@ fn count_in(class: Class, index: usize, n: usize) {
 /// Counts `n` objects of `class` out of shard `index` (its lock held).
 fn count_out(class: Class, index: usize, n: usize) {
     let objects = &shard(class, index).objects;
-    objects.store(objects.load(Ordering::Relaxed) - n, Ordering::Relaxed);
+    objects.store(
+        objects.load(Ordering::Relaxed).wrapping_sub(n),
+        Ordering::Relaxed,
+    );
     HELD_BYTES[index % SHARDS]
         .0
         .fetch_sub(n * class.size(), Ordering::Relaxed);

@@ -7,7 +7,8 @@
 //! A process with one thread (glibc's `__libc_single_threaded`: no thread was
 //! ever created) takes no lock, as glibc's own malloc does: no other thread
 //! can hold one, and the forking thread itself, if a signal handler of its
-//! forks, finishes what it interrupted in both processes. Why: the locks lie
+//! forks, finishes what it interrupted in both processes. (Threads made by a
+//! raw `clone`, which glibc does not count, are not supported, as by glibc.) Why: the locks lie
 //! on about 22 pages, and after a fork each page written is a fault and a
 //! copy in the parent and another fault in the child. A shell forks for every
 //! command: bash under cpuslab took 158 faults for each `$(...)` against
@@ -26,8 +27,8 @@ use crate::{central, depot, large_cache, meta, page_heap, span, thread_cache};
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// Whether the last `prepare` took the locks, so that the parent and the child
-/// release them. Written before the fork and only read after it, so its page
-/// costs neither process a fault.
+/// release them. Stored only when it changes: after a fork its page is shared
+/// with the child, and a store would be a fault.
 static LOCKED: AtomicBool = AtomicBool::new(false);
 
 /// Registers the handlers once (`first_use` calls it before the allocator's
@@ -49,7 +50,9 @@ pub fn handlers_registered() -> bool {
 
 extern "C" fn prepare() {
     let locking = !rseq_core::single_threaded();
-    LOCKED.store(locking, Ordering::Relaxed);
+    if LOCKED.load(Ordering::Relaxed) != locking {
+        LOCKED.store(locking, Ordering::Relaxed);
+    }
     if locking {
         rseq_core::fork_prepare();
         depot::lock_all();

@@ -156,7 +156,8 @@ struct Inner {
     /// out of memory): its class's new spans come from the shared heap, with
     /// no further attempt.
     range_closed: bool,
-    /// Bytes a class heap's range has grown by, all its chunks together.
+    /// Bytes of a class heap's range mapped now, all its chunks together
+    /// (what it grew by, less what it gave back).
     range_grown: usize,
 }
 
@@ -400,9 +401,12 @@ impl Inner {
         };
         let Some(run) = record else {
             match class {
-                // SAFETY: the chunk was just mapped at the range's end, and
-                // holds nothing.
-                Some(class) => unsafe { class_range::shrink(class, base as usize) },
+                Some(class) => {
+                    self.range_grown -= len;
+                    // SAFETY: the chunk was just mapped at the range's end,
+                    // and holds nothing.
+                    unsafe { class_range::shrink(class, base as usize) }
+                }
                 // SAFETY: the chunk was just mapped and never published.
                 None => unsafe { os::unmap(base, len) },
             };
@@ -608,6 +612,8 @@ impl Inner {
                 self.decommitted.insert(run);
                 return;
             }
+            // A range given back grows from small chunks again.
+            self.range_grown = self.range_grown.saturating_sub(run.bytes());
             self.forget(run);
         }
     }
