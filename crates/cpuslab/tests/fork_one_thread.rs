@@ -16,9 +16,7 @@
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::process::Command;
-
-use support::{mode_env, mode_name, mode_named, MODES};
+use support::{mode_name, mode_named, MODES};
 
 #[global_allocator]
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
@@ -177,27 +175,16 @@ fn main() {
         return;
     }
     for mode in MODES {
-        let mut command = Command::new(std::env::current_exe().unwrap());
+        let mut command = support::this_binary_in(mode);
         // The background thread would make the process multi-threaded.
         command
             .env(MODE_ENV, mode_name(mode))
             .env_remove("CPUSLAB_BACKGROUND");
-        let (set, remove) = mode_env(mode);
-        for name in remove {
-            command.env_remove(name);
-        }
-        for (name, value) in set {
-            command.env(name, value);
-        }
-        let output = command.output().unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
-        println!("---- mode {} ----\n{text}", mode_name(mode));
+        let (code, text) = support::run_to_end(command, &format!("mode {}", mode_name(mode)));
         assert!(
-            output.status.success() && text.contains("fork with one thread: ok"),
-            "mode {}: {}",
-            mode_name(mode),
-            output.status
+            code == 0 && text.contains("fork with one thread: ok"),
+            "mode {}: exit {code}",
+            mode_name(mode)
         );
     }
 }

@@ -66,33 +66,46 @@ pub fn child_mode() -> Option<Mode> {
     Some(mode)
 }
 
-/// Re-runs this test binary on its `child` test with `scenario` in [`CHILD_ENV`],
-/// the environment of `mode` applied, and `extra` set. Returns the exit status
-/// (-1 when killed by a signal, with the signal in the text) and the output.
-pub fn run_child(scenario: &str, mode: Mode, extra: &[(&str, &str)]) -> (i32, String) {
-    let exe = std::env::current_exe().unwrap();
-    let mut command = Command::new(exe);
-    command
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, scenario);
+/// This test binary as a command, with the environment of `mode` applied.
+pub fn this_binary_in(mode: Mode) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
     let (set, remove) = mode_env(mode);
     for name in remove {
         command.env_remove(name);
     }
-    for (name, value) in set.iter().chain(extra) {
+    for (name, value) in set {
         command.env(name, value);
     }
+    command
+}
+
+/// Runs `command` to its end; returns its exit status (-1 when killed by a
+/// signal, with the signal in the text) and its output, which it also prints
+/// under `title`.
+pub fn run_to_end(mut command: Command, title: &str) -> (i32, String) {
     let output = command.output().unwrap();
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&output.status) {
         text += &format!("\n[child killed by signal {signal}]");
     }
-    println!(
-        "---- child {scenario} in mode {} ----\n{text}",
-        mode_name(mode)
-    );
+    println!("---- {title} ----\n{text}");
     (output.status.code().unwrap_or(-1), text)
+}
+
+/// Re-runs this test binary on its `child` test with `scenario` in [`CHILD_ENV`],
+/// the environment of `mode` applied, and `extra` set. Returns the exit status
+/// (-1 when killed by a signal, with the signal in the text) and the output.
+pub fn run_child(scenario: &str, mode: Mode, extra: &[(&str, &str)]) -> (i32, String) {
+    let mut command = this_binary_in(mode);
+    command
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, scenario)
+        .envs(extra.iter().copied());
+    run_to_end(
+        command,
+        &format!("child {scenario} in mode {}", mode_name(mode)),
+    )
 }
 
 /// Runs the child and asserts that it exited 0 and printed `marker`.
