@@ -5,14 +5,14 @@
 //! committed before the fork or never happened.
 //!
 //! A process with one thread (glibc's `__libc_single_threaded`: no thread was
-//! ever created) takes no lock, as glibc's own malloc does: no other thread
-//! can hold one, and the forking thread itself, if a signal handler of its
-//! forks, finishes what it interrupted in both processes. (Threads made by a
-//! raw `clone`, which glibc does not count, are not supported, as by glibc.) Why: the locks lie
-//! on about 22 pages, and after a fork each page written is a fault and a
-//! copy in the parent and another fault in the child. A shell forks for every
-//! command: bash under cpuslab took 158 faults for each `$(...)` against
-//! glibc's 83 (docs/benchmarks-preload.md, "Real programs and forks").
+//! ever created) takes no lock, as glibc's own malloc does: no other thread can
+//! hold one, and the forking thread itself, if a signal handler of its forks,
+//! finishes what it interrupted in both processes. (Threads made by a raw
+//! `clone`, which glibc does not count, are not supported, as by glibc.) Why:
+//! the locks lie on about 22 pages, and after a fork each page written is a
+//! fault and a copy in the parent and another fault in the child. A shell forks
+//! for every command: bash under cpuslab took 158 faults for each `$(...)`
+//! against glibc's 83 (docs/benchmarks-preload.md, "Real programs and forks").
 //!
 //! Lock order, the same everywhere: rseq-core's per-CPU locks (remote access and
 //! the fallback), then the depot's shards, then the lower tiers
