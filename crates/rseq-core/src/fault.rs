@@ -102,12 +102,28 @@ pub(crate) fn broken() -> Broken {
 /// [`delay_raise`]).
 static RAISE_DELAYS: AtomicU64 = AtomicU64::new(0);
 
+/// How long the broken raise waits for a stop to begin, at most, in pauses
+/// (about ten milliseconds here).
+const BROKEN_RAISE_WAIT_SPINS: u32 = 1_000_000;
+
 /// The delay of a capacity raise, between its load and its store: the header
-/// delay's length (so that a stop, with its hold, fits inside), counted.
-pub(crate) fn delay_raise() {
+/// delay's length (so that a stop, with its hold, fits inside), counted. The
+/// broken raise (no lock) then waits, a while at most, until a stop of
+/// `capacity`'s stack has begun, so that its store ends that stop early: the
+/// bug the stress test must catch, made to happen rather than left to the
+/// scheduler (which, under load, lined one up in 15 runs of 16).
+pub(crate) fn delay_raise(capacity: &core::sync::atomic::AtomicU32) {
     RAISE_DELAYS.fetch_add(1, Ordering::Relaxed);
     for _ in 0..HEADER_DELAY_SPINS.load(Ordering::Relaxed) {
         core::hint::spin_loop();
+    }
+    if broken() == Broken::RaiseUnlocked {
+        for _ in 0..BROKEN_RAISE_WAIT_SPINS {
+            if capacity.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
     }
 }
 

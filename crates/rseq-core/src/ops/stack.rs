@@ -367,7 +367,7 @@ fn raise(stack: &Stack, to: impl FnOnce(u32) -> u32) -> Option<u32> {
     // Test builds: a raise that will store spins here, after its load, so
     // that stops begin inside it.
     #[cfg(feature = "fault-injection")]
-    crate::fault::delay_raise();
+    crate::fault::delay_raise(&stack.capacity);
     stack.capacity.store(new, Ordering::Release);
     Some(new)
 }
