@@ -23,7 +23,9 @@
 //! and a worker whose push finds the stack full raises it back
 //! (`raise_capacity`, which takes no stop), spinning `HEADER_DELAY` between its
 //! load of the capacity and its store, so that the drainer's stops begin inside
-//! it. A raise that does not take the slot's lock then ends those stops early.
+//! it. A raise that does not take the slot's lock then ends those stops early
+//! (its broken twin waits inside the window until a stop has begun: see
+//! `fault::delay_raise`).
 //!
 //! Each scenario runs in a child process (this binary, re-run on the `child` test)
 //! so that it can pick its rseq mode through the environment: glibc's area, our own
