@@ -21,7 +21,7 @@ use crate::page_heap;
 use crate::pagemap;
 use crate::size_class::{Class, NUM_CLASSES};
 use crate::span::{FreeOutcome, Span, SpanKind, SpanList};
-use crate::sync::Lock;
+use crate::sync::{add_under_lock, sub_under_lock, Lock};
 
 /// One class's span tier. Cache-line aligned so classes do not share lines.
 #[repr(align(64))]
@@ -29,8 +29,7 @@ struct CentralFreeList {
     lock: Lock,
     /// Spans of this class with at least one free object.
     partial: UnsafeCell<SpanList<false>>,
-    // Statistics (written under the lock, read without it; changed with
-    // `add` and `sub`).
+    // Statistics (written under the lock, read without it: `add_under_lock`).
     /// Objects handed out (held by upper tiers or by the program).
     in_use: AtomicUsize,
     /// Free objects held in this class's spans.
@@ -144,8 +143,8 @@ pub fn alloc_one(class: Class) -> (*mut u8, bool) {
                 partial.remove(span);
             }
             if taken.is_some() {
-                add(&list.in_use, 1);
-                sub(&list.free, 1);
+                add_under_lock(&list.in_use, 1);
+                sub_under_lock(&list.free, 1);
             }
             taken
         });
@@ -185,9 +184,9 @@ fn carve<R>(list: &CentralFreeList, class: Class, take: impl FnOnce(&Span) -> R)
         if span.free_count() > 0 {
             partial.push_front(span);
         }
-        add(&list.spans, 1);
-        add(&list.in_use, span.in_use());
-        add(&list.free, span.free_count());
+        add_under_lock(&list.spans, 1);
+        add_under_lock(&list.in_use, span.in_use());
+        add_under_lock(&list.free, span.free_count());
         taken
     });
     #[cfg(test)]
@@ -212,8 +211,8 @@ fn take_from_partial(
             partial.remove(span);
         }
     }
-    add(&list.in_use, n);
-    sub(&list.free, n);
+    add_under_lock(&list.in_use, n);
+    sub_under_lock(&list.free, n);
     n
 }
 
@@ -229,7 +228,7 @@ pub unsafe fn free_batch(class: Class, objects: &[*mut u8]) {
         return;
     };
     list.with_partial(|partial| {
-        // Counted here and added once: see `add`.
+        // Counted here and added once, after the loop.
         let (mut freed, mut released, mut emptied) = (0, 0, 0);
         for &object in objects {
             let addr = object as usize;
@@ -259,32 +258,11 @@ pub unsafe fn free_batch(class: Class, objects: &[*mut u8]) {
                 partial.push_front(span);
             }
         }
-        sub(&list.in_use, freed);
-        add(&list.free, freed);
-        sub(&list.free, released);
-        sub(&list.spans, emptied);
+        sub_under_lock(&list.in_use, freed);
+        add_under_lock(&list.free, freed);
+        sub_under_lock(&list.free, released);
+        sub_under_lock(&list.spans, emptied);
     });
-}
-
-/// Adds `n` to one of a class's statistics, with its lock held: a load and a
-/// store, not an atomic add, since only the lock's holder writes them. Why:
-/// an atomic add waits for every store before it, so one per object made a
-/// batch's cache misses on span records wait in turn (`benches/c/batch.c`,
-/// 100 000 blocks: docs/benchmarks-preload.md).
-fn add(stat: &AtomicUsize, n: usize) {
-    stat.store(
-        stat.load(Ordering::Relaxed).wrapping_add(n),
-        Ordering::Relaxed,
-    );
-}
-
-/// Subtracts `n` from one of a class's statistics, with its lock held (as
-/// [`add`]).
-fn sub(stat: &AtomicUsize, n: usize) {
-    stat.store(
-        stat.load(Ordering::Relaxed).wrapping_sub(n),
-        Ordering::Relaxed,
-    );
 }
 
 /// Takes every class lock, in class order (for `fork`).

@@ -323,6 +323,17 @@ pub fn mapped_end(class: Class) -> Option<(usize, usize)> {
     (filled > first(class)).then_some((start + first(class), start + filled))
 }
 
+/// Bytes of `class`'s range mapped now, all its slots together: every slot
+/// before its last one in use is full.
+pub fn mapped_bytes(class: Class) -> usize {
+    let (row, filled) = last_slot(class);
+    let first = first(class);
+    if filled <= first {
+        return 0;
+    }
+    row * (full(class) - first) + (filled - first)
+}
+
 /// Maps the next `want` bytes (whole spans of `class`) after `class`'s mapped
 /// part, or fewer, at least one span, where its slot has less room left (the
 /// next chunk starts the next row's slot), and their slot's start map; returns

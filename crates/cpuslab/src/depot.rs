@@ -25,7 +25,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use crate::central;
 use crate::meta;
 use crate::size_class::{Class, NUM_CLASSES};
-use crate::sync::Lock;
+use crate::sync::{add_under_lock, sub_under_lock, Lock};
 
 /// Shards per class (a power of two).
 pub(crate) const SHARDS: usize = 8;
@@ -59,12 +59,7 @@ fn held_bytes() -> usize {
 
 /// Counts `n` objects of `class` into shard `index` (its lock held).
 fn count_in(class: Class, index: usize, n: usize) {
-    let objects = &shard(class, index).objects;
-    // A load and a store: only the lock's holder writes it.
-    objects.store(
-        objects.load(Ordering::Relaxed).wrapping_add(n),
-        Ordering::Relaxed,
-    );
+    add_under_lock(&shard(class, index).objects, n);
     HELD_BYTES[index % SHARDS]
         .0
         .fetch_add(n * class.size(), Ordering::Relaxed);
@@ -72,11 +67,7 @@ fn count_in(class: Class, index: usize, n: usize) {
 
 /// Counts `n` objects of `class` out of shard `index` (its lock held).
 fn count_out(class: Class, index: usize, n: usize) {
-    let objects = &shard(class, index).objects;
-    objects.store(
-        objects.load(Ordering::Relaxed).wrapping_sub(n),
-        Ordering::Relaxed,
-    );
+    sub_under_lock(&shard(class, index).objects, n);
     HELD_BYTES[index % SHARDS]
         .0
         .fetch_sub(n * class.size(), Ordering::Relaxed);

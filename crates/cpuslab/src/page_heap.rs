@@ -156,9 +156,6 @@ struct Inner {
     /// out of memory): its class's new spans come from the shared heap, with
     /// no further attempt.
     range_closed: bool,
-    /// Bytes of a class heap's range mapped now, all its chunks together
-    /// (what it grew by, less what it gave back).
-    range_grown: usize,
 }
 
 /// A heap's state, touched only under its lock in [`HEAP_LOCKS`].
@@ -172,7 +169,6 @@ impl PageHeap {
             lru: SpanList::new(),
             last_decay_ms: 0,
             range_closed: false,
-            range_grown: 0,
         }))
     }
 }
@@ -401,12 +397,9 @@ impl Inner {
         };
         let Some(run) = record else {
             match class {
-                Some(class) => {
-                    self.range_grown -= len;
-                    // SAFETY: the chunk was just mapped at the range's end,
-                    // and holds nothing.
-                    unsafe { class_range::shrink(class, base as usize) }
-                }
+                // SAFETY: the chunk was just mapped at the range's end, and
+                // holds nothing.
+                Some(class) => unsafe { class_range::shrink(class, base as usize) },
                 // SAFETY: the chunk was just mapped and never published.
                 None => unsafe { os::unmap(base, len) },
             };
@@ -430,14 +423,14 @@ impl Inner {
         if self.range_closed || bytes > class.span_pages() * PAGE_SIZE {
             return None;
         }
-        let want = self
-            .range_grown
-            .clamp(FIRST_CLASS_CHUNK_BYTES, CLASS_CHUNK_BYTES);
+        // As big as what is mapped already (a range given back grows from
+        // small chunks again).
+        let want =
+            class_range::mapped_bytes(class).clamp(FIRST_CLASS_CHUNK_BYTES, CLASS_CHUNK_BYTES);
         // SAFETY: this heap's lock is held.
         let grown = unsafe { class_range::grow(class, want) };
         self.range_closed = grown.is_none();
         let (start, len) = grown?;
-        self.range_grown += len;
         Some((start as *mut u8, len))
     }
 
@@ -612,8 +605,6 @@ impl Inner {
                 self.decommitted.insert(run);
                 return;
             }
-            // A range given back grows from small chunks again.
-            self.range_grown = self.range_grown.saturating_sub(run.bytes());
             self.forget(run);
         }
     }

@@ -156,6 +156,26 @@ impl Drop for LockGuard<'_> {
     }
 }
 
+/// Adds `n` (wrapping) to a counter that only a lock's holder writes and
+/// others read without it: a load and a store, not an atomic add, which would
+/// wait for every store before it (a batch of frees counted object by object
+/// made their cache misses wait in turn: docs/benchmarks-preload.md, "Batches
+/// through the central lists").
+pub(crate) fn add_under_lock(counter: &AtomicUsize, n: usize) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// Subtracts `n` (wrapping) from a counter as [`add_under_lock`] adds.
+pub(crate) fn sub_under_lock(counter: &AtomicUsize, n: usize) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_sub(n),
+        Ordering::Relaxed,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

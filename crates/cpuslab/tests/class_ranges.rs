@@ -7,7 +7,8 @@
 use std::alloc::{GlobalAlloc, Layout};
 
 use cpuslab::internals::{
-    class_of, class_range_object, class_range_of, class_range_start, lookup, Owner, PAGE_SIZE,
+    class_of, class_range_object, class_range_of, class_range_start, lookup, Class, Owner,
+    PAGE_SIZE,
 };
 use cpuslab::CpuSlab;
 
@@ -125,12 +126,7 @@ fn trim_gives_back_the_free_end_of_a_range() {
     );
     // And it grows again from where it stopped, by a small chunk first.
     let again = allocate(size, 1);
-    let span = class.span_pages() * PAGE_SIZE;
-    let len = mapping_length(again[0] as usize);
-    assert!(
-        len <= (64 << 10) / span * span + span,
-        "a first chunk of {len} bytes after a trim (spans of {span})"
-    );
+    assert_first_chunk(class, again[0] as usize, "after a trim");
     let again: Vec<*mut u8> = again.into_iter().chain(allocate(size, 100)).collect();
     assert!(again
         .iter()
@@ -138,15 +134,46 @@ fn trim_gives_back_the_free_end_of_a_range() {
     free_by_address(again);
 }
 
+/// This process's mappings: `(start, length)` of each.
+fn mappings() -> Vec<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().next()?.split_once('-'))
+        .map(|(start, end)| {
+            let start = usize::from_str_radix(start, 16).unwrap();
+            (start, usize::from_str_radix(end, 16).unwrap() - start)
+        })
+        .collect()
+}
+
 /// Mappings whose start lies in the class ranges' window or their start map.
 fn mappings_in_window() -> usize {
     let window = class_range_start(class_of(16, 16).unwrap());
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    maps.lines()
-        .filter_map(|line| line.split('-').next())
-        .filter_map(|start| usize::from_str_radix(start, 16).ok())
-        .filter(|&start| start >= window && start - window < 1 << 40)
+    mappings()
+        .into_iter()
+        .filter(|&(start, _)| start >= window && start - window < 1 << 40)
         .count()
+}
+
+/// The length of the mapping that holds `addr`.
+fn mapping_length(addr: usize) -> usize {
+    mappings()
+        .into_iter()
+        .find(|&(start, len)| (start..start + len).contains(&addr))
+        .map(|(_, len)| len)
+        .unwrap()
+}
+
+/// Asserts that the mapping holding `addr`, an object of `class`, is a first
+/// chunk: the whole spans within 64 KiB (or one span), not 1 MiB. Each
+/// mapping's whole length costs every fork (docs: "Real programs and forks").
+fn assert_first_chunk(class: Class, addr: usize, when: &str) {
+    let len = mapping_length(addr);
+    let span = class.span_pages() * PAGE_SIZE;
+    assert!(
+        len <= (64 << 10) / span * span + span,
+        "a first chunk of {len} bytes {when} (spans of {span})"
+    );
 }
 
 #[test]
@@ -189,20 +216,6 @@ fn a_class_that_grows_alone_makes_two_mappings_a_slot_and_no_more_than_its_range
     free_by_address(blocks);
 }
 
-/// The length of the mapping that holds `addr`.
-fn mapping_length(addr: usize) -> usize {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    maps.lines()
-        .filter_map(|line| line.split_whitespace().next()?.split_once('-'))
-        .map(|(start, end)| {
-            let start = usize::from_str_radix(start, 16).unwrap();
-            (start, usize::from_str_radix(end, 16).unwrap() - start)
-        })
-        .find(|&(start, len)| (start..start + len).contains(&addr))
-        .map(|(_, len)| len)
-        .unwrap()
-}
-
 #[test]
 fn a_class_maps_a_small_first_chunk_and_doubles() {
     let _one = one_at_a_time();
@@ -210,15 +223,7 @@ fn a_class_maps_a_small_first_chunk_and_doubles() {
     let class = class_of(size, 16).unwrap();
     let first = allocate(size, 1);
     assert_eq!(class_range_of(first[0] as usize), Some(class));
-    let len = mapping_length(first[0] as usize);
-    // Each mapping's whole length costs every fork (docs: "Real programs and
-    // forks"): the first chunk is the whole spans within 64 KiB (or one
-    // span), not 1 MiB.
-    let span = class.span_pages() * PAGE_SIZE;
-    assert!(
-        len <= (64 << 10) / span * span + span,
-        "a first chunk of {len} bytes (spans of {span})"
-    );
+    assert_first_chunk(class, first[0] as usize, "at first");
     // Growing, the chunks double and join the first mapping.
     let more = allocate(size, (1 << 20) / size);
     let grown = mapping_length(first[0] as usize);
