@@ -198,8 +198,8 @@ pub mod internals {
     pub use crate::central::{alloc_batch, free_batch};
     pub use crate::class_range::RANGE_BYTES as CLASS_RANGE_BYTES;
     pub use crate::class_range::{
-        class_at as class_range_of, object_class as class_range_object,
-        range_start as class_range_start,
+        class_at as class_range_of, first_slot as class_range_first_slot,
+        object_class as class_range_object, range_start as class_range_start,
     };
     pub use crate::config::OPTIONS;
     pub use crate::decay::set_interval_ms as set_decay_ms;

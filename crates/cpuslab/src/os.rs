@@ -197,6 +197,18 @@ pub unsafe fn advise_huge_pages(ptr: *mut u8, len: usize) -> bool {
     unsafe { libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE) == 0 }
 }
 
+/// Asks the kernel never to back `[ptr, ptr + len)` with transparent huge
+/// pages (`MADV_NOHUGEPAGE`): a mapping of metadata or of many small slots,
+/// 2 MiB aligned, would otherwise take a whole huge page at its first touch
+/// where THP is `always`. False if the kernel declined.
+///
+/// # Safety
+/// The range lies in a mapping made by this module.
+pub unsafe fn advise_no_huge_pages(ptr: *mut u8, len: usize) -> bool {
+    // SAFETY: a hint on the caller's own mapping; contents are unaffected.
+    unsafe { libc::madvise(ptr.cast(), len, libc::MADV_NOHUGEPAGE) == 0 }
+}
+
 /// Resizes the mapping `[old, old + old_len)` to `new_len` bytes, moving it if
 /// the kernel must (the pages move, nothing is copied; growth reads as zero).
 /// `None` if the kernel refused: the old mapping is untouched.

@@ -7,8 +7,8 @@
 use std::alloc::{GlobalAlloc, Layout};
 
 use cpuslab::internals::{
-    class_of, class_range_object, class_range_of, class_range_start, lookup, Class, Owner,
-    PAGE_SIZE,
+    class_of, class_range_first_slot, class_range_object, class_range_of, class_range_start,
+    lookup, Class, Owner, PAGE_SIZE,
 };
 use cpuslab::CpuSlab;
 
@@ -49,8 +49,8 @@ fn small_objects_live_in_their_class_range_and_free_by_address() {
         for &p in &blocks {
             let addr = p as usize;
             assert!(
-                addr >= start,
-                "{size} B at {p:?}, below its range's start {start:#x}"
+                in_first_slot(class, addr) || addr >= start,
+                "{size} B at {p:?}, neither in its first slot nor in its range from {start:#x}"
             );
             assert_eq!(class_range_of(addr), Some(class));
             assert_eq!(class_range_object(addr), Some(class));
@@ -164,10 +164,25 @@ fn mapping_length(addr: usize) -> usize {
         .unwrap()
 }
 
-/// Asserts that the mapping holding `addr`, an object of `class`, is a first
-/// chunk: the whole spans within 64 KiB (or one span), not 1 MiB. Each
-/// mapping's whole length costs every fork (docs: "Real programs and forks").
+/// Whether `addr` lies in `class`'s first slot.
+fn in_first_slot(class: Class, addr: usize) -> bool {
+    class_range_first_slot(class)
+        .is_some_and(|(start, bytes)| (start..start + bytes).contains(&addr))
+}
+
+/// Asserts that `addr`, an object of `class`, lies in a first chunk: its
+/// first slot (64 KiB beside every other class's, in one mapping) if its
+/// spans fit in one, else a mapping of the whole spans within 64 KiB (or one
+/// span), not 1 MiB. Each page of page tables, and each mapping, costs every
+/// fork (docs: "Real programs and forks").
 fn assert_first_chunk(class: Class, addr: usize, when: &str) {
+    if class_range_first_slot(class).is_some() {
+        assert!(
+            in_first_slot(class, addr),
+            "{addr:#x} {when}: not in its first slot"
+        );
+        return;
+    }
     let len = mapping_length(addr);
     let span = class.span_pages() * PAGE_SIZE;
     assert!(
@@ -224,11 +239,78 @@ fn a_class_maps_a_small_first_chunk_and_doubles() {
     let first = allocate(size, 1);
     assert_eq!(class_range_of(first[0] as usize), Some(class));
     assert_first_chunk(class, first[0] as usize, "at first");
-    // Growing, the chunks double and join the first mapping.
+    // Growing past its first slot, the chunks double and join one mapping
+    // in the class's slot of row 0.
     let more = allocate(size, (1 << 20) / size);
-    let grown = mapping_length(first[0] as usize);
-    assert!(grown >= 1 << 20, "{grown} bytes mapped for 1 MiB");
+    let past_first_slot = |p: &&*mut u8| !in_first_slot(class, **p as usize);
+    let last = *more.iter().filter(past_first_slot).max().unwrap() as usize;
+    let start = class_range_start(class);
+    assert!(
+        (start..start + (2 << 20)).contains(&last),
+        "{last:#x} is not in the class's slot of row 0"
+    );
+    let grown = mapping_length(last);
+    assert!(
+        grown >= (1 << 20) - (64 << 10),
+        "{grown} bytes mapped for 1 MiB"
+    );
     assert!(grown < 3 << 20, "{grown} bytes mapped for 1 MiB");
     free_by_address(more);
     free_by_address(first);
+}
+
+#[test]
+fn classes_that_stay_small_share_one_mapping_and_few_page_tables() {
+    let _one = one_at_a_time();
+    // A block of every class whose spans fit in a first slot, but for the
+    // sizes the other tests here grow past theirs.
+    let others = [80, 496, 3000, 5 << 10, 6000];
+    let classes: Vec<Class> = (16..=(64 << 10))
+        .step_by(16)
+        .filter_map(|size| class_of(size, 16))
+        .filter(|&class| class.span_pages() * PAGE_SIZE <= 64 << 10)
+        .filter(|&class| others.iter().all(|&size| class_of(size, 16) != Some(class)))
+        .fold(Vec::new(), |mut classes, class| {
+            if classes.last() != Some(&class) {
+                classes.push(class);
+            }
+            classes
+        });
+    assert!(classes.len() >= 40, "{} classes", classes.len());
+    let blocks: Vec<*mut u8> = classes
+        .iter()
+        .map(|&class| allocate(class.size(), 1)[0])
+        .collect();
+    for (&class, &p) in classes.iter().zip(&blocks) {
+        assert_first_chunk(class, p as usize, "for a class's first block");
+    }
+    // What a fork copies for them: one mapping, and a page of page tables
+    // per 2 MiB that holds one (three for 96 first slots of 64 KiB), where
+    // slots of their own took a mapping and a page each.
+    let mappings: std::collections::BTreeSet<usize> = blocks
+        .iter()
+        .map(|&p| {
+            mappings()
+                .into_iter()
+                .find(|&(start, len)| (start..start + len).contains(&(p as usize)))
+                .unwrap()
+                .0
+        })
+        .collect();
+    assert_eq!(
+        mappings.len(),
+        1,
+        "{} mappings for {} classes",
+        mappings.len(),
+        classes.len()
+    );
+    let tables: std::collections::BTreeSet<usize> =
+        blocks.iter().map(|&p| p as usize >> 21).collect();
+    assert!(
+        tables.len() <= 3,
+        "{} page-table pages for {} classes",
+        tables.len(),
+        classes.len()
+    );
+    free_by_address(blocks);
 }
