@@ -79,75 +79,96 @@ pub(crate) const RETAINED_BUDGET_BYTES: usize = 4 << 20;
 /// Decay is checked at most this often (unless the decay time is zero).
 const DECAY_CHECK_MS: u64 = 4;
 
-/// Free runs of one state, bucketed by length.
-struct Buckets {
-    exact: [SpanList<false>; EXACT_LISTS],
-    nonempty: [u64; NONEMPTY_WORDS],
-    long: SpanList<false>,
+/// A heap's free runs, committed and decommitted, bucketed by length. The
+/// two states' lists of one length lie side by side, after the bitmaps: a
+/// class heap, whose runs are short, touches the first page of them only.
+/// (One set of lists per state, 8 KiB apart, left each heap used three or
+/// four pages of them; every page a process has written is copied at each
+/// `fork`, and a shell that used 28 classes had 680 KiB of them resident.)
+#[repr(C)]
+struct FreeRuns {
+    nonempty: [[u64; NONEMPTY_WORDS]; 2],
+    long: [SpanList<false>; 2],
+    exact: [[SpanList<false>; 2]; EXACT_LISTS],
 }
 
-impl Buckets {
-    const fn new() -> Buckets {
-        Buckets {
-            exact: [const { SpanList::new() }; EXACT_LISTS],
-            nonempty: [0; NONEMPTY_WORDS],
-            long: SpanList::new(),
+impl FreeRuns {
+    const fn new() -> FreeRuns {
+        FreeRuns {
+            nonempty: [[0; NONEMPTY_WORDS]; 2],
+            long: [const { SpanList::new() }; 2],
+            exact: [const { [const { SpanList::new() }; 2] }; EXACT_LISTS],
         }
     }
+}
 
+/// The free runs of one state (committed, or decommitted): a view of a
+/// heap's lists.
+struct Buckets<'a> {
+    runs: &'a mut FreeRuns,
+    /// 0 for committed runs, 1 for decommitted ones.
+    state: usize,
+}
+
+impl Buckets<'_> {
     fn insert(&mut self, run: &'static Span) {
         let pages = run.pages();
-        match self.exact.get_mut(pages) {
-            Some(list) => {
-                list.push_front(run);
-                if let Some(w) = self.nonempty.get_mut(pages / BITS_PER_WORD) {
+        let state = self.state;
+        match self.runs.exact.get_mut(pages) {
+            Some(lists) => {
+                lists[state].push_front(run);
+                if let Some(w) = self.runs.nonempty[state].get_mut(pages / BITS_PER_WORD) {
                     *w |= 1 << (pages % BITS_PER_WORD);
                 }
             }
-            None => self.long.push_front(run),
+            None => self.runs.long[state].push_front(run),
         }
     }
 
     fn remove(&mut self, run: &'static Span) {
         let pages = run.pages();
-        match self.exact.get_mut(pages) {
-            Some(list) => {
+        let state = self.state;
+        match self.runs.exact.get_mut(pages) {
+            Some(lists) => {
+                let list = &mut lists[state];
                 list.remove(run);
                 if list.is_empty() {
-                    if let Some(w) = self.nonempty.get_mut(pages / BITS_PER_WORD) {
+                    if let Some(w) = self.runs.nonempty[state].get_mut(pages / BITS_PER_WORD) {
                         *w &= !(1 << (pages % BITS_PER_WORD));
                     }
                 }
             }
-            None => self.long.remove(run),
+            None => self.runs.long[state].remove(run),
         }
     }
 
     /// The smallest free run of at least `pages` pages.
     fn best_fit(&self, pages: usize) -> Option<&'static Span> {
+        let state = self.state;
         let mut word = pages / BITS_PER_WORD;
         let mut mask = u64::MAX
             .checked_shl((pages % BITS_PER_WORD) as u32)
             .unwrap_or(0);
-        while let Some(&bits) = self.nonempty.get(word) {
+        while let Some(&bits) = self.runs.nonempty[state].get(word) {
             let hits = bits & mask;
             if hits != 0 {
                 let len = word * BITS_PER_WORD + hits.trailing_zeros() as usize;
-                return self.exact.get(len).and_then(|l| l.first());
+                return self.runs.exact.get(len).and_then(|l| l[state].first());
             }
             word += 1;
             mask = u64::MAX;
         }
-        self.long
+        self.runs.long[state]
             .iter()
             .filter(|r| r.pages() >= pages)
             .min_by_key(|r| r.pages())
     }
 }
 
+/// A heap's state. Its small fields come first, then its lists, so that
+/// they share the heap's first page (`PageHeap` starts on a page).
+#[repr(C)]
 struct Inner {
-    committed: Buckets,
-    decommitted: Buckets,
     /// Committed free runs, least recently freed first.
     lru: SpanList<true>,
     /// When decay last ran (ms).
@@ -156,19 +177,30 @@ struct Inner {
     /// out of memory): its class's new spans come from the shared heap, with
     /// no further attempt.
     range_closed: bool,
+    runs: FreeRuns,
 }
 
-/// A heap's state, touched only under its lock in [`HEAP_LOCKS`].
+// A heap's small fields and its lists of runs up to 64 pages (a first
+// slot's 16, a 256 KiB chunk's 64) share its first page.
+const _: () = assert!(
+    core::mem::offset_of!(Inner, runs)
+        + core::mem::offset_of!(FreeRuns, exact)
+        + 65 * core::mem::size_of::<[SpanList<false>; 2]>()
+        <= PAGE_SIZE
+);
+
+/// A heap's state, touched only under its lock in [`HEAP_LOCKS`], on pages
+/// of its own.
+#[repr(align(4096))]
 struct PageHeap(UnsafeCell<Inner>);
 
 impl PageHeap {
     const fn new() -> PageHeap {
         PageHeap(UnsafeCell::new(Inner {
-            committed: Buckets::new(),
-            decommitted: Buckets::new(),
             lru: SpanList::new(),
             last_decay_ms: 0,
             range_closed: false,
+            runs: FreeRuns::new(),
         }))
     }
 }
@@ -267,9 +299,9 @@ fn alloc_from(which: usize, pages: usize) -> Option<&'static Span> {
     crate::decay::note_refill();
     with_heap(which, |h| {
         h.maybe_decay(now_ms());
-        let (run, decommitted) = match h.committed.best_fit(pages) {
+        let (run, decommitted) = match h.committed().best_fit(pages) {
             Some(r) => (r, false),
-            None => match h.decommitted.best_fit(pages) {
+            None => match h.decommitted().best_fit(pages) {
                 Some(r) => (r, true),
                 None => (h.grow(which, bytes)?, true),
             },
@@ -294,7 +326,7 @@ pub fn free_span(span: &'static Span) {
         span.set_zeroed(false);
         let run = h.coalesce(span, false);
         run.set_freed_at_ms(now);
-        h.committed.insert(run);
+        h.committed().insert(run);
         h.lru.push_back(run);
         h.maybe_decay(now);
         h.keep_within_budget();
@@ -327,7 +359,7 @@ pub fn trim() {
             match Class::from_index(which) {
                 Some(class) => h.shrink_range(class),
                 None => {
-                    while let Some(run) = h.decommitted.best_fit(1) {
+                    while let Some(run) = h.decommitted().best_fit(1) {
                         if !h.unmap(run) {
                             break;
                         }
@@ -371,12 +403,19 @@ pub fn stats() -> PageHeapStats {
 }
 
 impl Inner {
-    fn buckets(&mut self, decommitted: bool) -> &mut Buckets {
-        if decommitted {
-            &mut self.decommitted
-        } else {
-            &mut self.committed
+    fn buckets(&mut self, decommitted: bool) -> Buckets<'_> {
+        Buckets {
+            runs: &mut self.runs,
+            state: usize::from(decommitted),
         }
+    }
+
+    fn committed(&mut self) -> Buckets<'_> {
+        self.buckets(false)
+    }
+
+    fn decommitted(&mut self) -> Buckets<'_> {
+        self.buckets(true)
     }
 
     /// Adds a new chunk of at least `bytes` to heap `which` and files it as
@@ -411,7 +450,7 @@ impl Inner {
         COUNTERS.mapped.fetch_add(len, Ordering::Relaxed);
         COUNTERS.free_decommitted.fetch_add(len, Ordering::Relaxed);
         let run = self.coalesce(run, true);
-        self.decommitted.insert(run);
+        self.decommitted().insert(run);
         Some(run)
     }
 
@@ -526,7 +565,7 @@ impl Inner {
         if !unsafe { os::decommit(run.start() as *mut u8, run.bytes()) } {
             // Keep it committed and retry on a later decay.
             run.set_freed_at_ms(now_ms());
-            self.committed.insert(run);
+            self.committed().insert(run);
             self.lru.push_back(run);
             return false;
         }
@@ -544,7 +583,7 @@ impl Inner {
         // whole pages of its class range's start map.
         // SAFETY: a free run of this heap, whose lock is held.
         unsafe { class_range::release_start_map(run) };
-        self.decommitted.insert(run);
+        self.decommitted().insert(run);
         true
     }
 
@@ -562,7 +601,7 @@ impl Inner {
         if !unsafe { os::unmap(run.start() as *mut u8, run.bytes()) } {
             return false;
         }
-        self.decommitted.remove(run);
+        self.decommitted().remove(run);
         self.forget(run);
         true
     }
@@ -598,11 +637,11 @@ impl Inner {
             if !run.zeroed() {
                 return;
             }
-            self.decommitted.remove(run);
+            self.decommitted().remove(run);
             // SAFETY: this heap's lock is held; the run lies in the range's
             // last slot and ends it, free and decommitted.
             if !unsafe { class_range::shrink(class, run.start()) } {
-                self.decommitted.insert(run);
+                self.decommitted().insert(run);
                 return;
             }
             self.forget(run);
@@ -632,7 +671,11 @@ impl Inner {
         let decay = crate::decay::interval_ms();
         if decay == u64::MAX
             || (decay != 0 && now.wrapping_sub(self.last_decay_ms) < DECAY_CHECK_MS)
+            || self.lru.first().is_none()
         {
+            // (A heap with no committed free run is left unwritten: the
+            // allocator-wide decay visits all 97, and each page written is
+            // one more that every `fork` copies.)
             return;
         }
         self.last_decay_ms = now;
@@ -653,7 +696,11 @@ mod tests {
 
     #[test]
     fn best_fit_prefers_smallest_fitting_run() {
-        let mut b = Buckets::new();
+        let mut runs_of_heap = std::boxed::Box::new(FreeRuns::new());
+        let mut b = Buckets {
+            runs: &mut runs_of_heap,
+            state: 0,
+        };
         let runs: Vec<_> = [3usize, 70, 600, 9000]
             .iter()
             .map(|&p| {
@@ -672,6 +719,14 @@ mod tests {
         assert_eq!(fit(&b, 512), Some(600));
         assert_eq!(fit(&b, 601), Some(9000));
         assert_eq!(fit(&b, 9001), None);
+        {
+            // The other state's lists, beside these, are apart from them.
+            let other = Buckets {
+                runs: b.runs,
+                state: 1,
+            };
+            assert_eq!(fit(&other, 1), None);
+        }
         b.remove(runs[1]);
         assert_eq!(fit(&b, 4), Some(600));
         b.remove(runs[2]);
