@@ -24,8 +24,9 @@
 //! neighbours, so after an idle period free memory coalesces again.
 //!
 //! One heap per size class, plus a shared one. A class's heap grows its
-//! class range (`class_range`) slot by slot, chunks of up to 1 MiB mapped in
-//! place, so that every span of that class lies there; it is the same
+//! class range (`class_range`) slot by slot, its first slot (64 KiB, mapped
+//! already) whole, then chunks of up to 1 MiB mapped in place, so that every
+//! span of that class lies there; it is the same
 //! structure with a different source of chunks. The shared heap maps 64 MiB
 //! chunks wherever the kernel puts them, and serves `alloc_span` callers and
 //! the classes whose range cannot grow. Runs of different heaps never merge:
@@ -34,7 +35,7 @@
 //! shared heap never merges with a run inside the class ranges' window.
 //! `trim` unmaps the shared heap's free runs, and of a class heap's the free
 //! runs that end its range, one after the other (runs further in stay mapped,
-//! decommitted: the range ends where it ends). The counters are shared by all
+//! decommitted: the range ends where it ends; so does a first slot's run). The counters are shared by all
 //! heaps.
 //!
 //! Each heap has its own lock. Lock order: central list -> page heaps (in
@@ -55,8 +56,9 @@ const CHUNK_BYTES: usize = 64 << 20;
 /// Bytes of a class's range made usable at a time, at most: whole spans, at
 /// least one, fewer where its slot ends first.
 const CLASS_CHUNK_BYTES: usize = 1 << 20;
-/// A class's first chunk, at most; each next one is as big as all before it,
-/// up to [`CLASS_CHUNK_BYTES`]. Why: `fork` copies, and the child's exit
+/// A class's first chunk in its 2 MiB slots, at most; each next one is as
+/// big as all before it (its first slot included), up to
+/// [`CLASS_CHUNK_BYTES`]. Why: `fork` copies, and the child's exit
 /// clears, the page-table entries of every mapping's whole length, used or
 /// not; a 1 MiB first chunk for each of 47 classes cost 23 us a fork more
 /// than 64 KiB ones (docs/benchmarks-preload.md, "Real programs and forks").
