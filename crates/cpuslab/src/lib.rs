@@ -135,7 +135,7 @@
 // - `span`: the span record (page run + object bitmap) and its pool;
 // - `pagemap`: address -> span, O(1), safe on any address;
 // - `class_range`: address space reserved per class (address -> class by
-//   arithmetic, for C `free`);
+//   one table lookup, for C `free`);
 // - `meta`: permanent metadata memory from mmap;
 // - `sync`: `Lock`, a futex mutex that knows its holder;
 // - `os`: the one boundary to the OS: mmap / munmap / madvise / mremap, futex,

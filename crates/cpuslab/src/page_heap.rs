@@ -31,11 +31,13 @@
 //! chunks wherever the kernel puts them, and serves `alloc_span` callers and
 //! the classes whose range cannot grow. Runs of different heaps never merge:
 //! a class heap's runs lie in its own slots (whose mapped part moves only
-//! under its lock), runs in different slots are never adjacent, and the
+//! under its lock), and two heaps' runs that touch (first slots lie side by
+//! side) stay apart, as `coalesce` merges only runs of its own heap; the
 //! shared heap never merges with a run inside the class ranges' window.
 //! `trim` unmaps the shared heap's free runs, and of a class heap's the free
 //! runs that end its range, one after the other (runs further in stay mapped,
-//! decommitted: the range ends where it ends; so does a first slot's run). The counters are shared by all
+//! decommitted: the range ends where it ends; a first slot's runs are
+//! decommitted, never unmapped). The counters are shared by all
 //! heaps.
 //!
 //! Each heap has its own lock. Lock order: central list -> page heaps (in
@@ -83,7 +85,8 @@ const DECAY_CHECK_MS: u64 = 4;
 
 /// A heap's free runs, committed and decommitted, bucketed by length. The
 /// two states' lists of one length lie side by side, after the bitmaps: a
-/// class heap, whose runs are short, touches the first page of them only.
+/// class heap whose runs stay under 65 pages touches the first page of them
+/// only.
 /// (One set of lists per state, 8 KiB apart, left each heap used three or
 /// four pages of them; every page a process has written is copied at each
 /// `fork`, and a shell that used 28 classes had 680 KiB of them resident.)
@@ -676,7 +679,7 @@ impl Inner {
             || self.lru.first().is_none()
         {
             // (A heap with no committed free run is left unwritten: the
-            // allocator-wide decay visits all 97, and each page written is
+            // allocator-wide decay visits all `HEAPS`, and each page written is
             // one more that every `fork` copies.)
             return;
         }

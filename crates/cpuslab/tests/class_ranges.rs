@@ -118,6 +118,15 @@ fn trim_gives_back_the_free_end_of_a_range() {
     free_by_address(blocks);
     cpuslab::trim();
     assert_eq!(class_range_object(last), None, "its span went back");
+    // Its first slot too, decommitted: the first slots stay one mapping.
+    let (first_slot, _) = class_range_first_slot(class).unwrap();
+    assert_eq!(class_range_of(first_slot), None, "its first slot went back");
+    assert_eq!(
+        class_range_of(class_range_start(class)),
+        None,
+        "its row-0 slot went back"
+    );
+    assert_eq!(mapping_length(first_slot), first_slots_bytes());
     assert_eq!(
         class_range_of(last),
         None,
@@ -162,6 +171,11 @@ fn mapping_length(addr: usize) -> usize {
         .find(|&(start, len)| (start..start + len).contains(&addr))
         .map(|(_, len)| len)
         .unwrap()
+}
+
+/// Bytes of all classes' first slots: 64 KiB each, one mapping.
+fn first_slots_bytes() -> usize {
+    cpuslab::internals::NUM_CLASSES << 16
 }
 
 /// Whether `addr` lies in `class`'s first slot.
@@ -297,6 +311,17 @@ fn classes_that_stay_small_share_one_mapping_and_few_page_tables() {
                 .0
         })
         .collect();
+    let (area, _) = class_range_first_slot(Class::from_index(0).unwrap()).unwrap();
+    assert_eq!(
+        mappings.iter().copied().collect::<Vec<_>>(),
+        [area],
+        "the first slots' mapping starts at class 0's"
+    );
+    assert_eq!(
+        mapping_length(area),
+        first_slots_bytes(),
+        "mapped whole, at once"
+    );
     assert_eq!(
         mappings.len(),
         1,
