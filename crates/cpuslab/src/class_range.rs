@@ -504,8 +504,8 @@ fn set_end(class: Class, slot: Slot, filled: usize) {
         Slot::First => POSITIONS_TABLE.ends[position(first_slot_start(class) - WINDOW)]
             .store(end, Ordering::Release),
         Slot::Row(_) => {
-            let lane = position(slot_start(class, 0) - WINDOW);
-            for position in &POSITIONS_TABLE.ends[lane..lane + LANE_POSITIONS] {
+            let lane_start = position(slot_start(class, 0) - WINDOW);
+            for position in &POSITIONS_TABLE.ends[lane_start..lane_start + LANE_POSITIONS] {
                 position.store(end, Ordering::Release);
             }
         }

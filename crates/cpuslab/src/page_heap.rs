@@ -86,9 +86,8 @@ const DECAY_CHECK_MS: u64 = 4;
 /// A heap's free runs, committed and decommitted, bucketed by length. The
 /// two states' lists of one length lie side by side, after the bitmaps: a
 /// class heap whose runs stay under 65 pages touches the first page of them
-/// only.
-/// (One set of lists per state, 8 KiB apart, left each heap used three or
-/// four pages of them; every page a process has written is copied at each
+/// only. (With one set of lists per state, 8 KiB apart, each heap used three
+/// or four pages of them; every page a process has written is copied at each
 /// `fork`, and a shell that used 28 classes had 680 KiB of them resident.)
 #[repr(C)]
 struct FreeRuns {

@@ -164,13 +164,17 @@ fn mappings_in_window() -> usize {
         .count()
 }
 
-/// The length of the mapping that holds `addr`.
-fn mapping_length(addr: usize) -> usize {
+/// The mapping that holds `addr`: `(start, length)`.
+fn mapping_of(addr: usize) -> (usize, usize) {
     mappings()
         .into_iter()
         .find(|&(start, len)| (start..start + len).contains(&addr))
-        .map(|(_, len)| len)
         .unwrap()
+}
+
+/// The length of the mapping that holds `addr`.
+fn mapping_length(addr: usize) -> usize {
+    mapping_of(addr).1
 }
 
 /// Bytes of all classes' first slots: 64 KiB each, one mapping.
@@ -279,17 +283,13 @@ fn classes_that_stay_small_share_one_mapping_and_few_page_tables() {
     // A block of every class whose spans fit in a first slot, but for the
     // sizes the other tests here grow past theirs.
     let others = [80, 496, 3000, 5 << 10, 6000];
-    let classes: Vec<Class> = (16..=(64 << 10))
+    let mut classes: Vec<Class> = (16..=(64 << 10))
         .step_by(16)
         .filter_map(|size| class_of(size, 16))
         .filter(|&class| class.span_pages() * PAGE_SIZE <= 64 << 10)
         .filter(|&class| others.iter().all(|&size| class_of(size, 16) != Some(class)))
-        .fold(Vec::new(), |mut classes, class| {
-            if classes.last() != Some(&class) {
-                classes.push(class);
-            }
-            classes
-        });
+        .collect();
+    classes.dedup();
     assert!(classes.len() >= 40, "{} classes", classes.len());
     let blocks: Vec<*mut u8> = classes
         .iter()
@@ -301,16 +301,8 @@ fn classes_that_stay_small_share_one_mapping_and_few_page_tables() {
     // What a fork copies for them: one mapping, and a page of page tables
     // per 2 MiB that holds one (three for 96 first slots of 64 KiB), where
     // slots of their own took a mapping and a page each.
-    let mappings: std::collections::BTreeSet<usize> = blocks
-        .iter()
-        .map(|&p| {
-            mappings()
-                .into_iter()
-                .find(|&(start, len)| (start..start + len).contains(&(p as usize)))
-                .unwrap()
-                .0
-        })
-        .collect();
+    let mappings: std::collections::BTreeSet<usize> =
+        blocks.iter().map(|&p| mapping_of(p as usize).0).collect();
     let (area, _) = class_range_first_slot(Class::from_index(0).unwrap()).unwrap();
     assert_eq!(
         mappings.iter().copied().collect::<Vec<_>>(),
