@@ -150,6 +150,46 @@ fn stack_is_lifo_and_bounded() {
 }
 
 #[test]
+fn the_last_pop_reads_nothing_below_the_slot_array() {
+    setup();
+    pin_to_first_allowed_cpu();
+    // A slot array at the start of a page whose predecessor is inaccessible: a
+    // pop that prefetched "the item below" the last one would read there.
+    let page = 4096;
+    // SAFETY: a fresh private mapping of two pages, nobody else's.
+    let pages = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(pages, libc::MAP_FAILED);
+    // SAFETY: the first of those two pages.
+    assert_eq!(unsafe { libc::mprotect(pages, page, libc::PROT_NONE) }, 0);
+    // SAFETY: the start of the second page, readable and writable.
+    let slots = unsafe {
+        std::slice::from_raw_parts_mut(pages.cast::<u8>().add(page).cast::<*mut u8>(), 4)
+    };
+    let mut memory = Region::<Stack>::new();
+    let stack = memory.view(Index::Cpu);
+    install(&stack, Index::Cpu.current(), slots);
+    for n in 1..=2 {
+        stack.push(item(n)).unwrap();
+    }
+    // The first pop prefetches item 1 (any value: a hint never faults), the
+    // second takes the last item and must not look below it.
+    assert_eq!(stack.try_pop().or_else(|| stack.pop().ok()), Some(item(2)));
+    assert_eq!(stack.try_pop().or_else(|| stack.pop().ok()), Some(item(1)));
+    assert_eq!(stack.pop(), Err(OpError::Empty));
+    // SAFETY: the mapping made above; the stack that used it is not used again.
+    assert_eq!(unsafe { libc::munmap(pages, 2 * page) }, 0);
+}
+
+#[test]
 fn install_gives_an_inert_stack_its_slots_once() {
     setup();
     pin_to_first_allowed_cpu();
