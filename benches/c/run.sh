@@ -9,7 +9,7 @@
 # stderr; the others still run.
 #
 # The cases: every multi-threaded program (pairs, threads, prodcons, server,
-# larson, xmalloc, mixed) at each thread count of --threads, as <program>-<n>t
+# larson, xmalloc, mixed, scratch) at each thread count of --threads, as <program>-<n>t
 # (the same total work at every count: the threads split it), and the
 # single-threaded batch, large and fork. prodcons and xmalloc pair their threads (half
 # allocate, half free), so they run at the even counts only.
@@ -167,7 +167,7 @@ for a in "${allocators[@]:1}"; do log "peer $a: ${about[$a]}"; done
 # --- Build -----------------------------------------------------------------
 mkdir -p "$out/bin"
 out="$(cd "$out" && pwd)"
-programs=(pairs batch threads prodcons server larson xmalloc mixed large fork)
+programs=(pairs batch threads prodcons server larson xmalloc mixed scratch large fork)
 for p in "${programs[@]}"; do
   # -fno-builtin: every malloc, free and memset in the source is a call (no
   # malloc + memset turned into calloc, no pair elided).
@@ -200,6 +200,7 @@ mapfile -t benchmarks < <(
   threaded larson
   paired xmalloc
   threaded mixed
+  threaded scratch
   echo large
   echo fork
 )
@@ -209,7 +210,7 @@ threads_of() { case "$1" in *-[0-9]*t) local n="${1##*-}"; echo "${n%t}" ;; *) e
 # The arguments of a case (each program's usage line says what they are). The
 # total work is the same at every thread count; --quick does a tenth of it.
 # Sized for about half a second per run under cpuslab on 2 CPUs, so that the
-# full run (36 cases, 7 allocators, 3 repetitions) takes about 7 minutes.
+# full run (41 cases, 7 allocators, 3 repetitions) takes about 8 minutes.
 #   pairs     millions of malloc+free pairs, threads
 #   batch     rounds of 100 000 blocks
 #   threads   millions of steps, threads
@@ -218,6 +219,7 @@ threads_of() { case "$1" in *-[0-9]*t) local n="${1##*-}"; echo "${n%t}" ;; *) e
 #   larson    threads, rounds in all, slots per thread, replacements per round
 #   xmalloc   threads, thousands of blocks
 #   mixed     threads, thousands of operations, live blocks per thread
+#   scratch   threads, rounds in all, writes per round, block bytes
 #   large     replacements (20 buffers of 5..25 MiB)
 #   fork      forks (one child at a time), live blocks
 args_of() {
@@ -232,6 +234,7 @@ args_of() {
     larson) echo "$n $(work 6000) 1000 2000" ;;
     xmalloc) echo "$n $(work 3000)" ;;
     mixed) echo "$n $(work 4000) 1000" ;;
+    scratch) echo "$n $(work 6000) 10000 8" ;;
     large) echo "$(work 200)" ;;
     fork) echo "$(work 600) 1000" ;;
   esac

@@ -177,6 +177,7 @@ mod pagemap;
 mod report;
 mod size_class;
 mod span;
+mod spread;
 mod stats;
 mod sync;
 mod thread_cache;

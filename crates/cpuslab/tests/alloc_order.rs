@@ -2,7 +2,8 @@
 //! address order, as from glibc, jemalloc, tcmalloc and mimalloc: a program
 //! that allocates its nodes one after another then walks them forwards, and
 //! the hardware prefetchers follow it (jq ran 10% slower on descending runs).
-//! Only the batch's first object taken goes out last (see `alloc_batch`).
+//! Only the batch's first object taken goes out last (see `alloc_batch`), and
+//! a CPU's first batch of a class goes out in passes (`spread.rs`).
 //! A binary of its own: the class it uses is untouched by anything else.
 
 use std::alloc::{GlobalAlloc, Layout};
