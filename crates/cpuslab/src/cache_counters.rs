@@ -59,6 +59,12 @@ pub(crate) struct ClassCounters {
 }
 
 impl ClassCounters {
+    /// Whether this shelf's stack of the class was ever refilled from the
+    /// depot (an allocation miss noted).
+    pub(crate) fn refilled_before(&self) -> bool {
+        self.alloc_misses.load(Ordering::Relaxed) != 0
+    }
+
     /// Notes an allocation miss that brought `objects` from the depot.
     pub(crate) fn note_alloc_miss(&self, objects: usize) {
         self.alloc_misses.fetch_add(1, Ordering::Relaxed);

@@ -233,18 +233,17 @@ pub(crate) fn shelf_counters(index: u32, class: Class) -> Option<CacheCounters> 
     Some(counters(region()?, index, class)?.read())
 }
 
-/// Makes sure the calling thread's stack of `class` has its slots; true if
-/// it got them now (its first batch is on its way).
-fn install(stacks: PerCpu<Stack>, region: PerCpu<Shelf>, class: Class) -> bool {
+/// Makes sure the calling thread's stack of `class` has its slots.
+fn install(stacks: PerCpu<Stack>, region: PerCpu<Shelf>, class: Class) {
     let index = stacks.current_index();
     let Some(stack) = stacks.slot(index) else {
-        return false;
+        return;
     };
     if stack.capacity() != 0 {
-        return false;
+        return;
     }
     let Some(shelf) = region.slot(index) else {
-        return false;
+        return;
     };
     let slots = (shelf as *const Shelf)
         .cast::<u8>()
@@ -252,7 +251,7 @@ fn install(stacks: PerCpu<Stack>, region: PerCpu<Shelf>, class: Class) -> bool {
     // SAFETY: the slot array lies inside this index's shelf, reserved for this
     // class's stack alone, and lives forever. A stack that already has slots (or
     // is stopped by a remote) makes this a no-op.
-    unsafe { stacks.install(index, slots.cast_mut().cast(), base_capacity(class) as u32) }
+    unsafe { stacks.install(index, slots.cast_mut().cast(), base_capacity(class) as u32) };
 }
 
 /// Allocation miss: the fast path's attempt failed. Without rseq, the
@@ -304,7 +303,7 @@ fn refill_from_depot(class: Class) -> *mut u8 {
     // A real miss: the decay's turn (not before the retry: in the fallback mode
     // its clock read would cost every operation).
     decay_step();
-    let first = install(stacks, region, class);
+    install(stacks, region, class);
     let home = home();
     if empty {
         note_miss(region, stacks, home as u32, class, capacity::UNDERFLOW);
@@ -312,10 +311,11 @@ fn refill_from_depot(class: Class) -> *mut u8 {
     let mut batch = [core::ptr::null_mut(); MAX_BATCH];
     let want = class.batch_size().min(capacity).clamp(1, MAX_BATCH);
     let n = depot::pop_batch(class, home, &mut batch[..want]);
-    if first {
-        crate::spread::spread(class, &mut batch[..n]);
-    }
     if let Some(counters) = counters(region, home as u32, class) {
+        // The shelf's first batch of the class goes out a line apart.
+        if !counters.refilled_before() {
+            crate::spread::spread(class, &mut batch[..n]);
+        }
         counters.note_alloc_miss(n);
     }
     let Some(last) = n.checked_sub(1) else {

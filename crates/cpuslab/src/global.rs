@@ -32,7 +32,7 @@ fn alloc_small(class: Class) -> *mut u8 {
 /// success (the miss path retries).
 #[inline(always)]
 fn pop(class: Class) -> Option<*mut u8> {
-    let object = cpu_cache::stacks(cpu_cache::fast_region(), class).try_pop()?;
+    let object = cpu_cache::stacks(cpu_cache::fast_region(), class).try_pop_and_prefetch()?;
     #[cfg(feature = "op-counters")]
     cpu_cache::note_operation(class, true);
     Some(object)

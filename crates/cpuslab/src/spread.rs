@@ -119,41 +119,64 @@ mod tests {
         assert_eq!(stride_of(8), 8);
     }
 
-    #[test]
-    fn objects_handed_out_one_after_another_share_no_line() {
-        for class in Class::all() {
-            let size = class.size();
-            let base = 1usize << 20;
-            let n = MAX_BATCH;
-            // A batch as the central lists give it: ascending, the lowest
-            // object moved first (handed out last).
-            let mut batch: Vec<*mut u8> =
-                (0..n).rev().map(|i| (base + i * size) as *mut u8).collect();
-            batch.rotate_right(1);
-            spread(class, &mut batch);
-            let mut handed: Vec<usize> = batch.iter().rev().map(|&p| p as usize).collect();
-            if STRIDES[class.index()] > 1 {
-                assert_eq!(
-                    handed.last(),
-                    Some(&base),
-                    "class of {size} B: the lowest last"
-                );
-            }
-            for pair in handed.windows(2) {
-                let (a, b) = (lines(pair[0], size), lines(pair[1], size));
-                assert!(
-                    a.end() < b.start() || b.end() < a.start(),
-                    "class of {size} B: {:#x} then {:#x}",
-                    pair[0],
-                    pair[1]
-                );
-            }
-            handed.sort_unstable();
-            let all: Vec<usize> = (0..n).map(|i| base + i * size).collect();
-            assert_eq!(
-                handed, all,
-                "class of {size} B: the same objects, once each"
+    /// Spreads `objects` (addresses from a line-aligned base, ascending) as
+    /// a batch from the central lists (the lowest moved first, handed out
+    /// last) and checks what goes out.
+    fn check(class: Class, objects: &[usize]) {
+        let size = class.size();
+        let mut batch: Vec<*mut u8> = objects.iter().rev().map(|&a| a as *mut u8).collect();
+        batch.rotate_right(1);
+        spread(class, &mut batch);
+        let mut handed: Vec<usize> = batch.iter().rev().map(|&p| p as usize).collect();
+        for pair in handed.windows(2) {
+            let (a, b) = (lines(pair[0], size), lines(pair[1], size));
+            assert!(
+                a.end() < b.start() || b.end() < a.start(),
+                "class of {size} B: {:#x} then {:#x}",
+                pair[0],
+                pair[1]
             );
+        }
+        if STRIDES[class.index()] > 1 {
+            assert_eq!(
+                handed.last(),
+                objects.first(),
+                "class of {size} B: the lowest last"
+            );
+        }
+        handed.sort_unstable();
+        assert_eq!(
+            handed, objects,
+            "class of {size} B: the same objects, once each"
+        );
+    }
+
+    #[test]
+    fn a_full_batch_goes_out_a_line_apart_in_every_class() {
+        for class in Class::all() {
+            let base = 1usize << 20;
+            let objects: Vec<usize> = (0..MAX_BATCH).map(|i| base + i * class.size()).collect();
+            check(class, &objects);
+        }
+    }
+
+    #[test]
+    fn first_batches_as_the_refill_asks_for_them_go_out_a_line_apart() {
+        for class in Class::all() {
+            let base = 1usize << 20;
+            let want = class
+                .batch_size()
+                .min(crate::cpu_cache::base_capacity(class))
+                .clamp(1, MAX_BATCH);
+            if want <= 2 * STRIDES[class.index()] as usize {
+                continue; // too few to part every neighbour (large classes)
+            }
+            let objects: Vec<usize> = (0..want).map(|i| base + i * class.size()).collect();
+            check(class, &objects);
+            // Objects missing here and there (a partial span) only part the
+            // rest further.
+            let some: Vec<usize> = objects.iter().copied().filter(|a| a % 3 != 0).collect();
+            check(class, &some);
         }
     }
 }

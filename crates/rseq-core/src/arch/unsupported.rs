@@ -55,6 +55,9 @@ pub(crate) unsafe fn word_add(_: CheckedIndex, _: *mut AtomicUsize, _: usize) ->
 pub(crate) unsafe fn stack_try_pop(_: IndexedRegion) -> *mut u8 {
     core::ptr::null_mut()
 }
+pub(crate) unsafe fn stack_try_pop_prefetch(_: IndexedRegion) -> *mut u8 {
+    core::ptr::null_mut()
+}
 pub(crate) unsafe fn stack_try_push(_: IndexedRegion, _: *mut u8) -> bool {
     false
 }

@@ -447,20 +447,44 @@ macro_rules! indexed_slot {
     };
 }
 
+/// In a pop's body, with `{item}` holding the slot array and `{top}` the index
+/// of the item taken: `next` prefetches the item below it, if there is one
+/// (through the capacity's register, free after the bound check); `none` adds
+/// nothing.
+macro_rules! prefetch_below {
+    (none, $cap:literal) => {
+        ""
+    };
+    (next, $cap:literal) => {
+        concat!(
+            "test {top:e}, {top:e}\n",
+            "jz 6f\n",
+            "mov {",
+            $cap,
+            "}, qword ptr [{item} + {top} * 8 - 8]\n",
+            "prefetcht0 byte ptr [{",
+            $cap,
+            "}]\n",
+            "6:\n",
+        )
+    };
+}
+
 macro_rules! stack_try_pop_fn {
     (
         $name:ident,
         restart_to: $restart_to:literal,
         order: $order:ident,
         capacity_in: $cap:literal,
+        prefetch: $prefetch:ident,
         $($scratch:tt)*
     ) => {
         /// One attempt at popping the top item of the stack of the CPU the section
         /// runs on; null on anything but success (empty, stopped, beyond the
-        /// region, aborted). The item left on top, if any, is prefetched
-        /// (`prefetcht0`): an allocator's next pop of this stack hands it out, and
-        /// a program that writes a fresh block finds its line on the way
-        /// (docs/rseq.md, "Critical sections").
+        /// region, aborted). With `prefetch: next`, the item left on top, if any,
+        /// is prefetched (`prefetcht0`): an allocator's next pop of this stack
+        /// hands it out, and a program that writes a fresh block finds its line
+        /// on the way (docs/rseq.md, "Critical sections").
         ///
         /// # Safety
         /// `place` is the calling thread's registered area and a region whose
@@ -487,12 +511,7 @@ macro_rules! stack_try_pop_fn {
                         "cmp {top:e}, {", $cap, ":e}\n",
                         "jae 9f\n",
                         "mov {item}, qword ptr [{slot} + {base} + {slots_offset}]\n",
-                        // The capacity's register is free after the bound check.
-                        "test {top:e}, {top:e}\n",
-                        "jz 6f\n",
-                        "mov {", $cap, "}, qword ptr [{item} + {top} * 8 - 8]\n",
-                        "prefetcht0 byte ptr [{", $cap, "}]\n",
-                        "6:\n",
+                        prefetch_below!($prefetch, $cap),
                         "mov {item}, qword ptr [{item} + {top} * 8]\n",
                     ),
                     commit: "mov dword ptr [{slot} + {base}], {top:e}\n",
@@ -571,7 +590,14 @@ macro_rules! stack_try_push_fn {
 
 // The shipped sections. After the `imul`, {stride} is dead: the pop keeps the
 // capacity there, the push the capacity and then the slot array.
-stack_try_pop_fn!(stack_try_pop, restart_to: "9b", order: capacity_first, capacity_in: "stride",);
+stack_try_pop_fn!(stack_try_pop, restart_to: "9b", order: capacity_first, capacity_in: "stride", prefetch: none,);
+stack_try_pop_fn!(
+    stack_try_pop_prefetch,
+    restart_to: "9b",
+    order: capacity_first,
+    capacity_in: "stride",
+    prefetch: next,
+);
 stack_try_push_fn!(stack_try_push, restart_to: "{miss}", order: capacity_first, slots_in: "stride",);
 stack_pop_fn!(stack_pop, restart_to: "9b", order: capacity_first);
 stack_push_fn!(stack_push, restart_to: "9b", order: capacity_first);
@@ -585,6 +611,7 @@ stack_try_pop_fn!(
     restart_to: "2b",
     order: capacity_first,
     capacity_in: "spare",
+    prefetch: none,
     spare = out(reg) _,
 );
 #[cfg(feature = "fault-injection")]
@@ -600,7 +627,7 @@ stack_pop_fn!(stack_pop_broken_restart, restart_to: "2b", order: capacity_first)
 #[cfg(feature = "fault-injection")]
 stack_push_fn!(stack_push_broken_restart, restart_to: "2b", order: capacity_first);
 #[cfg(feature = "fault-injection")]
-stack_try_pop_fn!(stack_try_pop_top_first, restart_to: "9b", order: top_first, capacity_in: "stride",);
+stack_try_pop_fn!(stack_try_pop_top_first, restart_to: "9b", order: top_first, capacity_in: "stride", prefetch: none,);
 #[cfg(feature = "fault-injection")]
 stack_try_push_fn!(stack_try_push_top_first, restart_to: "{miss}", order: top_first, slots_in: "stride",);
 #[cfg(feature = "fault-injection")]

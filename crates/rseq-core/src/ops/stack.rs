@@ -52,6 +52,27 @@ impl PerCpu<Stack> {
         self.try_pop_in(mode::this_thread_registered()?)
     }
 
+    /// [`try_pop`](Self::try_pop), and a hint to the CPU to fetch the memory the
+    /// item left on top points to (`prefetcht0`; never a fault, whatever the
+    /// item): for items that are addresses the next pop hands out, such as an
+    /// allocator's free blocks, which a program then writes (docs/rseq.md,
+    /// "Critical sections"). Items that are not mapped addresses make each
+    /// prefetch a page walk: use `try_pop` for those.
+    #[inline(always)]
+    pub fn try_pop_and_prefetch(&self) -> Option<*mut u8> {
+        let area = mode::this_thread_registered()?;
+        let region = self.indexed(area);
+        // SAFETY: a registered area of this thread, and a region whose slots below
+        // `len` are valid stacks (`PerCpu::new`).
+        let item: *mut u8 = section!(
+            stack_try_pop_prefetch,
+            stack_try_pop_broken_restart,
+            stack_try_pop_top_first,
+            (region)
+        );
+        (!item.is_null()).then_some(item)
+    }
+
     /// One attempt at pushing `item`, as [`try_pop`](Self::try_pop): false on
     /// anything but success.
     // The item is an opaque value to the stack: it is stored, never dereferenced.
