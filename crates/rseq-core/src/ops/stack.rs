@@ -49,28 +49,18 @@ impl PerCpu<Stack> {
     /// calls `pop`.
     #[inline(always)]
     pub fn try_pop(&self) -> Option<*mut u8> {
-        self.try_pop_in(mode::this_thread_registered()?)
+        self.try_pop_in::<false>(mode::this_thread_registered()?)
     }
 
     /// [`try_pop`](Self::try_pop), and a hint to the CPU to fetch the memory the
     /// item left on top points to (`prefetcht0`; never a fault, whatever the
     /// item): for items that are addresses the next pop hands out, such as an
     /// allocator's free blocks, which a program then writes (docs/rseq.md,
-    /// "Critical sections"). Items that are not mapped addresses make each
-    /// prefetch a page walk: use `try_pop` for those.
+    /// "Critical sections"). For items that are not mapped addresses a
+    /// prefetch can cost a page walk that finds nothing: use `try_pop` there.
     #[inline(always)]
     pub fn try_pop_and_prefetch(&self) -> Option<*mut u8> {
-        let area = mode::this_thread_registered()?;
-        let region = self.indexed(area);
-        // SAFETY: a registered area of this thread, and a region whose slots below
-        // `len` are valid stacks (`PerCpu::new`).
-        let item: *mut u8 = section!(
-            stack_try_pop_prefetch,
-            stack_try_pop_broken_restart,
-            stack_try_pop_top_first,
-            (region)
-        );
-        (!item.is_null()).then_some(item)
+        self.try_pop_in::<true>(mode::this_thread_registered()?)
     }
 
     /// One attempt at pushing `item`, as [`try_pop`](Self::try_pop): false on
@@ -137,18 +127,29 @@ impl PerCpu<Stack> {
         }
     }
 
-    /// One indexed pop section on `area`, the calling thread's registered area.
+    /// One indexed pop section on `area`, the calling thread's registered area;
+    /// `PREFETCH` chooses the section that prefetches the next item.
     #[inline(always)]
-    fn try_pop_in(&self, area: Area) -> Option<*mut u8> {
+    fn try_pop_in<const PREFETCH: bool>(&self, area: Area) -> Option<*mut u8> {
         let region = self.indexed(area);
         // SAFETY: a registered area of this thread, and a region whose slots below
-        // `len` are valid stacks (`PerCpu::new`).
-        let item: *mut u8 = section!(
-            stack_try_pop,
-            stack_try_pop_broken_restart,
-            stack_try_pop_top_first,
-            (region)
-        );
+        // `len` are valid stacks (`PerCpu::new`). (The broken twins of test
+        // builds do not prefetch: what they break is elsewhere.)
+        let item: *mut u8 = if PREFETCH {
+            section!(
+                stack_try_pop_prefetch,
+                stack_try_pop_broken_restart,
+                stack_try_pop_top_first,
+                (region)
+            )
+        } else {
+            section!(
+                stack_try_pop,
+                stack_try_pop_broken_restart,
+                stack_try_pop_top_first,
+                (region)
+            )
+        };
         (!item.is_null()).then_some(item)
     }
 
