@@ -1,5 +1,5 @@
-//! The order of a CPU's first batch of a class: consecutive objects on
-//! different cache lines.
+//! The order of a CPU's first batch of a class: objects handed out one after
+//! another on different cache lines.
 //!
 //! A program's first allocations of a size often go to different threads: a
 //! main thread allocates a block of state per worker, back to back, and hands
@@ -12,12 +12,15 @@
 //! Allocators that send a freed block back to the thread that allocated it
 //! avoid the reuse; cpuslab's stacks know nothing of owners.
 //!
-//! So the first batch each CPU's stack of a class receives is handed out in
-//! passes over the batch, `stride` objects apart, lowest first in each pass:
-//! objects handed out one after another never share a line. Only the first
-//! batch: the others keep the ascending order that runs a program's walks over
-//! its objects forwards, and spreading every batch cost real programs 4-7%
-//! (jq, perl, python, sqlite: docs/benchmarks-preload.md, "False sharing").
+//! So the first batch each CPU's stack of a class receives from the depot
+//! (its shelf's first refill of the class) is handed out in passes over the
+//! batch, `stride` objects apart, lowest first in each pass: objects handed
+//! out one after another never share a line, as long as the batch holds more
+//! than two strides (those of the classes with a stride above 1 do).
+//! Only the first batch: the others keep the ascending order that runs a
+//! program's walks over its objects forwards, and spreading every batch cost
+//! real programs 4-7% (jq, perl, python, sqlite: docs/benchmarks-preload.md,
+//! "False sharing, and the next block prefetched").
 
 use crate::depot::MAX_BATCH;
 use crate::size_class::{Class, NUM_CLASSES};
@@ -55,9 +58,10 @@ const fn stride_of(size: usize) -> usize {
     }
 }
 
-/// Each class's stride.
-static STRIDES: [u8; NUM_CLASSES] = {
-    let mut strides = [1; NUM_CLASSES];
+/// Each class's stride: 256 entries, indexed by the `u8` class index, so
+/// that the lookup needs no bounds check (as `size_class`'s tables).
+static STRIDES: [u8; 256] = {
+    let mut strides = [1; 256];
     let mut i = 0;
     while i < NUM_CLASSES {
         if let Some(class) = Class::from_index(i) {
@@ -168,9 +172,15 @@ mod tests {
                 .batch_size()
                 .min(crate::cpu_cache::base_capacity(class))
                 .clamp(1, MAX_BATCH);
-            if want <= 2 * STRIDES[class.index()] as usize {
-                continue; // too few to part every neighbour (large classes)
+            let stride = STRIDES[class.index()] as usize;
+            if stride == 1 {
+                continue; // nothing to part
             }
+            assert!(
+                want > 2 * stride,
+                "class of {} B: {want} objects",
+                class.size()
+            );
             let objects: Vec<usize> = (0..want).map(|i| base + i * class.size()).collect();
             check(class, &objects);
             // Objects missing here and there (a partial span) only part the
