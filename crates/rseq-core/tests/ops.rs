@@ -69,6 +69,17 @@ fn install(stack: &PerCpu<Stack>, index: u32, slots: &mut [*mut u8]) {
         .unwrap();
 }
 
+/// Whether the single attempts (`try_pop`, `try_push`) run their section in
+/// this process: not in fallback mode (they never take a lock), nor, built
+/// for a shared object, in own mode (a thread-local lookup there is a call).
+fn single_attempt_runs_a_section() -> bool {
+    match rseq_core::mode() {
+        Mode::Glibc => true,
+        Mode::Own => !cfg!(feature = "shared-object"),
+        Mode::Fallback => false,
+    }
+}
+
 fn item(n: usize) -> *mut u8 {
     (n * 16) as *mut u8
 }
@@ -186,13 +197,9 @@ fn the_last_pop_reads_nothing_below_the_slot_array() {
     // deliver the signal, and std's SIGSEGV handler, finding no stack
     // overflow, restores the default action and returns to the abort path,
     // so that attempt returns None. Hence the retries: the next fault kills
-    // the process. (Where the single attempt never runs the section, in
-    // fallback mode and own mode in a shared object, `pop` does the work.)
-    let inline = match rseq_core::mode() {
-        Mode::Glibc => true,
-        Mode::Own => !cfg!(feature = "shared-object"),
-        Mode::Fallback => false,
-    };
+    // the process. (Where the single attempt never runs the section, `pop`
+    // does the work.)
+    let inline = single_attempt_runs_a_section();
     let pop = || {
         if inline {
             (0..1000).find_map(|_| stack.try_pop_and_prefetch())
@@ -298,14 +305,8 @@ fn single_attempts_succeed_where_the_full_operations_would() {
     assert!(!stack.try_push(item(1)), "inert");
     let mut slots = vec![std::ptr::null_mut(); 1];
     install(&stack, Index::ConcurrencyId.current(), &mut slots);
-    // The single attempt declines in fallback mode (it never takes a lock) and,
-    // built for a shared object, in own mode (a thread-local lookup there is a
-    // call); the full operations then do the work.
-    let inline = match rseq_core::mode() {
-        Mode::Glibc => true,
-        Mode::Own => !cfg!(feature = "shared-object"),
-        Mode::Fallback => false,
-    };
+    // Where the single attempt declines, the full operations do the work.
+    let inline = single_attempt_runs_a_section();
     assert_eq!(stack.try_push(item(1)), inline);
     if !inline {
         stack.push(item(1)).unwrap();

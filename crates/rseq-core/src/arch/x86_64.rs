@@ -494,10 +494,10 @@ macro_rules! stack_try_pop_fn {
             let item: *mut u8;
             // SAFETY: the caller guarantees the area and the region; the section
             // finds its slot from the index it reads, reads the header (capacity
-            // first), then the slot below `top` and, when there is one, the slot
-            // below that (within the array: its index is at least 0), whose value
-            // it only prefetches (a hint, which never faults, whatever the
-            // value), and commits `top - 1`. Every exit but the commit leaves
+            // first), then the slot below `top` and, with `prefetch: next` and
+            // when there is one, the slot below that (within the array: its
+            // index is at least 0), whose value it only prefetches (a hint,
+            // which never faults, whatever the value), and commits `top - 1`. Every exit but the commit leaves
             // `item` null.
             unsafe {
                 indexed_section!(
