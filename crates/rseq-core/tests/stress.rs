@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 use std::time::{Duration, Instant};
 
 use rseq_core::fault::{self, Broken};
-use rseq_core::{Index, ListHead, ListNode, Mode, OpError, PerCpu, Stack};
+use rseq_core::{Index, ListHead, ListNode, Mode, OpError, PerCpu, Stack, StackParts};
 
 const CHILD_ENV: &str = "RSEQ_STRESS_SCENARIO";
 /// Set in a child that must run without rseq (it calls `rseq_core::disable_rseq`).
@@ -316,6 +316,19 @@ const QUIET_WINDOW: Duration = Duration::from_micros(20 * SIGNAL_INTERVAL_US as 
 const GIVE_BACK_TRIES: u32 = 10_000;
 /// Items that could not be put back because stacks were over-full (duplication).
 static OVERFLOWS: AtomicUsize = AtomicUsize::new(0);
+/// Items a stopped stack held above its capacity: sections committed against a
+/// capacity that a racing store raised while the stack was stopped.
+static ABOVE_CAPACITY: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts the items a stopped stack holds above its capacity, and raises the
+/// capacity to hold them, so that the stop's resume keeps the header consistent
+/// and the check, not an assertion, reports the race.
+fn admit_above_capacity(parts: &mut StackParts) {
+    if parts.top > parts.capacity {
+        ABOVE_CAPACITY.fetch_add((parts.top - parts.capacity) as usize, Ordering::Relaxed);
+        parts.capacity = parts.top;
+    }
+}
 
 fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -600,6 +613,7 @@ impl World {
             let from = (rng.next() % u64::from(cpus)) as u32;
             let to = (rng.next() % u64::from(cpus)) as u32;
             let reversed = self.stacks[r].with_stopped(from, |parts| {
+                admit_above_capacity(parts);
                 // SAFETY: the stack is stopped: slots[..top] are ours to read and move.
                 let items =
                     unsafe { std::slice::from_raw_parts_mut(parts.slots, parts.top as usize) };
@@ -665,6 +679,7 @@ impl World {
             for cpu in 0..cpus {
                 stacks
                     .with_stopped(cpu, |parts| {
+                        admit_above_capacity(parts);
                         // SAFETY: stopped, and every thread is joined.
                         let items =
                             unsafe { std::slice::from_raw_parts(parts.slots, parts.top as usize) };
@@ -723,6 +738,7 @@ impl World {
         check.adds_off = sum(&self.adds).abs_diff(tally.total_adds() + handler_adds);
         check.swaps_off = sum(&self.swaps).abs_diff(tally.total_swaps());
         check.overflowed = OVERFLOWS.swap(0, Ordering::Relaxed);
+        check.above_capacity = ABOVE_CAPACITY.swap(0, Ordering::Relaxed);
         check
     }
 }
@@ -785,6 +801,7 @@ struct Check {
     duplicated: usize,
     foreign: usize,
     overflowed: usize,
+    above_capacity: usize,
     adds_off: usize,
     swaps_off: usize,
 }
@@ -795,6 +812,7 @@ impl Check {
             + self.duplicated
             + self.foreign
             + self.overflowed
+            + self.above_capacity
             + self.adds_off
             + self.swaps_off
             == 0
@@ -805,12 +823,13 @@ impl std::fmt::Display for Check {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "check: {} lost, {} duplicated, {} foreign, {} overflowed, add sum off by {}, \
-             swap sum off by {}",
+            "check: {} lost, {} duplicated, {} foreign, {} overflowed, {} above capacity, \
+             add sum off by {}, swap sum off by {}",
             self.lost,
             self.duplicated,
             self.foreign,
             self.overflowed,
+            self.above_capacity,
             self.adds_off,
             self.swaps_off
         )
