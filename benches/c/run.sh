@@ -29,6 +29,12 @@
 #   --peers LIST    the peers, comma-separated, of glibc, jemalloc, mimalloc2,
 #                   mimalloc3, snmalloc, tcmalloc (default: all)
 #   --out DIR       where preload.csv, preload.md and the binaries go (default results/)
+#   --prepare DIR   find or build everything as for a run, copy it into DIR (the
+#                   programs and GNU time in DIR/bin, DIR/libcpuslab.so, the peers
+#                   in DIR/peers), and stop: a folder to take to another machine
+#   --prebuilt DIR  run with what --prepare put in DIR: nothing is installed or
+#                   built, for a machine without compilers or package sources (a
+#                   peer that does not load there is left out)
 #
 # Writes DIR/preload.csv (benchmark,allocator,rep,seconds,max_rss_kib; the
 # benchmark column names the case) and DIR/preload.md (medians, ratios to
@@ -44,6 +50,8 @@ reps=""
 out="results"
 thread_counts="1,2,4,8,16"
 lib=""
+prebuilt=""
+prepare=""
 peer_list="glibc,jemalloc,mimalloc2,mimalloc3,snmalloc,tcmalloc"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -58,6 +66,10 @@ while [ $# -gt 0 ]; do
     --peers=*) peer_list="${1#--peers=}" ;;
     --out) out="$2"; shift ;;
     --out=*) out="${1#--out=}" ;;
+    --prebuilt) prebuilt="$2"; shift ;;
+    --prebuilt=*) prebuilt="${1#--prebuilt=}" ;;
+    --prepare) prepare="$2"; shift ;;
+    --prepare=*) prepare="${1#--prepare=}" ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -83,44 +95,14 @@ for p in "${peers[@]}"; do
   esac
 done
 wanted() { case ",$peer_list," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+if [ -n "$prebuilt" ]; then
+  case "$prebuilt" in /*) ;; *) prebuilt="$caller/$prebuilt" ;; esac
+  [ -d "$prebuilt/bin" ] || { echo "run.sh: --prebuilt $prebuilt has no bin/ (benches/c/many-cores.sh prepare makes it)" >&2; exit 1; }
+fi
 
 log() { echo "run.sh: $*"; }
 
-# --- Debian packages: three peers and GNU time ------------------------------
-multiarch="$(gcc -print-multiarch 2>/dev/null || true)"
-[ -n "$multiarch" ] || multiarch="x86_64-linux-gnu"
-libdir="/usr/lib/$multiarch"
-
-# Finds a shared library by its soname: the multiarch directory first, then
-# the loader cache.
-find_lib() {
-  if [ -e "$libdir/$1" ]; then
-    echo "$libdir/$1"
-    return
-  fi
-  ldconfig -p 2>/dev/null | awk -v name="$1" '$1 == name { print $NF; exit }'
-}
-find_mimalloc2() {
-  local found
-  found="$(find_lib libmimalloc.so.2.0)"
-  [ -n "$found" ] || found="$(find_lib libmimalloc.so.2)"
-  echo "$found"
-}
-
-need=()
-wanted jemalloc && [ -z "$(find_lib libjemalloc.so.2)" ] && need+=(libjemalloc2)
-wanted mimalloc2 && [ -z "$(find_mimalloc2)" ] && need+=(libmimalloc2.0)
-wanted tcmalloc && [ -z "$(find_lib libtcmalloc_minimal.so.4)" ] && need+=(libtcmalloc-minimal4)
-[ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  log "installing ${need[*]}"
-  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"; } >&2 ||
-    echo "run.sh: apt-get install ${need[*]} failed" >&2
-fi
-[ -x /usr/bin/time ] || { echo "run.sh: /usr/bin/time is missing (Debian package time)" >&2; exit 1; }
-
+# --- The peers, and GNU time -------------------------------------------------
 # The allocators in the order of the tables: cpuslab, then each peer that is
 # there. preload[<name>] is its library (empty for glibc), about[<name>] what
 # the summary says of it.
@@ -128,52 +110,116 @@ allocators=(cpuslab)
 declare -A preload about
 add_peer() { allocators+=("$1"); preload[$1]="$2"; about[$1]="$3"; }
 skip_peer() { echo "run.sh: going on without $1: $2" >&2; }
-debian_peer() { # name, library, Debian package
-  if [ -n "$2" ] && [ -e "$2" ]; then
-    add_peer "$1" "$2" "$(basename "$2") ($3 $(dpkg-query -W -f '${Version}' "$3" 2>/dev/null || echo '?'))"
-  else
-    skip_peer "$1" "its library is missing (Debian package $3)"
-  fi
-}
-wanted glibc && add_peer glibc "" "glibc malloc without preload"
-wanted jemalloc && debian_peer jemalloc "$(find_lib libjemalloc.so.2)" libjemalloc2
-wanted mimalloc2 && debian_peer mimalloc2 "$(find_mimalloc2)" libmimalloc2.0
-
-# --- Peers built from crate sources: mimalloc3 and snmalloc -----------------
-target="${CARGO_TARGET_DIR:-target}"
-case "$target" in /*) ;; *) target="$root/$target" ;; esac
-built=()
-wanted mimalloc3 && built+=(mimalloc3)
-wanted snmalloc && built+=(snmalloc)
-if [ ${#built[@]} -gt 0 ]; then
-  declare -A built_lib built_about
-  # Progress and failures of peers.sh go to stderr; "name path description" lines come back.
-  while read -r name path description; do
-    built_lib[$name]="$path"
-    built_about[$name]="$description"
-  done < <(bash benches/c/peers.sh --dir "$target/peers" "${built[@]}" || true)
-  for name in "${built[@]}"; do
-    if [ -n "${built_lib[$name]:-}" ] && [ -e "${built_lib[$name]}" ]; then
-      add_peer "$name" "${built_lib[$name]}" "$(basename "${built_lib[$name]}") (${built_about[$name]})"
+gnu_time=/usr/bin/time
+if [ -n "$prebuilt" ]; then
+  # DIR/peers/<name>.so and <name>.about, in the order of the tables; a peer
+  # that does not load here (a library it needs is missing) is left out.
+  [ -x "$gnu_time" ] || gnu_time="$prebuilt/bin/time"
+  wanted glibc && add_peer glibc "" "glibc malloc without preload"
+  for name in jemalloc mimalloc2 mimalloc3 snmalloc tcmalloc; do
+    wanted "$name" || continue
+    so="$prebuilt/peers/$name.so"
+    if [ ! -e "$so" ]; then
+      skip_peer "$name" "$so is missing"
+    elif ! LD_PRELOAD="$so" "$prebuilt/bin/pairs" 1 1 > /dev/null 2>&1; then
+      skip_peer "$name" "$so does not load here"
     else
-      skip_peer "$name" "benches/c/peers.sh could not build it (its messages are above)"
+      add_peer "$name" "$so" "$(cat "$prebuilt/peers/$name.about" 2>/dev/null || echo "$name.so")"
     fi
   done
+else
+  # --- Debian packages: three peers and GNU time ------------------------------
+  multiarch="$(gcc -print-multiarch 2>/dev/null || true)"
+  [ -n "$multiarch" ] || multiarch="x86_64-linux-gnu"
+  libdir="/usr/lib/$multiarch"
+
+  # Finds a shared library by its soname: the multiarch directory first, then
+  # the loader cache.
+  find_lib() {
+    if [ -e "$libdir/$1" ]; then
+      echo "$libdir/$1"
+      return
+    fi
+    ldconfig -p 2>/dev/null | awk -v name="$1" '$1 == name { print $NF; exit }'
+  }
+  find_mimalloc2() {
+    local found
+    found="$(find_lib libmimalloc.so.2.0)"
+    [ -n "$found" ] || found="$(find_lib libmimalloc.so.2)"
+    echo "$found"
+  }
+
+  need=()
+  wanted jemalloc && [ -z "$(find_lib libjemalloc.so.2)" ] && need+=(libjemalloc2)
+  wanted mimalloc2 && [ -z "$(find_mimalloc2)" ] && need+=(libmimalloc2.0)
+  wanted tcmalloc && [ -z "$(find_lib libtcmalloc_minimal.so.4)" ] && need+=(libtcmalloc-minimal4)
+  [ -x /usr/bin/time ] || need+=(time)
+  if [ ${#need[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    log "installing ${need[*]}"
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"; } >&2 ||
+      echo "run.sh: apt-get install ${need[*]} failed" >&2
+  fi
+
+  debian_peer() { # name, library, Debian package
+    if [ -n "$2" ] && [ -e "$2" ]; then
+      add_peer "$1" "$2" "$(basename "$2") ($3 $(dpkg-query -W -f '${Version}' "$3" 2>/dev/null || echo '?'))"
+    else
+      skip_peer "$1" "its library is missing (Debian package $3)"
+    fi
+  }
+  wanted glibc && add_peer glibc "" "glibc malloc without preload"
+  wanted jemalloc && debian_peer jemalloc "$(find_lib libjemalloc.so.2)" libjemalloc2
+  wanted mimalloc2 && debian_peer mimalloc2 "$(find_mimalloc2)" libmimalloc2.0
+
+  # --- Peers built from crate sources: mimalloc3 and snmalloc -----------------
+  target="${CARGO_TARGET_DIR:-target}"
+  case "$target" in /*) ;; *) target="$root/$target" ;; esac
+  built=()
+  wanted mimalloc3 && built+=(mimalloc3)
+  wanted snmalloc && built+=(snmalloc)
+  if [ ${#built[@]} -gt 0 ]; then
+    declare -A built_lib built_about
+    # Progress and failures of peers.sh go to stderr; "name path description" lines come back.
+    while read -r name path description; do
+      built_lib[$name]="$path"
+      built_about[$name]="$description"
+    done < <(bash benches/c/peers.sh --dir "$target/peers" "${built[@]}" || true)
+    for name in "${built[@]}"; do
+      if [ -n "${built_lib[$name]:-}" ] && [ -e "${built_lib[$name]}" ]; then
+        add_peer "$name" "${built_lib[$name]}" "$(basename "${built_lib[$name]}") (${built_about[$name]})"
+      else
+        skip_peer "$name" "benches/c/peers.sh could not build it (its messages are above)"
+      fi
+    done
+  fi
+  wanted tcmalloc && debian_peer tcmalloc "$(find_lib libtcmalloc_minimal.so.4)" libtcmalloc-minimal4
 fi
-wanted tcmalloc && debian_peer tcmalloc "$(find_lib libtcmalloc_minimal.so.4)" libtcmalloc-minimal4
 [ ${#allocators[@]} -gt 1 ] || echo "run.sh: no peer: cpuslab runs alone" >&2
 for a in "${allocators[@]:1}"; do log "peer $a: ${about[$a]}"; done
 
 # --- Build -----------------------------------------------------------------
-mkdir -p "$out/bin"
+mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 programs=(pairs batch threads prodcons server larson xmalloc mixed scratch large fork)
-for p in "${programs[@]}"; do
-  # -fno-builtin: every malloc, free and memset in the source is a call (no
-  # malloc + memset turned into calloc, no pair elided).
-  gcc -O2 -pthread -fno-builtin -Wall -Wextra -o "$out/bin/$p" "benches/c/$p.c"
-done
-if [ -n "$lib" ]; then
+if [ -n "$prebuilt" ]; then
+  bin="$prebuilt/bin"
+else
+  bin="$out/bin"
+  mkdir -p "$bin"
+  for p in "${programs[@]}"; do
+    # -fno-builtin: every malloc, free and memset in the source is a call (no
+    # malloc + memset turned into calloc, no pair elided).
+    gcc -O2 -pthread -fno-builtin -Wall -Wextra -o "$bin/$p" "benches/c/$p.c"
+  done
+fi
+[ -x "$gnu_time" ] || { echo "run.sh: $gnu_time is missing (Debian package time)" >&2; exit 1; }
+if [ -n "$prebuilt" ] && [ -z "$lib" ]; then
+  cpuslab="$prebuilt/libcpuslab.so"
+  [ -e "$cpuslab" ] || { echo "run.sh: $cpuslab is missing" >&2; exit 1; }
+  log "using $cpuslab"
+elif [ -n "$lib" ]; then
   case "$lib" in /*) ;; *) lib="$caller/$lib" ;; esac
   [ -f "$lib" ] || { echo "run.sh: --lib $lib does not exist" >&2; exit 1; }
   cpuslab="$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib")"
@@ -186,6 +232,21 @@ else
 fi
 
 preload[cpuslab]="$cpuslab"
+
+if [ -n "$prepare" ]; then
+  case "$prepare" in /*) ;; *) prepare="$caller/$prepare" ;; esac
+  mkdir -p "$prepare/bin" "$prepare/peers"
+  for p in "${programs[@]}"; do cp "$bin/$p" "$prepare/bin/"; done
+  cp -L "$gnu_time" "$prepare/bin/time"
+  cp -L "$cpuslab" "$prepare/libcpuslab.so"
+  for a in "${allocators[@]:1}"; do
+    [ -n "${preload[$a]}" ] || continue # glibc: nothing to take
+    cp -L "${preload[$a]}" "$prepare/peers/$a.so"
+    echo "${about[$a]}" > "$prepare/peers/$a.about"
+  done
+  log "prepared $prepare ($(du -sh "$prepare" | cut -f1)): benches/c/run.sh --prebuilt $prepare runs there"
+  exit 0
+fi
 
 # The cases, in run order: <program>-<n>t per thread count for the
 # multi-threaded programs, the bare program name for the single-threaded ones.
@@ -247,8 +308,8 @@ work() { if [ "$quick" = 1 ]; then echo $(($1 / 10)); else echo "$1"; fi; }
 # and that should not land on whichever allocator happens to run first.
 log "warm-up: server and large with glibc (not recorded)"
 # shellcheck disable=SC2046 # the arguments are words on purpose
-"$out/bin/server" $(args_of server-4t) > /dev/null
-"$out/bin/large" 20 > /dev/null
+"$bin/server" $(args_of server-4t) > /dev/null
+"$bin/large" 20 > /dev/null
 
 csv="$out/preload.csv"
 echo "benchmark,allocator,rep,seconds,max_rss_kib" > "$csv"
@@ -263,8 +324,8 @@ for rep in $(seq 1 "$reps"); do
     for i in $(seq 0 $((n - 1))); do
       a="${allocators[$(((i + turn) % n))]}"
       # shellcheck disable=SC2046 # the arguments are words on purpose
-      if /usr/bin/time -f "%e %M" -o "$timing" \
-          env LD_PRELOAD="${preload[$a]}" "$out/bin/$(program_of "$b")" $(args_of "$b") > "$output" 2>&1; then
+      if "$gnu_time" -f "%e %M" -o "$timing" \
+          env LD_PRELOAD="${preload[$a]}" "$bin/$(program_of "$b")" $(args_of "$b") > "$output" 2>&1; then
         read -r seconds rss < <(tail -n 1 "$timing")
         echo "$b,$a,$rep,$seconds,$rss" >> "$csv"
         log "rep $rep $b $a: ${seconds} s, ${rss} KiB: $(tail -n 1 "$output")"
