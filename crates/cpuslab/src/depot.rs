@@ -31,9 +31,18 @@ use crate::sync::{add_under_lock, sub_under_lock, Lock};
 pub(crate) const SHARDS: usize = 8;
 /// The most objects a batch record holds (the largest `Class::batch_size`).
 pub(crate) const MAX_BATCH: usize = 64;
-/// Bytes of free objects a shard may hold per class before returning batches
-/// to the central lists.
-const SHARD_BYTE_BUDGET: usize = 1024 * 1024;
+/// Free objects a shard may hold per class before returning batches to the
+/// central lists, within [`SHARD_MIN_BYTES`] and [`SHARD_MAX_BYTES`]: a
+/// program that frees a few thousand objects of a class at once and then
+/// takes them again (rounds of allocations, a request's temporaries) keeps
+/// them here, where they cost a pointer each, instead of sending them to
+/// their spans' bitmaps and taking them out again, one object at a time and
+/// often with the span given back and carved again in between.
+const SHARD_OBJECTS: usize = 8192;
+/// Small classes may hold more than [`SHARD_OBJECTS`] in this many bytes.
+const SHARD_MIN_BYTES: usize = 1024 * 1024;
+/// Big classes hold fewer than [`SHARD_OBJECTS`]: at most this many bytes.
+const SHARD_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Every shard may hold at least this many batches, however big the class
 /// (within the total budget).
 const MIN_BATCHES_PER_SHARD: usize = 2;
@@ -170,11 +179,23 @@ static DEPOT: [[Shard; SHARDS]; NUM_CLASSES] = [const { [EMPTY_SHARD; SHARDS] };
 /// The batches one shard may hold for `class`.
 const fn batch_limit(class: Class) -> usize {
     let per_batch = class.batch_size() * class.size();
-    let limit = SHARD_BYTE_BUDGET / per_batch;
+    let limit = shard_byte_budget(class) / per_batch;
     if limit < MIN_BATCHES_PER_SHARD {
         MIN_BATCHES_PER_SHARD
     } else {
         limit
+    }
+}
+
+/// The bytes of free objects of `class` one shard may hold.
+const fn shard_byte_budget(class: Class) -> usize {
+    let bytes = SHARD_OBJECTS * class.size();
+    if bytes < SHARD_MIN_BYTES {
+        SHARD_MIN_BYTES
+    } else if bytes > SHARD_MAX_BYTES {
+        SHARD_MAX_BYTES
+    } else {
+        bytes
     }
 }
 
@@ -422,6 +443,36 @@ pub(crate) unsafe fn unlock_all() {
 mod tests {
     use super::*;
     use crate::size_class::class_of;
+
+    #[test]
+    fn a_shard_holds_thousands_of_objects_within_its_byte_bounds() {
+        for class in Class::all() {
+            let objects = batch_limit(class) * class.batch_size();
+            let bytes = objects * class.size();
+            assert!(bytes <= SHARD_MAX_BYTES.max(MIN_BATCHES_PER_SHARD * 64 * 1024));
+            if class.size() * SHARD_OBJECTS <= SHARD_MAX_BYTES {
+                // Room for SHARD_OBJECTS (less one batch's rounding), and 1 MiB's
+                // worth for the small classes.
+                assert!(
+                    objects + class.batch_size() > SHARD_OBJECTS,
+                    "{}",
+                    class.size()
+                );
+                assert!(bytes + class.batch_size() * class.size() > SHARD_MIN_BYTES);
+            } else {
+                assert!(bytes + class.batch_size() * class.size() > SHARD_MAX_BYTES);
+            }
+        }
+        assert_eq!(
+            shard_byte_budget(class_of(16, 16).unwrap()),
+            SHARD_MIN_BYTES
+        );
+        assert_eq!(shard_byte_budget(class_of(256, 16).unwrap()), 2 << 20);
+        assert_eq!(
+            shard_byte_budget(class_of(8192, 16).unwrap()),
+            SHARD_MAX_BYTES
+        );
+    }
 
     #[test]
     fn batches_come_back_from_the_home_shard_then_by_stealing() {
