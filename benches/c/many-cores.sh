@@ -8,7 +8,8 @@
 #            builds and gathers everything into DIR (default target/many-cores,
 #            a few MiB): benches/c/run.sh --prepare (the C programs, GNU time,
 #            libcpuslab.so and the peers' libraries), and the Rust comparison
-#            binary (cpuslab-bench)
+#            binary (cpuslab-bench, which needs libstdc++ there: snmalloc's C++
+#            is linked in)
 #   there  benches/c/many-cores.sh run [DIR] OUT [--threads LIST] [--reps N]
 #            the C programs at each thread count of LIST (default 1,4,16,64),
 #            N repetitions (default 2), into OUT/preload; then the Rust
@@ -30,10 +31,12 @@ step="${1:-}"
 case "$step" in
   prepare)
     dir="$(absolute "${1:-$root/target/many-cores}")"
-    rm -rf "$dir"
+    target="${CARGO_TARGET_DIR:-target}"
+    case "$target" in /*) ;; *) target="$root/$target" ;; esac
+    rm -rf "$dir/c" "$dir/cpuslab-bench" # only what an earlier prepare put there
     bash "$root/benches/c/run.sh" --prepare "$dir/c"
     (cd "$root" && cargo build --release -p cpuslab-bench)
-    cp "${CARGO_TARGET_DIR:-$root/target}/release/cpuslab-bench" "$dir/"
+    cp "$target/release/cpuslab-bench" "$dir/"
     log "prepared $dir ($(du -sh "$dir" | cut -f1)); there: benches/c/many-cores.sh run $dir OUT"
     ;;
   run)

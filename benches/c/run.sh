@@ -18,9 +18,10 @@
 # of everything, then rep 2, ...), with the allocator order rotated from one
 # case and repetition to the next, so that drift on the machine (other load,
 # frequency, page cache) spreads over all allocators. Wall time and peak RSS
-# come from /usr/bin/time -f "%e %M" around the program.
+# come from GNU time (/usr/bin/time -f "%e %M") around the program.
 #
-# usage: benches/c/run.sh [--quick] [--reps N] [--threads LIST] [--lib FILE] [--out DIR]
+# usage: benches/c/run.sh [--quick] [--reps N] [--threads LIST] [--lib FILE] [--peers LIST]
+#                         [--out DIR] [--prepare DIR | --prebuilt DIR]
 #   --quick         a tenth of the work and 1 repetition (about half a minute)
 #   --reps N        repetitions (default 3; --quick: 1)
 #   --threads LIST  thread counts, comma-separated (default 1,2,4,8,16)
@@ -97,7 +98,7 @@ done
 wanted() { case ",$peer_list," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 if [ -n "$prebuilt" ]; then
   case "$prebuilt" in /*) ;; *) prebuilt="$caller/$prebuilt" ;; esac
-  [ -d "$prebuilt/bin" ] || { echo "run.sh: --prebuilt $prebuilt has no bin/ (benches/c/many-cores.sh prepare makes it)" >&2; exit 1; }
+  [ -d "$prebuilt/bin" ] || { echo "run.sh: --prebuilt $prebuilt has no bin/ (run.sh --prepare makes one)" >&2; exit 1; }
 fi
 
 log() { echo "run.sh: $*"; }
@@ -111,6 +112,14 @@ declare -A preload about
 add_peer() { allocators+=("$1"); preload[$1]="$2"; about[$1]="$3"; }
 skip_peer() { echo "run.sh: going on without $1: $2" >&2; }
 gnu_time=/usr/bin/time
+# Whether a library preloads here: a program runs with it, and the loader
+# says nothing (it only warns when a preload cannot be opened, and the
+# program runs without it).
+loads() {
+  local said
+  said="$(LD_PRELOAD="$1" "$prebuilt/bin/pairs" 1 1 2>&1 > /dev/null)" || return 1
+  case "$said" in *ld.so*) return 1 ;; esac
+}
 if [ -n "$prebuilt" ]; then
   # DIR/peers/<name>.so and <name>.about, in the order of the tables; a peer
   # that does not load here (a library it needs is missing) is left out.
@@ -121,7 +130,7 @@ if [ -n "$prebuilt" ]; then
     so="$prebuilt/peers/$name.so"
     if [ ! -e "$so" ]; then
       skip_peer "$name" "$so is missing"
-    elif ! LD_PRELOAD="$so" "$prebuilt/bin/pairs" 1 1 > /dev/null 2>&1; then
+    elif ! loads "$so"; then
       skip_peer "$name" "$so does not load here"
     else
       add_peer "$name" "$so" "$(cat "$prebuilt/peers/$name.about" 2>/dev/null || echo "$name.so")"
@@ -217,7 +226,7 @@ fi
 [ -x "$gnu_time" ] || { echo "run.sh: $gnu_time is missing (Debian package time)" >&2; exit 1; }
 if [ -n "$prebuilt" ] && [ -z "$lib" ]; then
   cpuslab="$prebuilt/libcpuslab.so"
-  [ -e "$cpuslab" ] || { echo "run.sh: $cpuslab is missing" >&2; exit 1; }
+  loads "$cpuslab" || { echo "run.sh: $cpuslab is missing or does not load here" >&2; exit 1; }
   log "using $cpuslab"
 elif [ -n "$lib" ]; then
   case "$lib" in /*) ;; *) lib="$caller/$lib" ;; esac

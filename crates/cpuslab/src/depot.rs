@@ -449,7 +449,7 @@ mod tests {
         for class in Class::all() {
             let objects = batch_limit(class) * class.batch_size();
             let bytes = objects * class.size();
-            assert!(bytes <= SHARD_MAX_BYTES.max(MIN_BATCHES_PER_SHARD * 64 * 1024));
+            assert!(bytes <= SHARD_MAX_BYTES);
             if class.size() * SHARD_OBJECTS <= SHARD_MAX_BYTES {
                 // Room for SHARD_OBJECTS (less one batch's rounding), and 1 MiB's
                 // worth for the small classes.

@@ -465,17 +465,11 @@ impl World {
                 tally.add(&worker.join().unwrap());
             }
             stop.store(true, Ordering::Relaxed);
+            // A stack found above its capacity is counted (`admit_above_capacity`)
+            // and reported by the check; any panic here is a failure of its own.
             match drainer.join() {
                 Ok(drained) => tally.add(&drained),
-                // rseq-core's own check (debug builds): a stopped stack held more
-                // than its capacity, which only a commit during the stop does.
-                Err(_) => {
-                    println!(
-                        "CORRUPTION DETECTED: the drainer's stop found a broken stack; {} raises",
-                        fault::raise_delays()
-                    );
-                    std::process::exit(CORRUPTION_EXIT);
-                }
+                Err(panic) => std::panic::resume_unwind(panic),
             }
             tally
         })
