@@ -228,6 +228,7 @@ pub unsafe fn free_batch(class: Class, objects: &[*mut u8]) {
     let Some(list) = CENTRAL.get(class.index()) else {
         return;
     };
+    prefetch_spans(objects);
     list.with_partial(|partial| {
         // Counted here and added once, after the loop.
         let (mut freed, mut released, mut emptied) = (0, 0, 0);
@@ -264,6 +265,23 @@ pub unsafe fn free_batch(class: Class, objects: &[*mut u8]) {
         sub_under_lock(&list.free, released);
         sub_under_lock(&list.spans, emptied);
     });
+}
+
+/// Starts the loads [`free_batch`] makes for each object, its page-map entry
+/// and then its span's record, before it takes the lock. Objects that come
+/// back in an order unrelated to their spans (a program freeing a big
+/// structure, most of which overflows to this tier) miss the cache at both;
+/// started all together, the misses overlap instead of queueing one behind
+/// the other (a span looked up here may be stale: only the prefetch uses it).
+fn prefetch_spans(objects: &[*mut u8]) {
+    for &object in objects {
+        pagemap::prefetch(object as usize);
+    }
+    for &object in objects {
+        if let Some(span) = pagemap::get(object as usize) {
+            span.prefetch();
+        }
+    }
 }
 
 /// Takes every class lock, in class order (for `fork`).

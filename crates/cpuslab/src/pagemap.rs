@@ -126,6 +126,18 @@ pub fn get(addr: usize) -> Option<&'static Span> {
     entry(addr)?.span()
 }
 
+/// Starts loading the entry of the page holding `addr`, for a [`get`] soon
+/// (a hint; nothing where there is no leaf).
+#[inline]
+pub fn prefetch(addr: usize) {
+    let (Some((_, l)), Some(leaf)) = (split(addr), leaf(addr, false)) else {
+        return;
+    };
+    if let Some(entry) = leaf.spans.get(l) {
+        os::prefetch(entry.as_ptr().cast());
+    }
+}
+
 /// Makes sure tree nodes exist for every page of `[addr, addr + len)`, so that
 /// later `set_range` calls on it cannot fail. `false` when out of memory or
 /// the range is outside the user address space.

@@ -25,7 +25,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::meta;
-use crate::os::PAGE_SIZE;
+use crate::os::{self, PAGE_SIZE};
 use crate::size_class::{Class, MAX_OBJECTS_PER_SPAN};
 use crate::sync::Lock;
 
@@ -108,6 +108,18 @@ pub struct Span {
     free_bits: [Cell<u64>; BITMAP_WORDS],
     /// Large span: the requested alignment.
     large_align: Cell<usize>,
+}
+
+impl Span {
+    /// Starts loading what `free_object` reads first, for a use soon: the
+    /// record's first line (start, kind, class) and the bitmap's first words
+    /// (with the counters before them). Not the bitmap's far words: more
+    /// prefetches than the CPU can have in flight slowed a batch of frees.
+    #[inline]
+    pub fn prefetch(&self) {
+        os::prefetch(ptr::from_ref(self).cast());
+        os::prefetch(ptr::from_ref(&self.free_bits).cast());
+    }
 }
 
 // SAFETY: the atomics are thread-safe; the `Cell` fields are only accessed by
