@@ -11,7 +11,7 @@
 # The cases: every multi-threaded program (pairs, threads, prodcons, server,
 # larson, xmalloc, mixed, scratch) at each thread count of --threads, as <program>-<n>t
 # (the same total work at every count: the threads split it), and the
-# single-threaded batch, large and fork. prodcons and xmalloc pair their threads (half
+# single-threaded batch, teardown, large and fork. prodcons and xmalloc pair their threads (half
 # allocate, half free), so they run at the even counts only.
 #
 # Every (case, allocator) pair runs once per repetition, repetition-major (rep 1
@@ -211,7 +211,7 @@ for a in "${allocators[@]:1}"; do log "peer $a: ${about[$a]}"; done
 # --- Build -----------------------------------------------------------------
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
-programs=(pairs batch threads prodcons server larson xmalloc mixed scratch large fork)
+programs=(pairs batch teardown threads prodcons server larson xmalloc mixed scratch large fork)
 if [ -n "$prebuilt" ]; then
   bin="$prebuilt/bin"
 else
@@ -264,6 +264,7 @@ paired() { for n in "${counts[@]}"; do [ $((n % 2)) -eq 0 ] && echo "$1-${n}t"; 
 mapfile -t benchmarks < <(
   threaded pairs
   echo batch
+  echo teardown
   threaded threads
   paired prodcons
   threaded server
@@ -280,9 +281,10 @@ threads_of() { case "$1" in *-[0-9]*t) local n="${1##*-}"; echo "${n%t}" ;; *) e
 # The arguments of a case (each program's usage line says what they are). The
 # total work is the same at every thread count; --quick does a tenth of it.
 # Sized for about half a second per run under cpuslab on 2 CPUs, so that the
-# full run (41 cases, 7 allocators, 3 repetitions) takes about 8 minutes.
+# full run (42 cases, 7 allocators, 3 repetitions) takes about 8 minutes.
 #   pairs     millions of malloc+free pairs, threads
 #   batch     rounds of 100 000 blocks
+#   teardown  rounds, blocks per round
 #   threads   millions of steps, threads
 #   prodcons  millions of blocks, producer/consumer pairs
 #   server    thousands of requests, threads
@@ -298,6 +300,7 @@ args_of() {
   case "$(program_of "$1")" in
     pairs) echo "$(work 60) $n" ;;
     batch) echo "$(work 100)" ;;
+    teardown) echo "3 $(work 1000000)" ;;
     threads) echo "$(work 30) $n" ;;
     prodcons) echo "$(work 10) $((n / 2))" ;;
     server) echo "$(work 200) $n" ;;
