@@ -3,8 +3,9 @@
  * random block of its own set and allocates a new one in its place, touching
  * both ends. A fourth argument keeps one band of sizes only: 1 for 16..128
  * bytes, 2 for 128..1024, 3 for 1..8 KiB (0, the default, mixes them).
- * Also prints how many 4 KiB pages a thread's live blocks lie on at the end
- * (the mean over the threads; counted after the timed part).
+ * Also prints how many 4 KiB pages hold the first bytes of a thread's live
+ * blocks at the end (the mean over the threads; the pages are noted in the
+ * timed part, 4 000 stores, and counted after it).
  * usage: threads [millions of steps in all=40] [threads=8]
  * [working set per thread=4000] [band=0] */
 #include <pthread.h>

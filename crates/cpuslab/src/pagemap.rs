@@ -130,11 +130,8 @@ pub fn get(addr: usize) -> Option<&'static Span> {
 /// (a hint; nothing where there is no leaf).
 #[inline]
 pub fn prefetch(addr: usize) {
-    let (Some((_, l)), Some(leaf)) = (split(addr), leaf(addr, false)) else {
-        return;
-    };
-    if let Some(entry) = leaf.spans.get(l) {
-        os::prefetch(entry.as_ptr().cast());
+    if let Some(entry) = entry(addr) {
+        os::prefetch(entry.0.as_ptr().cast());
     }
 }
 
