@@ -825,11 +825,15 @@ mod tests {
     fn zero_decay_decommits_at_once_and_idle_runs_decay() {
         let _serial = crate::test_serial();
         let _decay = DecayGuard;
+        // The counters cover the class heaps too, where earlier tests may
+        // have left committed runs that this heap's decay does not reach:
+        // what this test's spans add is measured from here.
+        let held = stats().free_committed;
         crate::decay::set_interval_ms(0);
         let s = alloc_span(16).unwrap();
         fill(s, 9);
         free_span(s);
-        assert_eq!(stats().free_committed, 0);
+        assert!(stats().free_committed <= held, "{:?}", stats());
 
         crate::decay::set_interval_ms(50);
         let s = alloc_span(16).unwrap();
@@ -841,7 +845,7 @@ mod tests {
         let t = alloc_span(1).unwrap();
         free_span(t);
         // `t` itself was just freed and is not idle yet.
-        assert!(stats().free_committed <= PAGE_SIZE, "{:?}", stats());
+        assert!(stats().free_committed <= held + PAGE_SIZE, "{:?}", stats());
     }
 
     #[test]
